@@ -1,0 +1,278 @@
+"""Bilinear MLPs and the gene modules read from their weights.
+
+A bilinear layer computes ``y = P (W x ⊙ V x)`` with ``W, V ∈ R^{h×g}`` and ``P ∈ R^{t×h}``. Output
+``a`` is the quadratic form ``xᵀ Q_a x`` with ``Q_a = Σ_h P_ah w_h v_hᵀ = Wᵀ diag(P_a) V``. Only the
+symmetric part ``B_a = (Q_a + Q_aᵀ)/2`` contributes, and its eigenvectors are gene modules.
+
+``B_a = U M_a Uᵀ`` with ``U = [Wᵀ Vᵀ] ∈ R^{g×2h}`` and ``M_a = ½[[0, diag P_a], [diag P_a, 0]]``, so
+its rank is at most 2h. With ``U = Q R`` (thin QR, shared by every output) the nonzero eigenpairs of
+``B_a`` are those of the 2h×2h matrix ``R M_a Rᵀ`` mapped back by ``Q``: no g×g matrix is ever built.
+
+A bias, when asked for, is a constant 1 appended to x, so the model stays an exact quadratic form
+(the last coordinate of every loading is then the constant's weight, not a gene's).
+
+AnnData keys written by :func:`annotate` (``key`` defaults to ``"bilinear"``; ``<out>`` is the
+output name with characters other than letters, digits, ``-`` and ``_`` replaced by ``_``):
+
+- ``adata.varm["<key>_<out>_loadings"]``: genes × modules, eigenvectors sorted by |eigenvalue|;
+- ``adata.obsm["<key>_<out>_scores"]``: cells × modules, projections of the features on them;
+- ``adata.uns["<key>"]``: ``outputs`` (names), ``eigenvalues`` (dict: output → all 2h eigenvalues,
+  sorted by |λ|), ``n_modules``, ``hidden``, ``bias``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .runtime import get_device, seed_everything
+
+
+class BilinearMLP(nn.Module):
+    """``y = P (W x ⊙ V x)``: one ``Linear(g, 2h)`` split into W and V, then a linear head P.
+
+    Parameters
+    ----------
+    n_in, n_hidden, n_out
+        Genes g, hidden width h, outputs t.
+    bias
+        Append a constant 1 to x (linear and constant terms while staying a quadratic form).
+    dropout
+        Dropout on the input genes during training (the constant input is never dropped).
+    """
+
+    def __init__(self, n_in: int, n_hidden: int, n_out: int, bias: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.n_in, self.n_hidden, self.n_out, self.bias = n_in, n_hidden, n_out, bias
+        self.proj = nn.Linear(n_in + int(bias), 2 * n_hidden, bias=False)
+        self.head = nn.Linear(n_hidden, n_out, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    @property
+    def W(self) -> torch.Tensor:
+        return self.proj.weight[: self.n_hidden]
+
+    @property
+    def V(self) -> torch.Tensor:
+        return self.proj.weight[self.n_hidden:]
+
+    @property
+    def P(self) -> torch.Tensor:
+        return self.head.weight
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """x with the constant 1 appended when the model has a bias."""
+        return torch.cat([x, torch.ones_like(x[:, :1])], 1) if self.bias else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right = self.proj(self.augment(self.drop(x))).chunk(2, dim=-1)
+        return self.head(left * right)
+
+
+# ------------------------------------------------------------------------------------ training
+
+def _loss_fn(task: str, loss: str | None, class_weight, huber_delta: float):
+    loss = loss or ("ce" if task == "classification" else "mse")
+    if task == "classification":
+        if loss != "ce":
+            raise ValueError(f"loss={loss!r} for classification; use 'ce'.")
+        return nn.CrossEntropyLoss(weight=class_weight), loss
+    if loss == "mse":
+        return nn.MSELoss(), loss
+    if loss == "huber":
+        return nn.HuberLoss(delta=huber_delta), loss
+    raise ValueError(f"loss={loss!r} for regression; use 'mse' or 'huber'.")
+
+
+def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict,
+                   task: str = "classification", loss: str | None = None, epochs: int = 100,
+                   lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 64,
+                   noise_std: float = 0.0, class_weight: str | None = None, huber_delta: float = 1.0,
+                   device: str = "auto", seed: int = 0, progress: bool = True):
+    """Train with AdamW and a cosine learning-rate schedule; returns ``(model, history)``.
+
+    Parameters
+    ----------
+    X
+        cells × genes features (float).
+    Y
+        Class indices (classification) or cells × outputs targets (regression).
+    split
+        ``{"train": idx, "val": idx, ...}`` (see :func:`helpers.preprocess.split_indices`).
+    class_weight
+        ``"balanced"`` weighs the cross-entropy by inverse class frequency in the training split.
+    noise_std
+        Standard deviation of Gaussian noise added to training inputs (augmentation).
+
+    Returns
+    -------
+    The trained model (on CPU, eval mode) and a per-epoch DataFrame with train/val loss and
+    accuracy (classification) or MAE (regression).
+    """
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task={task!r}; use 'classification' or 'regression'.")
+    if len(X) != len(Y):
+        raise ValueError(f"X has {len(X)} cells but Y has {len(Y)}; they must match.")
+    for part in ("train", "val"):
+        if part not in split or len(split[part]) == 0:
+            raise ValueError(f"split needs a non-empty {part!r} index array.")
+    gen = seed_everything(seed)
+    dev = get_device(device)
+    Xt = torch.as_tensor(np.asarray(X, np.float32), device=dev)
+    if task == "classification":
+        Yt = torch.as_tensor(np.array(Y), dtype=torch.long, device=dev)
+        weight = None
+        if class_weight == "balanced":
+            counts = torch.bincount(Yt[split["train"]], minlength=model.n_out).float()
+            weight = (counts.sum() / (model.n_out * counts.clamp(min=1))).to(dev)
+    else:
+        Yt = torch.as_tensor(np.array(Y, np.float32), device=dev)
+        Yt = Yt[:, None] if Yt.ndim == 1 else Yt
+        weight = None
+    criterion, loss = _loss_fn(task, loss, weight, huber_delta)
+    model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
+    train_idx = torch.as_tensor(split["train"], device=dev)
+    steps = epochs * int(np.ceil(len(train_idx) / batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    rows = []
+    bar = tqdm(range(epochs), desc="training", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    for epoch in bar:
+        model.train()
+        perm = train_idx[torch.randperm(len(train_idx), generator=gen).to(dev)]
+        for start in range(0, len(perm), batch_size):
+            b = perm[start:start + batch_size]
+            xb = Xt[b]
+            if noise_std > 0:
+                xb = xb + noise_std * torch.randn(xb.shape, generator=gen).to(dev)
+            opt.zero_grad(set_to_none=True)
+            criterion(model(xb), Yt[b]).backward()
+            opt.step()
+            sched.step()
+        row = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0]}
+        row.update(_evaluate(model, Xt, Yt, split, criterion, task))
+        rows.append(row)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("val_")})
+    model.to("cpu").eval()
+    history = pd.DataFrame(rows)
+    history.attrs.update(seconds=time.perf_counter() - t0, device=str(dev), loss=loss)
+    return model, history
+
+
+@torch.no_grad()
+def _evaluate(model, Xt, Yt, split, criterion, task) -> dict:
+    model.eval()
+    out = {}
+    for part in ("train", "val"):
+        idx = torch.as_tensor(split[part], device=Xt.device)
+        pred = torch.cat([model(Xt[idx[i:i + 4096]]) for i in range(0, len(idx), 4096)])
+        out[f"{part}_loss"] = float(criterion(pred, Yt[idx]))
+        if task == "classification":
+            out[f"{part}_accuracy"] = float((pred.argmax(1) == Yt[idx]).float().mean())
+        else:
+            out[f"{part}_mae"] = float((pred - Yt[idx]).abs().mean())
+    return out
+
+
+@torch.no_grad()
+def predict(model: BilinearMLP, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Model outputs for ``X`` (cells × outputs), computed on CPU in batches."""
+    model = model.to("cpu").eval()
+    Xt = torch.as_tensor(np.asarray(X, np.float32))
+    return torch.cat([model(Xt[i:i + batch_size]) for i in range(0, len(Xt), batch_size)]).numpy()
+
+
+# ------------------------------------------------------------------ interaction matrices, eigen
+
+def _weights(model: BilinearMLP):
+    with torch.no_grad():
+        return (model.W.detach().double().cpu().numpy(), model.V.detach().double().cpu().numpy(),
+                model.P.detach().double().cpu().numpy())
+
+
+def interaction_matrix(model: BilinearMLP, output: int) -> np.ndarray:
+    """The dense symmetric ``B_a = (Q_a + Q_aᵀ)/2`` (g×g, or (g+1)×(g+1) with bias). Small g only."""
+    W, V, P = _weights(model)
+    Q = W.T @ (P[output][:, None] * V)
+    return (Q + Q.T) / 2
+
+
+def eigendecompose(model: BilinearMLP, outputs=None, n_modules: int | None = None):
+    """Eigenpairs of every requested output's ``B_a`` through the rank-2h route.
+
+    Returns
+    -------
+    dict ``output index → (eigenvalues, eigenvectors)``: eigenvalues sorted by |λ| descending
+    (length ≤ 2h, or ``n_modules``), eigenvectors as columns (g × r), each oriented so that its
+    largest-magnitude entry is positive.
+    """
+    W, V, P = _weights(model)
+    outputs = range(P.shape[0]) if outputs is None else ([outputs] if np.isscalar(outputs) else outputs)
+    Qo, R = np.linalg.qr(np.concatenate([W.T, V.T], axis=1))  # thin QR, shared by all outputs
+    h = W.shape[0]
+    result = {}
+    for a in outputs:
+        p = np.diag(P[a])
+        M = 0.5 * np.block([[np.zeros((h, h)), p], [p, np.zeros((h, h))]])
+        vals, vecs = np.linalg.eigh(R @ M @ R.T)  # ascending: reorder by |λ| below
+        order = np.argsort(-np.abs(vals), kind="stable")[: n_modules or len(vals)]
+        vals, vecs = vals[order], Qo @ vecs[:, order]
+        flip = np.sign(vecs[np.abs(vecs).argmax(0), np.arange(vecs.shape[1])])
+        result[a] = (vals, vecs * flip)
+    return result
+
+
+def module_scores(X: np.ndarray, eigvecs: np.ndarray, bias: bool = False) -> np.ndarray:
+    """Cells projected on modules: ``X @ eigvecs`` (with bias, x carries its constant 1)."""
+    X = np.asarray(X, np.float64)
+    if bias:
+        X = np.concatenate([X, np.ones((len(X), 1))], 1)
+    return X @ eigvecs
+
+
+def safe_key(name) -> str:
+    """An AnnData-safe key from an output name."""
+    return re.sub(r"[^0-9A-Za-z_-]+", "_", str(name)).strip("_")
+
+
+def annotate(adata, model: BilinearMLP, output_names, n_modules: int = 3, X: np.ndarray | None = None,
+             targets: np.ndarray | None = None, key: str = "bilinear"):
+    """Write loadings, module scores and eigenvalues of every output into ``adata`` (see module doc).
+
+    ``X`` defaults to ``adata.X`` (the features the model was trained on, genes in ``adata.var`` order).
+    ``targets`` (cells × outputs: one-hot classes or regression targets), when given, orients each
+    module so that its score correlates positively with its output's target: the positive pole then
+    reads "higher in this class / along this axis". An eigenvector's sign is otherwise arbitrary.
+    """
+    from .preprocess import dense
+
+    if len(output_names) != model.n_out:
+        raise ValueError(f"{len(output_names)} output names for a model with {model.n_out} outputs.")
+    if adata.n_vars != model.n_in:
+        raise ValueError(f"adata has {adata.n_vars} genes but the model was trained on {model.n_in}; "
+                         "annotate the AnnData the features came from.")
+    X = dense(adata.X) if X is None else np.asarray(X)
+    eig = eigendecompose(model)
+    uns = {"outputs": [str(o) for o in output_names], "eigenvalues": {}, "n_modules": n_modules,
+           "hidden": model.n_hidden, "bias": model.bias}
+    for a, name in enumerate(output_names):
+        vals, vecs = eig[a]
+        k = safe_key(name)
+        if targets is not None:
+            sc_ = module_scores(X, vecs[:, :n_modules], model.bias)
+            t = np.asarray(targets, float)[:, a]
+            corr = ((sc_ - sc_.mean(0)) * (t - t.mean())[:, None]).sum(0)
+            vecs = vecs.copy()
+            vecs[:, :n_modules] *= np.where(corr < 0, -1.0, 1.0)
+        adata.varm[f"{key}_{k}_loadings"] = vecs[: model.n_in, :n_modules].astype(np.float32)
+        adata.obsm[f"{key}_{k}_scores"] = module_scores(X, vecs[:, :n_modules], model.bias).astype(np.float32)
+        uns["eigenvalues"][k] = vals.astype(np.float64)
+    adata.uns[key] = uns
+    return adata

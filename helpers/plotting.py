@@ -1,0 +1,194 @@
+"""Figures the chapters share (matplotlib + seaborn). Each function returns its matplotlib Figure."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+sns.set_theme(context="notebook", style="ticks")
+
+
+def _ax(ax, figsize=(4.5, 4)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    return ax.figure, ax
+
+
+def umap(adata, color, ax=None, basis: str = "X_umap", title: str | None = None, s: float = 6, cmap="viridis"):
+    """Embedding scatter coloured by an obs column (categorical legend or continuous colour bar)."""
+    fig, ax = _ax(ax)
+    xy = np.asarray(adata.obsm[basis])[:, :2]
+    values = adata.obs[color] if isinstance(color, str) and color in adata.obs else pd.Series(np.asarray(color))
+    if values.dtype.name in ("category", "object", "bool"):
+        cats = pd.Categorical(values)
+        palette = sns.color_palette("tab20" if len(cats.categories) > 10 else "tab10", len(cats.categories))
+        for i, c in enumerate(cats.categories):
+            m = np.asarray(cats == c)
+            ax.scatter(xy[m, 0], xy[m, 1], s=s, color=palette[i], label=str(c), linewidths=0, rasterized=True)
+        ax.legend(markerscale=2.5, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
+    else:
+        sc_ = ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(values, float), s=s, cmap=cmap, linewidths=0,
+                         rasterized=True)
+        fig.colorbar(sc_, ax=ax, shrink=0.7)
+    ax.set(xticks=[], yticks=[], xlabel=f"{basis.removeprefix('X_').upper()} 1",
+           ylabel=f"{basis.removeprefix('X_').upper()} 2", title=title or (color if isinstance(color, str) else ""))
+    sns.despine(ax=ax)
+    return fig
+
+
+def training_curves(history: pd.DataFrame, metrics=("loss", "accuracy")):
+    """Train vs validation curves per epoch for each metric present in ``history``."""
+    metrics = [m for m in metrics if f"train_{m}" in history]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        ax.plot(history["epoch"], history[f"train_{m}"], label="train")
+        ax.plot(history["epoch"], history[f"val_{m}"], label="validation")
+        ax.set(xlabel="epoch", ylabel=m)
+        ax.legend(frameon=False)
+        sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def confusion(y_true, y_pred, labels, ax=None, normalize: bool = True, title: str = ""):
+    """Confusion matrix heatmap, rows = true class (normalised to 1 per row by default)."""
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y_true, y_pred, labels=range(len(labels)))
+    if normalize:
+        cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = _ax(ax, (5.5, 4.8))
+    sns.heatmap(pd.DataFrame(cm, index=labels, columns=labels), annot=True, fmt=".2f" if normalize else "d",
+                cmap="Blues", cbar=False, ax=ax, annot_kws={"fontsize": 7})
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def eigen_spectrum(eigvals, ax=None, n: int = 20, title: str = ""):
+    """Leading eigenvalues (sorted by |λ|), signed, as a stem plot."""
+    fig, ax = _ax(ax, (4, 3))
+    v = np.asarray(eigvals)[:n]
+    ax.bar(np.arange(len(v)), v, color=np.where(v >= 0, "C3", "C0"))
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set(xlabel="module (sorted by |λ|)", ylabel="eigenvalue λ", title=title)
+    sns.despine(ax=ax)
+    return fig
+
+
+def module_distributions(scores: np.ndarray, labels, highlight=None, n_modules: int = 3, title: str = ""):
+    """Histogram of module scores per label, one panel per module (highlighted label drawn on top)."""
+    labels = pd.Categorical(labels)
+    fig, axes = plt.subplots(1, n_modules, figsize=(3.6 * n_modules, 2.9), squeeze=False)
+    palette = dict(zip(labels.categories, sns.color_palette("tab10", len(labels.categories))))
+    for j, ax in enumerate(axes[0]):
+        df = pd.DataFrame({"score": scores[:, j], "label": labels})
+        for c in labels.categories:
+            sub = df.loc[df.label == c, "score"]
+            if len(sub):
+                ax.hist(sub, bins=40, histtype="stepfilled" if c == highlight else "step", alpha=0.6 if c == highlight else 1,
+                        color=palette[c], label=str(c), density=True, lw=1.2, zorder=3 if c == highlight else 2)
+        ax.set(xlabel=f"module {j} score", ylabel="density" if j == 0 else "")
+        sns.despine(ax=ax)
+    axes[0][-1].legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def score_vs_target(scores, target, labels, ax=None, xlabel: str = "target", ylabel: str = "module score",
+                    title: str = "", s: float = 5):
+    """Scatter of a module score (or prediction) against a continuous target, coloured by label."""
+    fig, ax = _ax(ax, (4.2, 3.6))
+    sns.scatterplot(x=np.asarray(target), y=np.asarray(scores), hue=pd.Categorical(labels), s=s, linewidth=0,
+                    ax=ax, palette="tab10", rasterized=True)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=6, frameon=False, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+    sns.despine(ax=ax)
+    return fig
+
+
+def per_class_bars(values: pd.DataFrame, ax=None, ylabel: str = "accuracy", title: str = ""):
+    """Grouped bars: rows = classes, columns = models (e.g. bilinear vs baseline)."""
+    fig, ax = _ax(ax, (6, 3.2))
+    values.plot.bar(ax=ax, width=0.8)
+    ax.set(ylabel=ylabel, title=title, xlabel="")
+    ax.legend(frameon=False, fontsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=35, ha="right")
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def top_genes_table(loadings, genes, n: int = 10) -> pd.DataFrame:
+    """The ``n`` most positive and most negative genes of a module with their loadings."""
+    s = pd.Series(np.asarray(loadings, float), index=np.asarray(genes))
+    pos, neg = s.sort_values(ascending=False).head(n), s.sort_values().head(n)
+    return pd.DataFrame({"positive pole": pos.index, "loading +": pos.values.round(3),
+                         "negative pole": neg.index, "loading −": neg.values.round(3)})
+
+
+def concept_status_bars(summary: pd.DataFrame, ax=None, title: str = "concepts by metadata"):
+    """Stacked bars of concept statuses per label key (paper Figure 2.B); ``helpers.concepts.summary``."""
+    fig, ax = _ax(ax, (5.5, 3.2))
+    cols = ["specific", "not specific", "not enough data"]
+    share = summary[cols].div(summary[cols].sum(1), axis=0)
+    share.plot.barh(stacked=True, ax=ax, color=["#3b7dd8", "#c9c9c9", "#f0b85a"], width=0.7)
+    ax.set(xlabel="share of concepts", ylabel="", title=title, xlim=(0, 1))
+    ax.invert_yaxis()
+    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def deletion_curves(curves: pd.DataFrame, ax=None, title: str = "deletion curves"):
+    """Mean ± std over units of relative activation vs genes swapped (paper Figure 8).
+
+    ``curves``: long table with columns ``unit``, ``n_genes``, ``attribution``, ``deg``.
+    """
+    fig, ax = _ax(ax, (4.5, 3.4))
+    for col, color, label in (("attribution", "#3b7dd8", "attribution order"),
+                              ("deg", "#d8603b", "DEG |log fold change| order")):
+        g = curves.groupby("n_genes")[col]
+        m, s = g.mean(), g.std().fillna(0)
+        ax.plot(m.index, m.values, color=color, label=label)
+        ax.fill_between(m.index, m - s, m + s, color=color, alpha=0.2, lw=0)
+    ax.set(xlabel="genes swapped to the counterfactual", ylabel="activation / prototype activation", title=title)
+    ax.legend(frameon=False, fontsize=8)
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def dose_modules(summary: pd.DataFrame, ax=None, title: str = ""):
+    """Module score mean ± std by dose, one line per module (``helpers.perturbation.dose_module_summary``)."""
+    fig, ax = _ax(ax, (4.2, 3.2))
+    doses = np.sort(summary["dose"].unique())
+    pos = {d: i for i, d in enumerate(doses)}  # doses are categorical steps (0, 10, 100, ... nM)
+    for m, sub in summary.groupby("module"):
+        sub = sub.sort_values("dose")
+        x = np.array([pos[d] for d in sub["dose"]]) + 0.08 * (m - 1)
+        ax.errorbar(x, sub["mean"], yerr=sub["std"], marker="o", ms=4, capsize=3, lw=1.2, label=f"module {m}")
+    ax.set_xticks(range(len(doses)), [f"{d:g}" for d in doses])
+    ax.set(xlabel="dose", ylabel="module score (mean ± std)", title=title)
+    ax.legend(frameon=False, fontsize=7)
+    sns.despine(ax=ax)
+    return fig
+
+
+def composition_bars(table: pd.DataFrame, ax=None, title: str = "composition"):
+    """Relative additive error per combination (model outputs, 95% bootstrap bars) beside the
+    model-free expression-space ratio (``helpers.perturbation.composition_test`` table)."""
+    fig, ax = _ax(ax, (4.6, 3.2))
+    x = np.arange(len(table))
+    err = np.vstack([table["additive_error"] - table["ci_low"], table["ci_high"] - table["additive_error"]])
+    ax.bar(x - 0.2, table["additive_error"], 0.4, yerr=err, capsize=3, label="model outputs", color="C0")
+    ax.bar(x + 0.2, table["expression_additive_error"], 0.4, label="expression (no model)", color="C7")
+    ax.set_xticks(x, table.index)
+    ax.set(ylabel="relative additive error", title=title)
+    ax.legend(frameon=False, fontsize=8)
+    sns.despine(ax=ax)
+    return fig

@@ -1,0 +1,111 @@
+"""Preprocessing shared by the chapters: gene filters, normalisation, HVGs, dense features, splits.
+
+:func:`prepare` is the blog's recipe in one call: pick a count layer, drop ribosomal genes
+(Rpl/Rps), ``normalize_total`` + ``log1p``, keep the most variable genes. Results:
+
+- ``adata.layers["counts"]``: the raw counts the features came from;
+- ``adata.X``: log1p(normalised counts), restricted to the selected genes;
+- ``adata.uns["preprocess"]``: the settings used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scanpy as sc
+import scipy.sparse as sp
+from anndata import AnnData
+from sklearn.model_selection import train_test_split
+
+from .data import check_counts, check_layer
+
+
+def drop_gene_prefixes(adata: AnnData, prefixes=("Rpl", "Rps")) -> AnnData:
+    """Copy of ``adata`` without genes whose symbol starts with any prefix (case-insensitive)."""
+    if not prefixes:
+        return adata.copy()
+    names = adata.var_names.str.lower()
+    keep = ~np.zeros(adata.n_vars, bool)
+    for p in prefixes:
+        keep &= ~names.str.startswith(p.lower())
+    return adata[:, keep].copy()
+
+
+def normalize_log1p(adata: AnnData, layer: str | None = None, target_sum: float = 1e4) -> AnnData:
+    """In place: counts from ``layer`` (or X) to ``layers["counts"]``; X = log1p(normalize_total)."""
+    check_layer(adata, layer)
+    counts = adata.X if layer in (None, "X") else adata.layers[layer]
+    check_counts(counts, f"layer {layer!r}" if layer not in (None, "X") else "X")
+    counts = sp.csr_matrix(counts, dtype=np.float32)
+    adata.layers["counts"] = counts.copy()
+    adata.X = counts
+    sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.log1p(adata)
+    return adata
+
+
+def select_hvgs(adata: AnnData, n_top_genes: int | None) -> AnnData:
+    """Subset log-normalised ``adata`` to its ``n_top_genes`` most variable genes (scanpy, seurat flavour).
+
+    ``None`` or a number ≥ the number of genes keeps all genes.
+    """
+    if n_top_genes is None or n_top_genes >= adata.n_vars:
+        return adata
+    if n_top_genes < 2:
+        raise ValueError(f"n_top_genes={n_top_genes}: need at least 2 genes.")
+    sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes)
+    return adata[:, adata.var["highly_variable"].to_numpy()].copy()
+
+
+def prepare(adata: AnnData, layer: str | None = None, n_top_genes: int | None = 2000,
+            drop_prefixes=("Rpl", "Rps"), min_cells_per_gene: int = 1) -> AnnData:
+    """The standard pipeline: drop prefixes → normalise + log1p → HVGs. Returns a new AnnData."""
+    check_layer(adata, layer)
+    out = drop_gene_prefixes(adata, drop_prefixes)
+    counts = out.X if layer in (None, "X") else out.layers[layer]
+    expressed = np.asarray((counts > 0).sum(axis=0)).ravel() >= min_cells_per_gene
+    out = out[:, expressed].copy()
+    normalize_log1p(out, layer)
+    out = select_hvgs(out, n_top_genes)
+    out.uns["preprocess"] = {"layer": str(layer), "n_top_genes": n_top_genes, "n_genes": out.n_vars,
+                             "drop_prefixes": list(drop_prefixes or []), "normalize": "total 1e4 + log1p"}
+    return out
+
+
+def dense(X) -> np.ndarray:
+    """A dense float32 array from a numpy or scipy matrix."""
+    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+
+
+def split_indices(n_or_labels, fractions=(0.7, 0.15, 0.15), seed: int = 0, stratify: bool = True) -> dict:
+    """Train/validation/test index arrays, stratified by labels when given.
+
+    Parameters
+    ----------
+    n_or_labels
+        Number of cells, or per-cell labels (then the split is stratified when ``stratify``).
+    fractions
+        Train, validation and test shares; they must sum to 1.
+    """
+    if not np.isclose(sum(fractions), 1.0) or len(fractions) != 3 or min(fractions) <= 0:
+        raise ValueError(f"fractions={fractions} must be three positive shares summing to 1.")
+    if np.isscalar(n_or_labels):
+        n, labels = int(n_or_labels), None
+    else:
+        labels = np.asarray(n_or_labels)
+        n = len(labels)
+    strat = labels if (stratify and labels is not None) else None
+    idx = np.arange(n)
+    train, rest = train_test_split(idx, train_size=fractions[0], random_state=seed, stratify=strat)
+    rest_strat = strat[rest] if strat is not None else None
+    val, test = train_test_split(rest, train_size=fractions[1] / (fractions[1] + fractions[2]),
+                                 random_state=seed, stratify=rest_strat)
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def umap(adata: AnnData, n_pcs: int = 30, n_neighbors: int = 15, seed: int = 0) -> AnnData:
+    """PCA → kNN → UMAP with scanpy on ``adata.X`` (in place; ``obsm["X_pca"]``, ``obsm["X_umap"]``)."""
+    n_pcs = min(n_pcs, adata.n_vars - 1, adata.n_obs - 1)
+    sc.pp.pca(adata, n_comps=n_pcs, random_state=seed)
+    sc.pp.neighbors(adata, n_neighbors=n_neighbors, n_pcs=n_pcs, random_state=seed)
+    sc.tl.umap(adata, random_state=seed)
+    return adata

@@ -1,0 +1,120 @@
+"""Exact identities and planted truth for the bilinear core."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import bilinear, preprocess
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_quadratic_form_equals_model(bias):
+    torch.manual_seed(0)
+    model = bilinear.BilinearMLP(30, 8, 4, bias=bias).eval()
+    x = torch.randn(50, 30)
+    y = model(x).detach().double().numpy()
+    xa = np.c_[x.double().numpy(), np.ones(50)] if bias else x.double().numpy()
+    for a in range(4):
+        B = bilinear.interaction_matrix(model, a)
+        assert np.allclose(B, B.T)
+        q = np.einsum("ni,ij,nj->n", xa, B, xa)
+        assert np.max(np.abs(q - y[:, a])) <= 1e-5 * np.max(np.abs(y[:, a]))
+        # and through the eigendecomposition: y_a = sum_i lambda_i (u_i . x)^2
+        vals, vecs = bilinear.eigendecompose(model, a)[a]
+        recon = (bilinear.module_scores(x.numpy(), vecs, bias) ** 2) @ vals
+        assert np.max(np.abs(recon - y[:, a])) <= 1e-5 * np.max(np.abs(y[:, a]))
+
+
+@pytest.mark.parametrize("g,h", [(40, 6), (10, 8)])  # g > 2h and g < 2h
+def test_low_rank_equals_dense_eigh(g, h):
+    torch.manual_seed(1)
+    model = bilinear.BilinearMLP(g, h, 3)
+    eig = bilinear.eigendecompose(model)
+    for a in range(3):
+        dense = np.linalg.eigvalsh(bilinear.interaction_matrix(model, a))
+        dense = dense[np.argsort(-np.abs(dense), kind="stable")]
+        vals, vecs = eig[a]
+        r = len(vals)
+        assert r == min(g, 2 * h)
+        np.testing.assert_allclose(vals, dense[:r], atol=1e-10)
+        assert np.all(np.abs(dense[r:]) < 1e-10)  # everything outside the subspace is zero
+        assert np.all(np.diff(np.abs(vals)) <= 1e-12)  # sorted by |lambda|
+        np.testing.assert_allclose(vecs.T @ vecs, np.eye(r), atol=1e-8)
+        B = bilinear.interaction_matrix(model, a)
+        np.testing.assert_allclose(B @ vecs, vecs * vals, atol=1e-8)
+
+
+def _planted(seed=0, n=1200, g=40):
+    """Cells whose class depends on the co-expression of a known 5-gene module."""
+    rng = np.random.default_rng(seed)
+    module = np.zeros(g)
+    module[[3, 7, 11, 19, 23]] = 1 / np.sqrt(5)
+    X = rng.normal(size=(n, g)).astype(np.float32)
+    y = ((X @ module) ** 2 > 0.45).astype(int)  # class 1: strong module activity (either sign)
+    return X, y, module
+
+
+def test_planted_module_recovered_by_leading_eigenvector():
+    X, y, module = _planted(n=2000)
+    split = preprocess.split_indices(y, seed=0)
+    model = bilinear.BilinearMLP(X.shape[1], 16, 2, bias=True)
+    model, hist = bilinear.train_bilinear(model, X, y, split, epochs=30, lr=1e-2, weight_decay=1e-3,
+                                          batch_size=128, seed=0, progress=False)
+    assert hist["val_accuracy"].iloc[-1] > 0.85
+    vals, vecs = bilinear.eigendecompose(model, 1)[1]
+    cos = abs(vecs[: X.shape[1], 0] @ module) / np.linalg.norm(vecs[: X.shape[1], 0])
+    assert cos >= 0.9
+
+
+def test_regression_huber_and_history():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 10)).astype(np.float32)
+    Y = np.c_[X[:, 0] * X[:, 1], X[:, 2] ** 2].astype(np.float32)
+    split = preprocess.split_indices(400, seed=0)
+    model = bilinear.BilinearMLP(10, 8, 2)
+    model, hist = bilinear.train_bilinear(model, X, Y, split, task="regression", loss="huber", epochs=40,
+                                          lr=1e-2, batch_size=32, seed=0, progress=False)
+    assert list(hist.columns[:2]) == ["epoch", "lr"] and len(hist) == 40
+    assert hist["val_mae"].iloc[-1] < 0.3 * hist["val_mae"].iloc[0]
+
+
+def test_training_is_deterministic():
+    X, y, _ = _planted(n=300, g=12)
+    split = preprocess.split_indices(y, seed=0)
+    outs = []
+    for _ in range(2):
+        m, _h = bilinear.train_bilinear(bilinear.BilinearMLP(12, 4, 2), X, y, split, epochs=3, seed=5,
+                                        progress=False)
+        outs.append(bilinear.predict(m, X))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_annotate_keys_and_orientation():
+    import anndata as ad
+
+    X, y, module = _planted(n=600)
+    adata = ad.AnnData(X)
+    split = preprocess.split_indices(y, seed=0)
+    model, _ = bilinear.train_bilinear(bilinear.BilinearMLP(X.shape[1], 8, 2), X, y, split, epochs=20,
+                                       lr=3e-3, seed=0, progress=False)
+    onehot = np.eye(2)[y]
+    bilinear.annotate(adata, model, ["rest", "active cells"], n_modules=2, targets=onehot)
+    assert adata.varm["bilinear_active_cells_loadings"].shape == (X.shape[1], 2)
+    scores = adata.obsm["bilinear_active_cells_scores"]
+    assert scores.shape == (600, 2)
+    for j in range(2):  # oriented: every module score correlates non-negatively with its target
+        assert np.corrcoef(scores[:, j], onehot[:, 1])[0, 1] >= 0
+    np.testing.assert_allclose(scores, X @ adata.varm["bilinear_active_cells_loadings"], rtol=1e-4, atol=1e-4)
+    assert set(adata.uns["bilinear"]["eigenvalues"]) == {"rest", "active_cells"}
+
+
+def test_errors_name_the_problem():
+    model = bilinear.BilinearMLP(5, 2, 2)
+    X = np.zeros((10, 5), np.float32)
+    with pytest.raises(ValueError, match="task="):
+        bilinear.train_bilinear(model, X, np.zeros(10), {"train": [0], "val": [1]}, task="ranking")
+    with pytest.raises(ValueError, match="must match"):
+        bilinear.train_bilinear(model, X, np.zeros(9), {"train": [0], "val": [1]})
+    with pytest.raises(ValueError, match="use 'mse' or 'huber'"):
+        bilinear.train_bilinear(model, X, np.zeros((10, 2)), {"train": [0], "val": [1]}, task="regression",
+                                loss="l1")

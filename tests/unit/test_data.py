@@ -1,0 +1,101 @@
+"""The data layer: named datasets, local-first loading, and errors that say what to do."""
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from helpers import data, preprocess
+
+
+def test_unknown_dataset_names_the_choices():
+    with pytest.raises(ValueError, match="Unknown dataset 'pancreatic'.*pancreas"):
+        data.load_dataset("pancreatic")
+
+
+def test_missing_path():
+    with pytest.raises(FileNotFoundError, match="No file at"):
+        data.load_dataset("/nonexistent/cells.h5ad")
+
+
+def test_offline_error_names_url_file_and_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOK_CACHE_DIR", str(tmp_path / "cache"))
+    import pertpy
+
+    def no_network(*a, **k):
+        raise ConnectionError("network unreachable")
+
+    monkeypatch.setattr(pertpy.data, "srivatsan_2020_sciplex2", no_network)
+    with pytest.raises(FileNotFoundError) as err:
+        data.load_dataset("sciplex2", data_dir=tmp_path)
+    msg = str(err.value)
+    assert "sciplex2" in msg and "scverse-exampledata" in msg and "srivatsan_2020_sciplex2.h5ad" in msg
+    assert str(tmp_path) in msg
+
+
+def test_local_file_wins_and_no_cwd_litter(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "d"
+    folder.mkdir()
+    ad.AnnData(np.ones((3, 2), np.float32)).write_h5ad(folder / "srivatsan_2020_sciplex2.h5ad")
+    adata = data.load_dataset("sciplex2", data_dir=folder)
+    assert adata.shape == (3, 2) and adata.uns["dataset"]["source"].endswith("srivatsan_2020_sciplex2.h5ad")
+    assert not (tmp_path / "data").exists()
+
+
+def test_data_dir_env_must_exist(monkeypatch):
+    monkeypatch.setenv("BOOK_DATA_DIR", "/nonexistent/folder")
+    with pytest.raises(FileNotFoundError, match="BOOK_DATA_DIR"):
+        data.data_dir()
+
+
+def test_pancreas_offline_copy(shared_data):
+    adata = data.load_dataset("pancreas")
+    assert adata.shape == (3696, 2000)
+    assert adata.obs["clusters"].value_counts()["Delta"] == 70
+    assert {"spliced", "unspliced"} <= set(adata.layers)
+
+
+def test_pbmc68k_counts_are_integers():
+    adata = data.load_dataset("pbmc68k_reduced")
+    assert adata.shape == (700, 765) and data.is_integer_counts(adata.X)
+    assert "bulk_labels" in adata.obs and "phase" in adata.obs
+    # log-normalising the recovered counts gives back scanpy's .raw
+    import scanpy as sc
+
+    back = adata.copy()
+    sc.pp.normalize_total(back, target_sum=1e4)
+    sc.pp.log1p(back)
+    raw = sc.datasets.pbmc68k_reduced().raw.X.toarray()
+    assert np.abs(back.X.toarray() - raw).max() < 0.05
+
+
+def _toy(**obs):
+    X = sp.csr_matrix(np.arange(12, dtype=np.float32).reshape(6, 2))
+    return ad.AnnData(X, obs=obs or None)
+
+
+def test_label_errors():
+    adata = _toy(cell_type=["a", "a", "a", "a", "a", "b"])
+    with pytest.raises(KeyError, match="obs column 'celltype' not found.*cell_type"):
+        data.check_labels(adata, "celltype")
+    with pytest.raises(ValueError, match="fewer than 2 cells.*'b': 1"):
+        data.check_labels(adata, "cell_type")
+    with pytest.raises(ValueError, match="at least 2"):
+        data.check_labels(_toy(cell_type=["a"] * 6), "cell_type")
+    assert list(data.check_labels(_toy(cell_type=["a", "b"] * 3), "cell_type").cat.categories) == ["a", "b"]
+
+
+def test_layer_nan_and_negative_errors():
+    adata = _toy()
+    with pytest.raises(KeyError, match="layer 'spliced' not found"):
+        data.check_layer(adata, "spliced")
+    bad = adata.copy()
+    bad.X = bad.X.toarray()
+    bad.X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN/inf"):
+        preprocess.prepare(bad, n_top_genes=None)
+    neg = adata.copy()
+    neg.X = -neg.X.toarray()
+    with pytest.raises(ValueError, match="negative values.*raw-count layer"):
+        preprocess.prepare(neg, n_top_genes=None)

@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from helpers import data, preprocess
+
+
+def test_ribosomal_genes_dropped_and_hvgs(shared_data):
+    import anndata as ad
+
+    adata = ad.read_h5ad(shared_data / "pancreas_50obs_allgenes.h5ad")
+    assert adata.var_names.str.match("^(Rpl|Rps)").sum() > 50
+    out = preprocess.prepare(adata, layer="spliced", n_top_genes=300)
+    assert out.n_vars == 300 and not out.var_names.str.match("^(Rpl|Rps)").any()
+    assert "counts" in out.layers and out.uns["preprocess"]["layer"] == "spliced"
+    np.testing.assert_allclose(np.expm1(out.X.toarray()).sum(1) > 0, True)
+
+
+def test_normalize_log1p_values():
+    import anndata as ad
+
+    adata = ad.AnnData(np.array([[1, 3], [0, 4]], np.float32))
+    preprocess.normalize_log1p(adata)
+    np.testing.assert_allclose(adata.X.toarray(), np.log1p([[2500, 7500], [0, 1e4]]), rtol=1e-6)
+
+
+def test_split_is_stratified_and_disjoint():
+    labels = np.array(["a"] * 70 + ["b"] * 30)
+    s = preprocess.split_indices(labels, seed=0)
+    allidx = np.concatenate([s["train"], s["val"], s["test"]])
+    assert sorted(allidx) == list(range(100))
+    assert (labels[s["train"]] == "b").sum() == 21
+    with pytest.raises(ValueError, match="summing to 1"):
+        preprocess.split_indices(10, fractions=(0.5, 0.5, 0.5))
