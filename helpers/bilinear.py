@@ -22,6 +22,7 @@ output name with characters other than letters, digits, ``-`` and ``_`` replaced
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -142,7 +143,7 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
     steps = epochs * int(np.ceil(len(train_idx) / batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     rows = []
-    bar = tqdm(range(epochs), desc="training", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc="training", disable=not progress or bool(os.environ.get("TQDM_DISABLE")), leave=False)
     t0 = time.perf_counter()
     for epoch in bar:
         model.train()
@@ -209,9 +210,10 @@ def eigendecompose(model: BilinearMLP, outputs=None, n_modules: int | None = Non
 
     Returns
     -------
-    dict ``output index → (eigenvalues, eigenvectors)``: eigenvalues sorted by |λ| descending
-    (length ≤ 2h, or ``n_modules``), eigenvectors as columns (g × r), each oriented so that its
-    largest-magnitude entry is positive.
+    dict ``output index → (eigenvalues, eigenvectors)``: all nonzero-subspace eigenvalues (length
+    min(g, 2h)) sorted by |λ| descending; eigenvectors as columns (g × r) for the first
+    ``n_modules`` (default: all r), each oriented so that its largest-magnitude entry is positive.
+    Mapping eigenvectors back to genes is the costly step, so ask only for the modules you read.
     """
     W, V, P = _weights(model)
     outputs = range(P.shape[0]) if outputs is None else ([outputs] if np.isscalar(outputs) else outputs)
@@ -222,8 +224,8 @@ def eigendecompose(model: BilinearMLP, outputs=None, n_modules: int | None = Non
         p = np.diag(P[a])
         M = 0.5 * np.block([[np.zeros((h, h)), p], [p, np.zeros((h, h))]])
         vals, vecs = np.linalg.eigh(R @ M @ R.T)  # ascending: reorder by |λ| below
-        order = np.argsort(-np.abs(vals), kind="stable")[: n_modules or len(vals)]
-        vals, vecs = vals[order], Qo @ vecs[:, order]
+        order = np.argsort(-np.abs(vals), kind="stable")
+        vals, vecs = vals[order], Qo @ vecs[:, order[: n_modules or len(order)]]
         flip = np.sign(vecs[np.abs(vecs).argmax(0), np.arange(vecs.shape[1])])
         result[a] = (vals, vecs * flip)
     return result
@@ -259,7 +261,7 @@ def annotate(adata, model: BilinearMLP, output_names, n_modules: int = 3, X: np.
         raise ValueError(f"adata has {adata.n_vars} genes but the model was trained on {model.n_in}; "
                          "annotate the AnnData the features came from.")
     X = dense(adata.X) if X is None else np.asarray(X)
-    eig = eigendecompose(model)
+    eig = eigendecompose(model, n_modules=n_modules)
     uns = {"outputs": [str(o) for o in output_names], "eigenvalues": {}, "n_modules": n_modules,
            "hidden": model.n_hidden, "bias": model.bias}
     for a, name in enumerate(output_names):

@@ -60,6 +60,8 @@ def prepare(adata: AnnData, layer: str | None = None, n_top_genes: int | None = 
             drop_prefixes=("Rpl", "Rps"), min_cells_per_gene: int = 1) -> AnnData:
     """The standard pipeline: drop prefixes → normalise + log1p → HVGs. Returns a new AnnData."""
     check_layer(adata, layer)
+    check_counts(adata.X if layer in (None, "X") else adata.layers[layer],
+                 f"layer {layer!r}" if layer not in (None, "X") else "X")
     out = drop_gene_prefixes(adata, drop_prefixes)
     counts = out.X if layer in (None, "X") else out.layers[layer]
     expressed = np.asarray((counts > 0).sum(axis=0)).ravel() >= min_cells_per_gene

@@ -60,14 +60,12 @@ def test_pbmc68k_counts_are_integers():
     adata = data.load_dataset("pbmc68k_reduced")
     assert adata.shape == (700, 765) and data.is_integer_counts(adata.X)
     assert "bulk_labels" in adata.obs and "phase" in adata.obs
-    # log-normalising the recovered counts gives back scanpy's .raw
+    # normalising the recovered counts by each cell's original total gives back scanpy's .raw
     import scanpy as sc
 
-    back = adata.copy()
-    sc.pp.normalize_total(back, target_sum=1e4)
-    sc.pp.log1p(back)
+    back = np.log1p(adata.X.toarray() / adata.obs["n_counts"].to_numpy()[:, None] * 1e4)
     raw = sc.datasets.pbmc68k_reduced().raw.X.toarray()
-    assert np.abs(back.X.toarray() - raw).max() < 0.05
+    assert np.abs(back - raw).max() < 0.05
 
 
 def _toy(**obs):

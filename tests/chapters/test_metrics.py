@@ -1,0 +1,56 @@
+"""Headline numbers of the chapters executed with fast parameters by `make test`.
+
+`make test` executes every chapter into _build/test-chapters/<name>/ before pytest runs; these
+tests read the metrics.json each run wrote and hold the fast runs to the science they claim.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+OUT = Path(__file__).resolve().parents[2] / "_build" / "test-chapters"
+
+
+def metrics(name: str) -> dict:
+    path = OUT / name / "metrics.json"
+    if not path.is_file():
+        pytest.skip(f"{path} missing: run `make test`, which executes the chapters first")
+    return json.loads(path.read_text())
+
+
+def test_cell_typing_fast():
+    m = metrics("cell_typing")
+    assert m["n_cells"] == 3696 and m["n_genes"] == 300
+    assert m["test_accuracy"] >= 0.85
+    assert m["test_accuracy"] >= m["baseline_test_accuracy"] - 0.03
+    assert set(m["per_class_accuracy"]) == {"Alpha", "Beta", "Delta", "Ductal", "Epsilon", "Ngn3 high EP",
+                                            "Ngn3 low EP", "Pre-endocrine"}
+    # the model's own modules carry the canonical hormones
+    assert "Gcg" in m["top_genes_module0"]["Alpha"] and "Sst" in m["top_genes_module0"]["Delta"]
+
+
+def test_stability_fast():
+    m = metrics("stability")
+    assert all(r > 0.9 for r in m["r2_within"].values())
+    # chance level of Hungarian matching for 64 atoms in 16 dimensions, and for the paper's 500 x 50
+    assert 0.45 < m["mean_matched_cosine_null"] < 0.6
+    assert 0.35 < m["mean_matched_cosine_null_paper_shape"] < 0.45
+    # concepts of SAEs on scVI and on PCA co-activate on the same cells far more than shuffled cells
+    assert m["across_embeddings_mean_activation_correlation"] > 2 * m["across_embeddings_shuffled_null"]
+
+
+def test_probes_fast():
+    m = metrics("probes")
+    for task in ("pancreas/cell type", "pbmc68k_reduced/cell type"):
+        acc = m["probe_accuracy"][task]
+        assert acc["concepts"] > 3 * acc["chance"] and acc["neurons"] > 3 * acc["chance"]
+    assert m["probe_accuracy"]["pancreas/cell cycle"]["concepts"] > 1.5 * m["probe_accuracy"]["pancreas/cell cycle"]["chance"]
+
+
+def test_perturbation_fast():
+    m = metrics("perturbation")
+    assert m["n_genes"] == 223 and m["dataset"] == "glioblastoma_panobinostat"
+    comp = m["composition_synthetic"]
+    # the planted additive pair composes, the planted interaction does not: intervals separate
+    assert comp["A+B"]["ci_high"] < comp["C+D"]["ci_low"]

@@ -1,0 +1,95 @@
+"""Embeddings: encode reproduces the fitted embedding; clear errors without counts or scGPT."""
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from helpers.embeddings import Embedding, fit_embedding, get_counts
+
+
+def toy_counts(n=240, g=60, seed=0):
+    """Poisson counts from two cell groups with different gene programs."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, 2, n)
+    rate = rng.gamma(2.0, 1.0, size=(2, g))[group] * rng.uniform(0.5, 2, size=(n, 1))
+    X = rng.poisson(rate).astype(np.float32)
+    a = ad.AnnData(X=X)
+    a.obs_names = [f"c{i}" for i in range(n)]
+    a.var_names = [f"g{j}" for j in range(g)]
+    a.layers["counts"] = sp.csr_matrix(X)
+    return a
+
+
+def test_pca_encode_equals_obsm():
+    a = toy_counts()
+    emb = fit_embedding(a, "pca", n_latent=8)
+    assert isinstance(emb, Embedding) and emb.name == "pca" and emb.key == "X_pca"
+    assert emb.genes == list(a.var_names) and emb.dim == 8
+    Z = a.obsm["X_pca"]
+    assert Z.shape == (a.n_obs, 8) and Z.dtype == np.float32
+    X = a.layers["counts"]
+    np.testing.assert_allclose(emb.encode(X, batch_size=50), Z, atol=1e-4)
+    # dense input, a subset in another batch size: the same rows
+    np.testing.assert_allclose(emb.encode(X[10:37].toarray(), batch_size=7), Z[10:37], atol=1e-4)
+    assert a.uns["embedding"]["X_pca"]["method"] == "pca"
+
+
+def test_scvi_encode_equals_latent_representation(tmp_path):
+    a = toy_counts()
+    kw = dict(n_latent=4, max_epochs=2, output_dir=tmp_path, seed=0, progress=False,
+              train_kwargs=dict(batch_size=64))
+    emb = fit_embedding(a, "scvi", **kw)
+    X = a.layers["counts"]
+    lat = emb.model.get_latent_representation()
+    Z = emb.encode(X, batch_size=33)
+    assert Z.shape == (a.n_obs, 4) and Z.dtype == np.float32
+    np.testing.assert_allclose(Z, lat, atol=1e-5)
+    np.testing.assert_allclose(a.obsm["X_scvi"], lat, atol=1e-5)
+    assert "saved_to" in emb.settings
+    # the same settings reuse the saved model: no training, identical embedding
+    b = toy_counts()
+    emb2 = fit_embedding(b, "scvi", **kw)
+    assert emb2.settings["loaded_from"] == emb.settings["saved_to"]
+    np.testing.assert_allclose(b.obsm["X_scvi"], a.obsm["X_scvi"], atol=1e-6)
+    # scvi's setup_anndata wrote nothing into the user's object
+    assert not any(c.startswith("_scvi") for c in a.obs.columns)
+
+
+def test_no_counts_errors():
+    a = toy_counts()
+    del a.layers["counts"]
+    with pytest.raises(ValueError, match=r"no 'counts' layer.*adata.layers\['counts'\] = adata.X.copy\(\)"):
+        fit_embedding(a, "scvi")
+    a.X = np.log1p(a.X)  # log-normalised values are not counts
+    with pytest.raises(ValueError, match=r"adata.X does not hold raw counts.*layer='counts'"):
+        fit_embedding(a, "pca", layer=None)
+    with pytest.raises(ValueError, match="raw counts"):
+        get_counts(a, None)
+
+
+def test_scgpt_without_package_or_weights(tmp_path, monkeypatch):
+    a = toy_counts()
+    monkeypatch.delenv("BOOK_SCGPT_DIR", raising=False)
+    with pytest.raises(RuntimeError, match=r"pip install scgpt.*BOOK_SCGPT_DIR"):
+        fit_embedding(a, "scgpt")
+    (tmp_path / "args.json").write_text("{}")
+    monkeypatch.setenv("BOOK_SCGPT_DIR", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"lacks best_model.pt, vocab.json"):
+        fit_embedding(a, "scgpt")
+
+
+def test_precomputed_embedding():
+    a = toy_counts()
+    a.obsm["X_given"] = np.random.default_rng(0).normal(size=(a.n_obs, 5))
+    emb = fit_embedding(a, "obsm:X_given")
+    assert emb.key == "X_given" and emb.dim == 5
+    with pytest.raises(RuntimeError, match="cannot embed new or perturbed cells"):
+        emb.encode(a.X)
+    W = np.random.default_rng(1).normal(size=(a.n_vars, 5))
+    emb = fit_embedding(a, "obsm:X_given", encoder=lambda X: np.log1p(X) @ W)
+    np.testing.assert_allclose(emb.encode(a.X, batch_size=100), np.log1p(a.X) @ W, rtol=1e-5)
+    with pytest.raises(ValueError, match="embedding.genes order"):
+        emb.encode(a.X[:, :10])
+    with pytest.raises(ValueError, match="Unknown embedding method"):
+        fit_embedding(a, "umap")

@@ -1,0 +1,166 @@
+"""helpers.perturbation: targets on a hand-made table, planted truth, composition, loader path, errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import perturbation as P
+from helpers.bilinear import eigendecompose, predict
+from helpers.data import load_dataset
+from helpers.preprocess import dense, normalize_log1p, split_indices
+
+
+@pytest.fixture
+def table():
+    return pd.DataFrame({"drug": ["control", "A", "A", "B", "control", "B"],
+                         "dose": [0.0, 10.0, 1000.0, 100.0, np.nan, 9.0]},
+                        index=[f"c{i}" for i in range(6)])
+
+
+def test_dose_targets_hand_table(table):
+    Y = P.dose_targets(table, "drug", "dose", control_value="control")
+    assert list(Y.columns) == ["A", "B"] and list(Y.index) == list(table.index)
+    expected = np.array([[0, 0], [np.log10(11), 0], [np.log10(1001), 0], [0, np.log10(101)], [0, 0], [0, 1.0]])
+    np.testing.assert_allclose(Y.to_numpy(), expected, rtol=1e-6)  # log10(1 + 9) = 1 exactly
+    raw = P.dose_targets(table, "drug", "dose", log=False)
+    np.testing.assert_allclose(raw.to_numpy()[:, 0], [0, 10, 1000, 0, 0, 0])
+    ones = P.dose_targets(table, "drug", None)  # no dose column: treated → 1, controls → 0
+    np.testing.assert_array_equal(ones.to_numpy(), [[0, 0], [1, 0], [1, 0], [0, 1], [0, 0], [0, 1]])
+
+
+def test_dose_transform_on_sciplex2_doses():
+    np.testing.assert_allclose(P.log_dose([0, 10, 100, 1000, 10000]),
+                               [0, 1.0413927, 2.0043214, 3.0004341, 4.0000434], atol=1e-6)
+
+
+def test_bad_input_errors(table):
+    with pytest.raises(KeyError, match="perturbation column 'treatment' not found"):
+        P.dose_targets(table, "treatment", "dose")
+    with pytest.raises(KeyError, match="dose column 'conc' not found"):
+        P.dose_targets(table, "drug", "conc")
+    missing = table.assign(dose=[0.0, np.nan, 1000.0, 100.0, 0.0, 9.0])
+    with pytest.raises(ValueError, match="1 treated cells have a missing or non-numeric dose"):
+        P.dose_targets(missing, "drug", "dose")
+    zero = table.assign(dose=[0.0, 0.0, 1000.0, -1.0, 0.0, 9.0])
+    with pytest.raises(ValueError, match="2 treated cells have a dose ≤ 0"):
+        P.dose_targets(zero, "drug", "dose")
+    with pytest.raises(ValueError, match="No control cells.*Set control_value"):
+        P.dose_targets(table, "drug", "dose", control_value="DMSO")
+    only = table[table["drug"] == "control"]
+    with pytest.raises(ValueError, match="Only control cells"):
+        P.dose_targets(only, "drug", None)
+
+
+def test_resolve_columns_mapping():
+    gbm = P.resolve_columns("glioblastoma_panobinostat")
+    assert (gbm["perturbation_key"], gbm["dose_key"], gbm["control_value"]) == ("condition", None, "ctrl")
+    obs = pd.DataFrame({"perturbation": ["control", "x"]})
+    # pertpy conventions for an unknown file; "auto" dose drops a dose column the file does not have
+    assert P.resolve_columns("my.h5ad", obs)["dose_key"] is None
+    assert P.resolve_columns("sciplex2")["dose_key"] == "dose_value"
+    assert P.resolve_columns("sciplex2", perturbation_key="drug", dose_key=None)["perturbation_key"] == "drug"
+
+
+def test_filter_low_count_cells():
+    ad = P.sciplex2_like(200, seed=0)
+    total = np.asarray(ad.X.sum(1)).ravel()
+    cut = np.median(total)
+    out = P.filter_low_count_cells(ad, cut)
+    assert out.n_obs == int((total >= cut).sum()) and out.obs["total_counts"].min() >= cut
+    with pytest.raises(ValueError, match="removes all 200 cells.*Lower min_counts"):
+        P.filter_low_count_cells(ad, total.max() + 1)
+
+
+def test_per_perturbation_mae_and_ridge():
+    Y = np.array([[0, 0], [2, 0], [0, 1], [0, 0.0]])
+    Yp = np.array([[0.5, 0], [1, 0], [0, 0], [0, 0.5]])
+    m = P.per_perturbation_mae(Y, Yp, ["A", "B"])
+    np.testing.assert_allclose(m["mae"], [1.5 / 4, 1.5 / 4])
+    np.testing.assert_allclose(m["mae_treated"], [1.0, 1.0])
+    assert m["n_treated"].tolist() == [1, 1]
+    with pytest.raises(ValueError, match="one name per column"):
+        P.per_perturbation_mae(Y, Yp, ["A"])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    T = X @ np.array([[1.0], [0], [0], [-2], [0]])
+    split = split_indices(300, seed=0)
+    _, alpha, pred = P.ridge_baseline(X, T, split)
+    assert alpha == 0.1 and np.abs(pred - T)[split["test"]].max() < 0.05  # exact linear truth
+
+
+def test_dose_module_summary_and_spearman():
+    scores = np.array([[0.0, 1], [1, 1], [2, 0], [3, 0]])
+    dose = np.array([0, 0, 10, 10])
+    s = P.dose_module_summary(scores, dose)
+    row = s[(s.module == 0) & (s.dose == 10)].iloc[0]
+    assert (row["mean"], row["n"]) == (2.5, 2) and np.isclose(row["std"], np.sqrt(0.5))
+    assert P.dose_spearman([1, 2, 3, 4], [0, 1, 2, 3]) == pytest.approx(1.0)
+    assert P.dose_spearman([4, 3, 2, 1], [0, 1, 2, 3]) == pytest.approx(-1.0)
+    assert np.isnan(P.dose_spearman([1, 2, 3], [5, 5, 5]))
+
+
+def test_planted_dose_module_is_leading_eigenvector():
+    """SAHA's planted programme (10 genes, log fold ∝ log dose) is the top eigenvector of its output."""
+    ad = P.sciplex2_like(2400, seed=0, n_genes=60, effect=1.5)
+    ad = P.filter_low_count_cells(ad[ad.obs["perturbation"].isin(["control", "SAHA"])].copy(), 2000)
+    normalize_log1p(ad)
+    Y = P.dose_targets(ad.obs, "perturbation", "dose_value")
+    split = split_indices(ad.obs["perturbation"].astype(str).to_numpy(), seed=0)
+    X, _, _ = P.standardize(dense(ad.X), ref=split["train"])
+    model, _ = P.fit_regressor(X, Y.to_numpy(), split, hidden=8, epochs=40, lr=3e-2, dropout=0.0,
+                               batch_size=64, progress=False)
+    mae = np.abs(predict(model, X) - Y.to_numpy())[split["test"]].mean()
+    assert mae < 0.2  # targets span 0..4
+    vals, vecs = eigendecompose(model)[0]
+    v = vecs[: ad.n_vars, 0]
+    u = ad.varm["planted_log_fold"][:, list(ad.uns["planted_perturbations"]).index("SAHA")]
+    cosine = abs(v @ u) / np.linalg.norm(v) / np.linalg.norm(u)
+    assert cosine >= 0.9, cosine
+    assert abs(vals[0]) > 3 * abs(vals[1])  # one dominant module
+    score = X @ vecs[: ad.n_vars, 0] + vecs[-1, 0]
+    assert abs(P.dose_spearman(score, ad.obs["dose_value"])) > 0.7
+
+
+def test_composition_separates_additive_from_interaction():
+    ad = P.synthetic_combinations(seed=0)
+    assert ad.uns["planted_interactions"] == {"A+B": "additive", "C+D": "buffering"}
+    normalize_log1p(ad)
+    res = P.composition_test(ad, n_boot=100, progress=False)
+    t = res["table"]
+    assert res["singles"] == ["A", "B", "C", "D"] and set(t.index) == {"A+B", "C+D"}
+    # a perfectly composing model gives 0 for A+B and 1/√2 ≈ 0.71 for C+D (C's response is missing)
+    assert t.loc["A+B", "additive_error"] < 0.35
+    assert t.loc["C+D", "additive_error"] > 0.55
+    assert t.loc["A+B", "ci_high"] < t.loc["C+D", "ci_low"]
+    # the model-free expression ratio agrees on which combination interacts
+    assert t.loc["A+B", "expression_additive_error"] < 0.35 < 0.6 < t.loc["C+D", "expression_additive_error"]
+
+
+def test_composition_errors():
+    ad = P.synthetic_combinations(seed=0, n_cells=20)
+    singles_only = ad[~ad.obs["perturbation"].astype(str).str.contains("+", regex=False)].copy()
+    with pytest.raises(ValueError, match="No combination labels"):
+        P.composition_test(singles_only, progress=False)
+    no_b = ad[ad.obs["perturbation"].astype(str).isin(["control", "A", "C", "D", "A+B"])].copy()
+    with pytest.raises(ValueError, match="No combination has all of its parts"):
+        P.composition_test(no_b, progress=False)
+
+
+def test_sciplex2_loader_path(tmp_path):
+    """The named loader finds a file of pertpy's name in the data directory; the mapping fits it."""
+    fake = P.sciplex2_like(300, seed=1)
+    fake.write_h5ad(tmp_path / "srivatsan_2020_sciplex2.h5ad")
+    ad = load_dataset("sciplex2", data_dir=tmp_path)
+    assert ad.uns["dataset"]["name"] == "sciplex2" and ad.n_obs == 300
+    cols = P.resolve_columns("sciplex2", ad.obs)
+    assert cols == {"perturbation_key": "perturbation", "dose_key": "dose_value", "control_value": "control",
+                    "sep": "+"}
+    for c in ("perturbation", "dose_value", "dose_unit", "perturbation_type", "cell_line", "nperts"):
+        assert c in ad.obs
+    Y = P.dose_targets(ad.obs, cols["perturbation_key"], cols["dose_key"], cols["control_value"])
+    assert list(Y.columns) == sorted(P.SCIPLEX2_DRUGS)
+    ctrl = (ad.obs["perturbation"] == "control").to_numpy()
+    assert (Y.to_numpy()[ctrl] == 0).all()
+    top = (ad.obs["dose_value"] == 10000).to_numpy()
+    np.testing.assert_allclose(Y.to_numpy()[top].max(1), np.log10(10001), rtol=1e-6)
+    assert (np.count_nonzero(Y.to_numpy(), axis=1) == (~ctrl).astype(int)).all()

@@ -1,0 +1,169 @@
+"""Top-K SAE: exact identities, the unit-norm constraint, planted dictionary, aux loss."""
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+from helpers.sae import (
+    TopKSAE,
+    annotate,
+    reconstruction_r2,
+    sae_loss,
+    sae_metrics,
+    scale_sweep,
+    train_sae,
+)
+
+
+def planted(n=3000, d=32, c=48, k=3, seed=0):
+    """Embeddings that are sparse non-negative combinations of c unit atoms."""
+    rng = np.random.default_rng(seed)
+    D = rng.normal(size=(c, d))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    A = np.zeros((n, c))
+    for i in range(n):
+        idx = rng.choice(c, k, replace=False)
+        A[i, idx] = rng.uniform(0.5, 2.0, k)
+    return (A @ D).astype(np.float32), D
+
+
+def test_k_equals_c_is_a_relu_autoencoder():
+    torch.manual_seed(1)
+    d, c = 7, 11
+    m = TopKSAE(d, c, k=c)
+    with torch.no_grad():  # move every parameter away from its initial value
+        m.b_pre.normal_()
+        m.encoder.weight.normal_()
+        m.encoder.bias.normal_()
+    z = np.random.default_rng(0).normal(size=(20, d)).astype(np.float32)
+    We = m.encoder.weight.detach().numpy().astype(np.float64)
+    be = m.encoder.bias.detach().numpy().astype(np.float64)
+    Wd = m.decoder.weight.detach().numpy().astype(np.float64)
+    bp = m.b_pre.detach().numpy().astype(np.float64)
+    pre = (z - bp) @ We.T + be
+    acts = np.maximum(pre, 0)
+    z_hat = acts @ Wd.T + bp
+    z_hat_t, acts_t, pre_t = m(torch.from_numpy(z))
+    np.testing.assert_allclose(pre_t.detach().numpy(), pre, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(acts_t.detach().numpy(), acts, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(z_hat_t.detach().numpy(), z_hat, rtol=1e-5, atol=1e-5)
+    # numpy in, numpy out, same numbers
+    np.testing.assert_allclose(m.encode(z), acts, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(m.decode(m.encode(z)), z_hat, rtol=1e-5, atol=1e-5)
+
+
+def test_topk_keeps_k_largest_then_relu():
+    torch.manual_seed(0)
+    m = TopKSAE(6, 40, k=5)
+    z = torch.randn(30, 6)
+    _, acts, pre = m(z)
+    assert ((acts > 0).sum(1) <= 5).all()
+    top = pre.topk(5, dim=1).indices
+    expected = torch.zeros_like(pre).scatter(1, top, pre.gather(1, top).clamp_min(0))
+    assert torch.equal(acts, expected)
+
+
+def test_tied_init_and_unit_atoms():
+    torch.manual_seed(0)
+    m = TopKSAE(10, 30, 3)
+    W = m.decoder.weight.detach()
+    assert W.shape == (10, 30)
+    np.testing.assert_allclose(W.norm(dim=0).numpy(), 1.0, atol=1e-6)
+    assert torch.equal(m.encoder.weight.detach(), W.t())
+    assert m.dictionary.shape == (30, 10)
+    assert m.k_aux == 5  # d // 2
+
+
+def test_decoder_columns_stay_unit_norm_and_grad_projection():
+    Z, _ = planted(n=600, d=16, c=20)
+    m, hist = train_sae(Z, c=40, k=3, lr=1e-2, epochs=5, batch_size=64, progress=False)
+    np.testing.assert_allclose(np.linalg.norm(m.dictionary, axis=1), 1.0, atol=1e-5)
+    assert len(hist) == 5 and {"loss", "recon", "aux", "val_r2", "n_dead"} <= set(hist.columns)
+    # the projected gradient has no component along its column
+    m.train()
+    loss = sae_loss(m, torch.from_numpy(Z[:64]))[0]
+    loss.backward()
+    m.project_decoder_grad()
+    W, G = m.decoder.weight.detach(), m.decoder.weight.grad
+    assert G.abs().max() > 0
+    np.testing.assert_allclose((W * G).sum(0).numpy(), 0.0, atol=1e-7)
+
+
+def test_planted_dictionary_is_recovered():
+    Z, D = planted()
+    m, _ = train_sae(Z, c=48, k=3, lr=3e-3, epochs=100, batch_size=256, seed=0, progress=False)
+    best = np.abs(D @ m.dictionary.T).max(axis=1)  # each true atom's best learned match
+    assert best.mean() >= 0.9, best
+    met = sae_metrics(m, Z)
+    assert met["r2"] > 0.9 and met["l0"] <= 3
+
+
+def test_aux_loss_reaches_dead_latents_only():
+    torch.manual_seed(0)
+    m = TopKSAE(8, 64, k=2, k_aux=4)
+    z = torch.randn(32, 8)
+    with torch.no_grad():
+        acts = m.encode(z)
+    dead = ~(acts > 0).any(0)  # latents silent on this batch
+    assert dead.sum() > 10
+    grads = {}
+    for coef in (0.0, 1 / 32):
+        m.zero_grad()
+        sae_loss(m, z, dead, aux_coef=coef)[0].backward()
+        grads[coef] = m.encoder.weight.grad[dead].abs().sum(1)
+    # without the aux loss, latents outside every top-k get no gradient at all
+    assert torch.all(grads[0.0] == 0)
+    # with it, the top-k_aux dead latents of each sample are trained
+    assert (grads[1 / 32] > 0).sum() >= 4
+    pre = m.pre_activations(z).detach()
+    a_aux = m.aux_activations(pre, dead)
+    assert torch.all(a_aux[:, ~dead] == 0) and ((a_aux > 0).sum(1) <= 4).all()
+
+
+def test_deterministic_given_seed():
+    Z, _ = planted(n=500, d=12, c=10)
+    kw = dict(c=30, k=3, lr=1e-3, epochs=3, batch_size=128, progress=False)
+    m1, h1 = train_sae(Z, seed=3, **kw)
+    m2, h2 = train_sae(Z, seed=3, **kw)
+    m3, _ = train_sae(Z, seed=4, **kw)
+    for (n, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(p1, p2), n
+    np.testing.assert_array_equal(h1["loss"].to_numpy(), h2["loss"].to_numpy())
+    assert not torch.equal(m1.decoder.weight, m3.decoder.weight)
+
+
+def test_r2_definition_and_metrics():
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(50, 4)) * [1, 2, 3, 4] + [10, 0, -5, 1]
+    noise = rng.normal(size=Z.shape) * 0.1
+    expected = 1 - (noise**2).sum() / ((Z - Z.mean(0)) ** 2).sum()
+    assert reconstruction_r2(Z, Z + noise) == pytest.approx(expected)
+    assert reconstruction_r2(Z, np.tile(Z.mean(0), (50, 1))) == pytest.approx(0.0)
+
+
+def test_sweep_and_annotate():
+    Z, _ = planted(n=400, d=12, c=10)
+    table = scale_sweep(Z, configs=[(20, 2), (40, 4, 3e-3)], epochs=2, progress=False)
+    assert list(table[["c", "k"]].itertuples(index=False, name=None)) == [(20, 2), (40, 4)]
+    assert table["lr"].tolist() == [1e-4, 3e-3]
+    assert {"r2", "l0", "n_active", "n_dead", "seconds"} <= set(table.columns)
+    assert (table["n_active"] + table["n_dead"] == table["c"]).all()
+
+    m, _ = train_sae(Z, c=20, k=2, epochs=2, progress=False)
+    adata = ad.AnnData(np.zeros((400, 3), dtype=np.float32))
+    adata.obsm["X_emb"] = Z
+    annotate(adata, m, "X_emb")
+    acts = adata.obsm["sae_concepts"]
+    assert acts.shape == (400, 20) and acts.dtype == np.float32
+    np.testing.assert_array_equal(acts, m.encode(Z))
+    assert adata.uns["sae"]["k"] == 2 and "r2" in adata.uns["sae"]["metrics"]
+    with pytest.raises(KeyError, match="fit_embedding"):
+        annotate(adata, m, "X_missing")
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="k must be"):
+        TopKSAE(4, 10, k=11)
+    with pytest.raises(ValueError, match="NaN"):
+        train_sae(np.full((10, 3), np.nan), c=5, k=1, epochs=1, progress=False)
