@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHAPTERS := cell_typing frequencies perturbation concepts stability probes
 TEST_OUT := _build/test-chapters
 # chapter runs in tests: no progress bars (their timings would differ between runs)
-TEST_ENV := TQDM_DISABLE=1 PYTHONHASHSEED=0 MPLBACKEND=Agg
+TEST_ENV := TQDM_DISABLE=1 PYTHONHASHSEED=0
 
 .PHONY: install book test unit chapters-fast nbval chapter bench clean
 
@@ -21,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 ## make book: execute every chapter with its default parameters and build HTML into _build/html
 book: install
-	MPLBACKEND=Agg $(VENV)/bin/jupyter-book build . --all
+	$(VENV)/bin/jupyter-book build . --all
 	@test -f _build/html/index.html && echo "book: _build/html/index.html"
 
 ## make test: unit tests, then every chapter executed with `fast` parameters and checked by nbval
