@@ -1,0 +1,392 @@
+"""Downstream probes: do concept activations keep the biological signal of the embedding?
+
+Following the paper (Section 5, Appendix G): label cells (cell type from the data; cell-cycle
+phase from scanpy's ``score_genes_cell_cycle`` with the Regev lab list), balance the classes,
+fit a logistic regression on concept activations and on the embedding's own dimensions
+("neurons"), compare held-out accuracy and confusion matrices, then read the units with the
+largest coefficients through their genes and count how many are known markers.
+
+Keys written
+------------
+:func:`score_cell_cycle` writes ``adata.obs["S_score"]``, ``adata.obs["G2M_score"]`` and
+``adata.obs[key_added]`` (default ``"phase"``: categorical G1/S/G2M). Nothing else in this
+module modifies its inputs.
+
+Public API
+----------
+cell_cycle_genes(data_dir=None, path=None) -> (s_genes, g2m_genes)
+score_cell_cycle(adata, s_genes=None, g2m_genes=None, layer=None, min_genes=10, ...) -> DataFrame
+phase_from_scores(s_score, g2m_score) -> ndarray of "G1"/"S"/"G2M" (scanpy's rule)
+cell_cycle_labels(adata, min_genes=10, ...) -> (phase Series, source sentence)
+unit_attributions(X_counts, embedding, units, sae=None, ...) -> {unit: gene-score Series}
+balanced_indices(labels, n_per_class=None, seed=0, min_class_size=None) -> int ndarray
+probe(features, labels, seed=0, test_size=0.3, ...) -> dict(accuracy, chance, confusion, coef, model, ...)
+top_units(coef, n=3, sign="positive") -> DataFrame(class, rank, unit, coef)
+marker_hits(genes, marker_set) -> list of genes that are markers (case-insensitive)
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "cell_cycle_genes",
+    "score_cell_cycle",
+    "phase_from_scores",
+    "cell_cycle_labels",
+    "unit_attributions",
+    "balanced_indices",
+    "probe",
+    "top_units",
+    "marker_hits",
+]
+
+REGEV_FILE = "genesets/regev_lab_cell_cycle_genes.txt"
+N_S_GENES = 43  # the file lists 43 S-phase genes, then 54 G2M genes
+
+
+def cell_cycle_genes(data_dir=None, path=None) -> tuple[list[str], list[str]]:
+    """The Regev lab cell-cycle genes (Tirosh et al. 2016), as scanpy's tutorial uses them.
+
+    Parameters
+    ----------
+    data_dir
+        Data directory holding ``genesets/regev_lab_cell_cycle_genes.txt``; default
+        ``helpers.data.data_dir()``.
+    path
+        Explicit path to the file (overrides ``data_dir``).
+
+    Returns
+    -------
+    (s_genes, g2m_genes): the first 43 and the last 54 human symbols of the file.
+    """
+    if path is None:
+        from helpers.data import data_dir as _data_dir
+
+        root = _data_dir(data_dir)
+        if root is None:
+            raise FileNotFoundError(
+                "no data directory found for the Regev cell-cycle list; set $BOOK_DATA_DIR or "
+                f"pass data_dir= (a folder containing {REGEV_FILE})."
+            )
+        path = Path(root) / REGEV_FILE
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found; put scanpy_usage's 180209_cell_cycle/data/"
+            f"regev_lab_cell_cycle_genes.txt there or pass path=."
+        )
+    genes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(genes) != 97:
+        raise ValueError(f"{path} has {len(genes)} genes, expected 97 (43 S then 54 G2M).")
+    return genes[:N_S_GENES], genes[N_S_GENES:]
+
+
+def _match_case_insensitive(genes: Iterable[str], var_names) -> list[str]:
+    lookup = {}
+    for v in map(str, var_names):
+        lookup.setdefault(v.upper(), v)
+    return [lookup[g.upper()] for g in genes if g.upper() in lookup]
+
+
+def phase_from_scores(s_score, g2m_score) -> np.ndarray:
+    """Scanpy's phase rule: G1 if both scores are negative, else G2M if G2M > S, else S."""
+    s = np.asarray(s_score, dtype=float)
+    g = np.asarray(g2m_score, dtype=float)
+    return np.where((s < 0) & (g < 0), "G1", np.where(g > s, "G2M", "S"))
+
+
+def score_cell_cycle(adata, s_genes=None, g2m_genes=None, layer: str | None = None,
+                     min_genes: int = 10, key_added: str = "phase", data_dir=None,
+                     seed: int = 0) -> pd.DataFrame:
+    """Cell-cycle phase per cell with ``scanpy.tl.score_genes_cell_cycle`` and the Regev list.
+
+    Gene symbols are matched case-insensitively, so the human list works on mouse data
+    (``MCM5`` -> ``Mcm5``). Scoring needs log-normalised expression: when the chosen matrix
+    holds integer counts it is normalised (``normalize_total`` + ``log1p``) on a copy first.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes, gene symbols as ``var_names``.
+    s_genes, g2m_genes
+        Gene lists; default :func:`cell_cycle_genes`.
+    layer
+        Layer to score (default ``X``).
+    min_genes
+        Minimum number of S and of G2M genes that must be present; fewer raises ValueError
+        (scores from one or two genes are mostly noise).
+    key_added
+        ``obs`` column for the phase; ``S_score`` and ``G2M_score`` are written too.
+    seed
+        Seed of scanpy's random control-gene draw.
+
+    Returns
+    -------
+    DataFrame (index = cells) with S_score, G2M_score and the phase, also written to ``adata.obs``.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    from helpers.data import check_layer, is_integer_counts
+
+    if s_genes is None or g2m_genes is None:
+        s_default, g2m_default = cell_cycle_genes(data_dir)
+        s_genes = s_default if s_genes is None else s_genes
+        g2m_genes = g2m_default if g2m_genes is None else g2m_genes
+    s_found = _match_case_insensitive(s_genes, adata.var_names)
+    g2m_found = _match_case_insensitive(g2m_genes, adata.var_names)
+    if len(s_found) < min_genes or len(g2m_found) < min_genes:
+        raise ValueError(
+            f"only {len(s_found)}/{len(list(s_genes))} S and {len(g2m_found)}/"
+            f"{len(list(g2m_genes))} G2M cell-cycle genes are in adata.var_names (need "
+            f"{min_genes} of each). Score before selecting highly variable genes (the full gene "
+            "space), make sure var_names are gene symbols, or use precomputed scores with "
+            "phase_from_scores(obs['S_score'], obs['G2M_score'])."
+        )
+    check_layer(adata, layer)
+    X = adata.X if layer in (None, "X") else adata.layers[layer]
+    tmp = ad.AnnData(X=X.copy(), obs=pd.DataFrame(index=adata.obs_names),
+                     var=pd.DataFrame(index=adata.var_names))
+    if is_integer_counts(tmp.X):
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+    sc.tl.score_genes_cell_cycle(tmp, s_genes=s_found, g2m_genes=g2m_found, random_state=seed)
+    out = pd.DataFrame({"S_score": tmp.obs["S_score"].to_numpy(),
+                        "G2M_score": tmp.obs["G2M_score"].to_numpy()}, index=adata.obs_names)
+    out[key_added] = pd.Categorical(tmp.obs["phase"].astype(str).to_numpy(),
+                                    categories=["G1", "S", "G2M"])
+    for col in out:
+        adata.obs[col] = out[col].to_numpy()
+    adata.obs[key_added] = out[key_added].values
+    return out
+
+
+def cell_cycle_labels(adata, min_genes: int = 10, layer: str | None = None, data_dir=None,
+                      seed: int = 0) -> tuple[pd.Series, str]:
+    """Phase labels: Regev-list scoring when the genes are there, else the dataset's own scores.
+
+    Scores with :func:`score_cell_cycle` when at least ``min_genes`` S and G2M genes are in
+    ``adata.var_names``. Otherwise (e.g. a dataset cut to a few thousand variable genes) it falls
+    back to ``obs["S_score"]``/``obs["G2M_score"]`` shipped with the data (scored upstream on
+    the full gene space) through :func:`phase_from_scores`, and says so in the returned source.
+
+    Returns
+    -------
+    (phase, source): a categorical Series (G1/S/G2M) indexed like ``adata.obs`` and a sentence
+    naming where the labels come from.
+    """
+    s_genes, g2m_genes = cell_cycle_genes(data_dir)
+    n_s = len(_match_case_insensitive(s_genes, adata.var_names))
+    n_g = len(_match_case_insensitive(g2m_genes, adata.var_names))
+    found = f"{n_s}/{len(s_genes)} S and {n_g}/{len(g2m_genes)} G2M Regev genes in the data"
+    if n_s >= min_genes and n_g >= min_genes:
+        out = score_cell_cycle(adata.copy(), s_genes, g2m_genes, layer=layer, min_genes=min_genes,
+                               seed=seed)
+        phase, source = out["phase"], f"scanpy score_genes_cell_cycle, Regev list ({found})"
+    elif {"S_score", "G2M_score"} <= set(adata.obs.columns):
+        phase = pd.Series(phase_from_scores(adata.obs["S_score"], adata.obs["G2M_score"]),
+                          index=adata.obs_names)
+        source = (f"precomputed obs S_score/G2M_score with scanpy's rule (only {found}; "
+                  f"fewer than {min_genes} each, too few to rescore)")
+    else:
+        raise ValueError(
+            f"only {found} (need {min_genes} of each) and no obs S_score/G2M_score to fall back "
+            "on; score the cells on the full gene space before selecting variable genes."
+        )
+    phase = pd.Series(pd.Categorical(np.asarray(phase, dtype=str), categories=["G1", "S", "G2M"]),
+                      index=adata.obs_names, name="phase")
+    return phase, source
+
+
+def unit_attributions(X_counts, embedding, units, sae=None, space=None, acts=None,
+                      n_prototypes: int = 10, n_counterfactuals: int = 3, genes=None,
+                      batch_size: int = 4096) -> dict:
+    """Counterfactual gene attribution (``helpers.attribution.attribute``) of several units.
+
+    Parameters
+    ----------
+    X_counts
+        (n, g) counts in ``embedding.genes`` order.
+    embedding
+        A ``helpers.embeddings.Embedding`` (its ``encode`` maps counts to the space).
+    units
+        Concept indices when ``sae`` is given, else embedding dimensions ("neurons").
+    sae
+        A ``helpers.sae.TopKSAE`` or None (neurons).
+    space, acts
+        (n, d) embedding of the cells and (n, n_units_total) activations of all units; computed
+        from ``X_counts`` when None.
+    genes
+        Gene names (default ``embedding.genes``).
+
+    Returns
+    -------
+    ``{unit: Series of gene attribution scores, sorted descending}``.
+    """
+    from helpers.attribution import attribute, concept_activation, neuron_activation
+
+    genes = list(embedding.genes) if genes is None else list(genes)
+    if space is None:
+        space = embedding.encode(X_counts)
+    if acts is None:
+        acts = sae.encode(space) if sae is not None else space
+    acts = np.asarray(acts)
+    out = {}
+    for u in units:
+        u = int(u)
+        f = (concept_activation(embedding, sae, u, batch_size=batch_size) if sae is not None
+             else neuron_activation(embedding, u, batch_size=batch_size))
+        out[u] = attribute(X_counts, f, space, acts[:, u], n_prototypes=n_prototypes,
+                           n_counterfactuals=n_counterfactuals, genes=genes, batch_size=batch_size)
+    return out
+
+
+def balanced_indices(labels, n_per_class: int | None = None, seed: int = 0,
+                     min_class_size: int | None = None) -> np.ndarray:
+    """Indices of a class-balanced subsample: the same number of cells from every class.
+
+    Parameters
+    ----------
+    labels
+        One label per cell.
+    n_per_class
+        Cells drawn (without replacement) per class; default the size of the smallest kept
+        class.
+    seed
+        Seed of the draw.
+    min_class_size
+        Drop classes with fewer cells than this first (the paper keeps only classes "with
+        enough samples").
+
+    Returns
+    -------
+    Sorted int array of positions into ``labels``.
+    """
+    labels = pd.Series(np.asarray(labels, dtype=object)).astype(str)
+    counts = labels.value_counts()
+    if min_class_size is not None:
+        counts = counts[counts >= min_class_size]
+    if len(counts) < 2:
+        raise ValueError(
+            f"fewer than 2 classes left (class sizes: {labels.value_counts().to_dict()}); "
+            "lower min_class_size or use a label with more populated classes."
+        )
+    n = int(counts.min()) if n_per_class is None else int(n_per_class)
+    if n < 1 or n > counts.min():
+        raise ValueError(
+            f"n_per_class={n} but the smallest kept class ({counts.idxmin()!r}) has "
+            f"{int(counts.min())} cells; lower n_per_class, or set min_class_size={n} to drop "
+            "smaller classes."
+        )
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(labels.to_numpy() == c), size=n, replace=False)
+             for c in sorted(counts.index)]
+    return np.sort(np.concatenate(picks))
+
+
+def probe(features, labels, seed: int = 0, test_size: float = 0.3, feature_names=None,
+          C: float = 1.0, max_iter: int = 2000, train_idx=None, test_idx=None) -> dict:
+    """Logistic-regression probe of labels from features, with a held-out test split.
+
+    Features are standardised (fitted on the training cells), then a multinomial
+    ``sklearn.linear_model.LogisticRegression`` (L2, ``C``) is fitted. Coefficients therefore
+    compare units on one scale (per standard deviation of the unit).
+
+    Parameters
+    ----------
+    features
+        (n_cells, n_units) array: concept activations or embedding dimensions.
+    labels
+        One label per cell.
+    seed, test_size
+        Stratified train/test split, unless ``train_idx`` and ``test_idx`` are given.
+    feature_names
+        Names of the units (default ``0..n_units-1``).
+    C, max_iter
+        Passed to LogisticRegression.
+
+    Returns
+    -------
+    dict with ``accuracy`` (held-out), ``chance`` (share of the most frequent test class),
+    ``confusion`` (DataFrame, true class x predicted class, counts), ``coef`` (DataFrame,
+    class x unit), ``model`` (fitted sklearn Pipeline), ``train_idx``, ``test_idx``,
+    ``y_test``, ``y_pred``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, confusion_matrix
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=object).astype(str)
+    if X.ndim != 2 or X.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"features {X.shape} must be (n_cells x n_units) with one label per cell "
+            f"({y.shape[0]} labels given)."
+        )
+    if not np.all(np.isfinite(X)):
+        raise ValueError("features contain NaN or inf; check the embedding/SAE output.")
+    classes = sorted(set(y))
+    if len(classes) < 2:
+        raise ValueError(f"need at least 2 classes to probe, got {classes}.")
+    if (train_idx is None) != (test_idx is None):
+        raise ValueError("give both train_idx and test_idx, or neither.")
+    if train_idx is None:
+        train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=test_size,
+                                               random_state=seed, stratify=y)
+    train_idx, test_idx = np.sort(np.asarray(train_idx)), np.sort(np.asarray(test_idx))
+    model = make_pipeline(StandardScaler(),
+                          LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+    model.fit(X[train_idx], y[train_idx])
+    y_pred = model.predict(X[test_idx])
+    lr = model[-1]
+    coef = lr.coef_
+    if coef.shape[0] == 1:  # binary: sklearn stores one row for the positive class
+        coef = np.vstack([-coef[0], coef[0]])
+    names = list(range(X.shape[1])) if feature_names is None else list(feature_names)
+    coef = pd.DataFrame(coef, index=[str(c) for c in lr.classes_], columns=names)
+    conf = pd.DataFrame(confusion_matrix(y[test_idx], y_pred, labels=classes),
+                        index=pd.Index(classes, name="true"),
+                        columns=pd.Index(classes, name="predicted"))
+    chance = float(pd.Series(y[test_idx]).value_counts(normalize=True).max())
+    return {"accuracy": float(accuracy_score(y[test_idx], y_pred)), "chance": chance,
+            "confusion": conf, "coef": coef, "model": model, "train_idx": train_idx,
+            "test_idx": test_idx, "y_test": y[test_idx], "y_pred": y_pred}
+
+
+def top_units(coef: pd.DataFrame, n: int = 3, sign: str = "positive") -> pd.DataFrame:
+    """The n units with the largest coefficients for each class.
+
+    Parameters
+    ----------
+    coef
+        Class x unit coefficients (``probe(...)["coef"]``).
+    n
+        Units per class.
+    sign
+        ``"positive"`` (largest coefficients: the unit votes for the class) or ``"abs"``
+        (largest magnitude, either direction).
+
+    Returns
+    -------
+    Long DataFrame with columns class, rank (1 = largest), unit, coef.
+    """
+    if sign not in ("positive", "abs"):
+        raise ValueError(f"sign={sign!r}; use 'positive' or 'abs'.")
+    rows = []
+    for cls, row in coef.iterrows():
+        key = row.abs() if sign == "abs" else row
+        for rank, unit in enumerate(key.sort_values(ascending=False, kind="stable").index[:n], 1):
+            rows.append({"class": cls, "rank": rank, "unit": unit, "coef": float(row[unit])})
+    return pd.DataFrame(rows, columns=["class", "rank", "unit", "coef"])
+
+
+def marker_hits(genes: Iterable[str], marker_set: Iterable[str]) -> list[str]:
+    """The genes (in their given order) that are in ``marker_set``, compared case-insensitively."""
+    markers = {str(m).upper() for m in marker_set}
+    return [g for g in map(str, genes) if g.upper() in markers]

@@ -1,0 +1,301 @@
+"""Stability of SAE concepts: matching dictionaries, chance levels, cross-dataset R².
+
+Two SAEs trained on different data, seeds or settings each give a dictionary of unit-norm
+concept vectors (atoms, the rows of ``TopKSAE.dictionary``). Following the paper
+(Section 4.4, after Fel et al. 2025), atoms are paired one-to-one by the Hungarian
+algorithm so that the summed cosine similarity of the pairs is maximal; the distribution of
+matched cosines tells how well the two dictionaries align (1 = identical up to a
+permutation). Because Hungarian matching *maximises* cosines, even unrelated dictionaries
+reach positive matched cosines, the more so the more atoms there are per dimension. The
+chance level is therefore measured, not assumed: :func:`random_dictionary_null` matches
+random unit dictionaries of the same shapes the same way.
+
+Dictionaries can only be matched inside one embedding space: an atom of an SAE on scVI
+latents and an atom of an SAE on PCA scores live in different coordinate systems, and their
+cosine has no meaning. Across spaces, :func:`match_activations` pairs concepts by the
+correlation of their activations over the same cells instead.
+
+All functions are pure (no AnnData is modified); this module writes no ``.obsm``/``.uns``
+keys.
+
+Public API
+----------
+match_dictionaries(D1, D2, absolute=False) -> DataFrame(atom_1, atom_2, cosine)
+match_activations(U1, U2) -> DataFrame(atom_1, atom_2, correlation)
+random_dictionary_null(c, d, n_draws, seed, c2=None) -> ndarray (n_draws, min(c, c2))
+shuffled_activation_null(U1, U2, n_draws, seed) -> ndarray (n_draws, min(c1, c2))
+cross_r2(model, Z_train, Z_external) -> DataFrame (rows within/across, sae_metrics columns)
+r2_table(models, embeddings) -> DataFrame (train dataset x evaluation dataset) of R²
+between_group_share(Z, groups) -> float, share of the embedding's variance between groups
+top_gene_overlap(scores_1, scores_2, n=10) -> dict(top_1, top_2, shared, n_shared, jaccard)
+matched_gene_table(pairs, scores_1, scores_2, n=10) -> DataFrame, one row per matched pair
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+__all__ = [
+    "match_dictionaries",
+    "match_activations",
+    "random_dictionary_null",
+    "shuffled_activation_null",
+    "cross_r2",
+    "r2_table",
+    "between_group_share",
+    "top_gene_overlap",
+    "matched_gene_table",
+]
+
+
+def _as_dictionary(D, what: str) -> np.ndarray:
+    D = np.asarray(D, dtype=np.float64)
+    if D.ndim != 2 or D.shape[0] == 0 or D.shape[1] == 0:
+        raise ValueError(
+            f"{what} must be a 2-D (n_atoms x d) array, got shape {D.shape}; "
+            "pass the SAE's `.dictionary` (one atom per row)."
+        )
+    if not np.all(np.isfinite(D)):
+        raise ValueError(f"{what} contains NaN or inf; retrain the SAE or drop those atoms.")
+    norms = np.linalg.norm(D, axis=1)
+    if np.any(norms == 0):
+        raise ValueError(
+            f"{what} has {int((norms == 0).sum())} all-zero atom(s), whose cosine is undefined; "
+            "drop them (e.g. D[np.linalg.norm(D, axis=1) > 0]) before matching."
+        )
+    return D / norms[:, None]
+
+
+def _hungarian(S: np.ndarray, value_name: str) -> pd.DataFrame:
+    """One-to-one pairs maximising the summed similarity S (c1 x c2, any shape)."""
+    rows, cols = linear_sum_assignment(S, maximize=True)
+    out = pd.DataFrame({"atom_1": rows, "atom_2": cols, value_name: S[rows, cols]})
+    return out.sort_values(value_name, ascending=False, kind="stable").reset_index(drop=True)
+
+
+def match_dictionaries(D1, D2, absolute: bool = False) -> pd.DataFrame:
+    """Pair the atoms of two dictionaries one-to-one by cosine similarity (Hungarian).
+
+    Parameters
+    ----------
+    D1, D2
+        Arrays of shape (c1, d) and (c2, d): one atom per row, same embedding space. Rows are
+        normalised here, so unnormalised atoms are fine.
+    absolute
+        Match on |cosine| (sign-blind). Default False: SAE activations are non-negative, so an
+        atom and its negative are different concepts.
+
+    Returns
+    -------
+    DataFrame with columns ``atom_1`` (row of D1), ``atom_2`` (row of D2) and ``cosine``
+    (signed cosine of the pair), min(c1, c2) rows sorted by decreasing cosine. When c1 != c2
+    the atoms of the larger dictionary that find no partner are left out.
+    """
+    A = _as_dictionary(D1, "D1")
+    B = _as_dictionary(D2, "D2")
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(
+            f"D1 atoms have dimension {A.shape[1]} but D2 atoms have {B.shape[1]}: dictionaries "
+            "from different embedding spaces cannot be matched by cosine; use "
+            "match_activations on activations over the same cells instead."
+        )
+    C = A @ B.T
+    out = _hungarian(np.abs(C) if absolute else C, "cosine")
+    out["cosine"] = C[out["atom_1"].to_numpy(), out["atom_2"].to_numpy()]
+    return out
+
+
+def _standardise_columns(U: np.ndarray) -> np.ndarray:
+    U = U - U.mean(axis=0)
+    sd = np.linalg.norm(U, axis=0)
+    sd[sd == 0] = 1.0  # a concept that never varies correlates 0 with everything
+    return U / sd
+
+
+def match_activations(U1, U2) -> pd.DataFrame:
+    """Pair concepts of two SAEs by the Pearson correlation of their activations (Hungarian).
+
+    Works across embedding spaces (scVI vs PCA), where atoms cannot be compared, because both
+    activation matrices describe the same cells.
+
+    Parameters
+    ----------
+    U1, U2
+        Activations of shape (n_cells, c1) and (n_cells, c2), rows in the same cell order.
+
+    Returns
+    -------
+    DataFrame with columns ``atom_1``, ``atom_2``, ``correlation``, sorted by decreasing
+    correlation. Concepts that never vary (dead) have correlation 0 with every other.
+    """
+    U1 = np.asarray(U1, dtype=np.float64)
+    U2 = np.asarray(U2, dtype=np.float64)
+    if U1.ndim != 2 or U2.ndim != 2 or U1.shape[0] != U2.shape[0]:
+        raise ValueError(
+            f"U1 {U1.shape} and U2 {U2.shape} must be (n_cells x n_concepts) activations of the "
+            "same cells in the same order; encode one embedding matrix per SAE for the same cells."
+        )
+    R = _standardise_columns(U1).T @ _standardise_columns(U2)
+    return _hungarian(R, "correlation")
+
+
+def random_dictionary_null(c: int, d: int, n_draws: int = 20, seed: int = 0,
+                           c2: int | None = None) -> np.ndarray:
+    """Matched cosines of random unit dictionaries: the chance level of :func:`match_dictionaries`.
+
+    Each draw makes two dictionaries of c (and c2) atoms drawn uniformly on the unit sphere of
+    R^d (normalised Gaussians) and matches them with the Hungarian algorithm.
+
+    Returns
+    -------
+    ndarray of shape (n_draws, min(c, c2)); each row sorted in decreasing order.
+    """
+    c2 = c if c2 is None else c2
+    if min(c, c2, d, n_draws) < 1:
+        raise ValueError(f"c={c}, c2={c2}, d={d}, n_draws={n_draws} must all be >= 1.")
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_draws, min(c, c2)))
+    for i in range(n_draws):
+        out[i] = match_dictionaries(rng.standard_normal((c, d)),
+                                    rng.standard_normal((c2, d)))["cosine"].to_numpy()
+    return out
+
+
+def shuffled_activation_null(U1, U2, n_draws: int = 20, seed: int = 0) -> np.ndarray:
+    """Chance level of :func:`match_activations`: match after shuffling the cells of U2.
+
+    Returns
+    -------
+    ndarray of shape (n_draws, min(c1, c2)); each row sorted in decreasing order.
+    """
+    U2 = np.asarray(U2)
+    rng = np.random.default_rng(seed)
+    rows = [match_activations(U1, U2[rng.permutation(U2.shape[0])])["correlation"].to_numpy()
+            for _ in range(n_draws)]
+    return np.vstack(rows)
+
+
+def cross_r2(model, Z_train, Z_external) -> pd.DataFrame:
+    """Reconstruction metrics of one SAE on its training embeddings and on external ones.
+
+    Parameters
+    ----------
+    model
+        A trained ``helpers.sae.TopKSAE``.
+    Z_train, Z_external
+        Embeddings (n x d) of the training cells and of cells from another dataset, in the same
+        embedding space (same encoder).
+
+    Returns
+    -------
+    DataFrame with rows ``within`` and ``across`` and the columns of
+    ``helpers.sae.sae_metrics`` (r2, l0, n_dead, n_active). R² uses each evaluation set's own
+    per-feature means, so ``across`` asks how much of the external data's variance the
+    dictionary explains.
+    """
+    from helpers.sae import sae_metrics
+
+    Z_train = np.asarray(Z_train, dtype=np.float32)
+    Z_external = np.asarray(Z_external, dtype=np.float32)
+    if Z_train.ndim != 2 or Z_external.ndim != 2 or Z_train.shape[1] != Z_external.shape[1]:
+        raise ValueError(
+            f"Z_train {Z_train.shape} and Z_external {Z_external.shape} must be 2-D with the same "
+            "number of columns: encode both datasets with the same embedding model."
+        )
+    rows = {"within": sae_metrics(model, Z_train), "across": sae_metrics(model, Z_external)}
+    return pd.DataFrame(rows).T
+
+
+def r2_table(models: Mapping, embeddings: Mapping) -> pd.DataFrame:
+    """R² of every SAE on every dataset: rows = training dataset, columns = evaluation dataset.
+
+    Parameters
+    ----------
+    models
+        ``{dataset name: TopKSAE trained on that dataset}``.
+    embeddings
+        ``{dataset name: embedding matrix}``, all in the same embedding space.
+    """
+    from helpers.sae import sae_metrics
+
+    table = pd.DataFrame(index=list(models), columns=list(embeddings), dtype=float)
+    for a, model in models.items():
+        for b, Z in embeddings.items():
+            table.loc[a, b] = float(sae_metrics(model, np.asarray(Z, dtype=np.float32))["r2"])
+    table.index.name = "trained on"
+    table.columns.name = "evaluated on"
+    return table
+
+
+def between_group_share(Z, groups) -> float:
+    """Share of the total variance of ``Z`` that lies between group means (0 = groups overlap).
+
+    ``sum_g n_g ||mean_g - mean||² / sum_i ||z_i - mean||²``: the R² of predicting each cell's
+    embedding by its group's mean. Used to tell whether two datasets occupy different regions
+    of a shared embedding space.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    groups = np.asarray(groups)
+    if Z.ndim != 2 or groups.shape[0] != Z.shape[0]:
+        raise ValueError(f"Z {Z.shape} needs one group label per row ({groups.shape[0]} given).")
+    grand = Z.mean(0)
+    total = ((Z - grand) ** 2).sum()
+    between = sum((groups == g).sum() * ((Z[groups == g].mean(0) - grand) ** 2).sum()
+                  for g in np.unique(groups))
+    return float(between / total) if total > 0 else 0.0
+
+
+def _top(scores: pd.Series, n: int) -> list[str]:
+    if not isinstance(scores, pd.Series):
+        raise ValueError("gene scores must be a pandas Series indexed by gene name "
+                         "(what helpers.attribution.attribute returns).")
+    return [str(g) for g in scores.sort_values(ascending=False, kind="stable").index[:n]]
+
+
+def top_gene_overlap(scores_1: pd.Series, scores_2: pd.Series, n: int = 10) -> dict:
+    """Overlap of the n top-scoring genes of two concepts.
+
+    Genes are compared case-insensitively (mouse and human symbols of one gene then agree).
+
+    Returns
+    -------
+    dict with ``top_1``, ``top_2`` (lists, best first), ``shared`` (genes of top_1 also in top_2,
+    in top_1 order), ``n_shared`` and ``jaccard``.
+    """
+    t1, t2 = _top(scores_1, n), _top(scores_2, n)
+    up2 = {g.upper() for g in t2}
+    shared = [g for g in t1 if g.upper() in up2]
+    union = len({g.upper() for g in t1} | up2)
+    return {"top_1": t1, "top_2": t2, "shared": shared, "n_shared": len(shared),
+            "jaccard": len(shared) / union if union else 0.0}
+
+
+def matched_gene_table(pairs: pd.DataFrame, scores_1: Mapping, scores_2: Mapping,
+                       n: int = 10) -> pd.DataFrame:
+    """Top genes of matched concept pairs side by side, with their overlap.
+
+    Parameters
+    ----------
+    pairs
+        Output of :func:`match_dictionaries` (or :func:`match_activations`), possibly a subset.
+    scores_1, scores_2
+        ``{concept index: gene-score Series}`` for the concepts of each SAE; pairs whose
+        concepts have no scores are skipped.
+    n
+        Number of top genes compared.
+    """
+    sim = "cosine" if "cosine" in pairs else "correlation"
+    rows = []
+    for _, p in pairs.iterrows():
+        a, b = int(p["atom_1"]), int(p["atom_2"])
+        if a not in scores_1 or b not in scores_2:
+            continue
+        ov = top_gene_overlap(scores_1[a], scores_2[b], n=n)
+        rows.append({"atom_1": a, "atom_2": b, sim: float(p[sim]),
+                     "top_genes_1": ", ".join(ov["top_1"]), "top_genes_2": ", ".join(ov["top_2"]),
+                     "shared": ", ".join(ov["shared"]), "n_shared": ov["n_shared"]})
+    return pd.DataFrame(rows, columns=["atom_1", "atom_2", sim, "top_genes_1", "top_genes_2",
+                                       "shared", "n_shared"])

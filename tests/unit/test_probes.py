@@ -1,0 +1,175 @@
+"""Tests for helpers.probes: planted-label probes, cell-cycle scoring, balanced sampling."""
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.probes import (
+    balanced_indices,
+    cell_cycle_genes,
+    marker_hits,
+    phase_from_scores,
+    probe,
+    score_cell_cycle,
+    top_units,
+)
+
+
+def test_probe_finds_the_concept_that_carries_the_label():
+    rng = np.random.default_rng(0)
+    n, c, carrier = 600, 30, 17
+    y = rng.integers(0, 3, size=n)
+    # sparse non-negative "concept activations", pure noise except concept 17 which encodes y
+    U = rng.exponential(size=(n, c)) * (rng.random((n, c)) < 0.2)
+    U[:, carrier] = y * 2.0 + 0.3 * rng.random(n)
+    labels = np.array(["G1", "S", "G2M"])[y]
+    res = probe(U, labels, seed=0, test_size=0.3)
+    assert res["accuracy"] > 0.95
+    assert res["chance"] < 0.4
+    assert res["confusion"].to_numpy().sum() == len(res["test_idx"]) == 180
+    assert list(res["coef"].index) == ["G1", "G2M", "S"]
+    # the unit with the largest |coefficient| overall is the carrier
+    assert res["coef"].abs().max(axis=0).idxmax() == carrier
+    # class with the highest code (G2M = 2) votes for the carrier most positively
+    top = top_units(res["coef"], n=1)
+    assert top.set_index("class").loc["G2M", "unit"] == carrier
+    assert top.set_index("class").loc["G1", "unit"] != carrier  # G1 = low carrier values
+    assert top_units(res["coef"], n=1, sign="abs").set_index("class").loc["G1", "unit"] == carrier
+
+
+def test_probe_on_noise_is_near_chance():
+    rng = np.random.default_rng(1)
+    U = rng.standard_normal((600, 10))
+    labels = rng.choice(["a", "b", "c"], size=600)
+    res = probe(U, labels, seed=0)
+    assert res["accuracy"] < 0.5
+
+
+def test_probe_binary_coefficients_have_two_opposite_rows():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((200, 4))
+    y = np.where(X[:, 2] > 0, "pos", "neg")
+    res = probe(X, y, seed=0, feature_names=["a", "b", "c", "d"])
+    assert res["coef"].shape == (2, 4)
+    np.testing.assert_allclose(res["coef"].loc["pos"], -res["coef"].loc["neg"])
+    assert res["coef"].loc["pos"].idxmax() == "c"
+
+
+def test_probe_errors():
+    with pytest.raises(ValueError, match="one label per cell"):
+        probe(np.ones((5, 2)), ["a", "b"])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        probe(np.ones((5, 2)), ["a"] * 5)
+    with pytest.raises(ValueError, match="NaN"):
+        probe(np.full((4, 2), np.nan), ["a", "b"] * 2)
+
+
+def test_balanced_indices():
+    labels = np.array(["a"] * 50 + ["b"] * 20 + ["c"] * 5)
+    idx = balanced_indices(labels, seed=0)
+    assert pd.Series(labels[idx]).value_counts().to_dict() == {"a": 5, "b": 5, "c": 5}
+    assert len(set(idx)) == len(idx) and np.all(np.diff(idx) > 0)
+    idx2 = balanced_indices(labels, min_class_size=10, seed=0)
+    assert pd.Series(labels[idx2]).value_counts().to_dict() == {"a": 20, "b": 20}
+    idx3 = balanced_indices(labels, n_per_class=3, seed=1)
+    assert pd.Series(labels[idx3]).value_counts().to_dict() == {"a": 3, "b": 3, "c": 3}
+    assert not np.array_equal(balanced_indices(labels, 3, seed=1), balanced_indices(labels, 3, seed=2))
+    with pytest.raises(ValueError, match="smallest kept class"):
+        balanced_indices(labels, n_per_class=6)
+    with pytest.raises(ValueError, match="fewer than 2 classes"):
+        balanced_indices(labels, min_class_size=30)
+
+
+def test_regev_list_split():
+    s, g2m = cell_cycle_genes()
+    assert len(s) == 43 and len(g2m) == 54
+    assert s[0] == "MCM5" and "TOP2A" in g2m and not set(s) & set(g2m)
+
+
+def _toy_cell_cycle(mouse=False):
+    """Cells 0-19 express S genes highly, cells 20-39 G2M genes, 40-59 neither."""
+    s, g2m = cell_cycle_genes()
+    other = [f"GENE{i}" for i in range(200)]
+    genes = s + g2m + other
+    if mouse:
+        genes = [g.capitalize() for g in genes]
+    rng = np.random.default_rng(0)
+    X = rng.poisson(2.0, size=(60, len(genes))).astype(np.float32)
+    X[:20, : len(s)] += rng.poisson(20.0, size=(20, len(s)))
+    X[20:40, len(s): len(s) + len(g2m)] += rng.poisson(20.0, size=(20, len(g2m)))
+    return ad.AnnData(X=X, var=pd.DataFrame(index=genes))
+
+
+@pytest.mark.parametrize("mouse", [False, True])
+def test_cell_cycle_scoring_on_a_hand_made_anndata(mouse):
+    adata = _toy_cell_cycle(mouse)
+    out = score_cell_cycle(adata)  # integer counts -> normalised internally
+    phase = adata.obs["phase"].astype(str).to_numpy()
+    assert (phase[:20] == "S").all()
+    assert (phase[20:40] == "G2M").all()
+    # cells high in neither score near zero, below every planted cell
+    assert out["S_score"].iloc[:20].min() > out["S_score"].iloc[20:].max()
+    g2m = out["G2M_score"].to_numpy()
+    assert g2m[20:40].min() > max(g2m[:20].max(), g2m[40:].max())
+    assert np.abs(out.iloc[40:, :2].to_numpy()).max() < 0.5 * g2m[20:40].min()
+    np.testing.assert_array_equal(phase, phase_from_scores(out["S_score"], out["G2M_score"]))
+
+
+def test_cell_cycle_scoring_refuses_too_few_genes():
+    adata = _toy_cell_cycle()[:, 40:]  # keeps 3 S genes and all G2M genes
+    with pytest.raises(ValueError, match="only 3/43 S .*Score before selecting highly variable"):
+        score_cell_cycle(adata)
+
+
+def test_phase_from_scores_rule():
+    np.testing.assert_array_equal(phase_from_scores([-1, 0.5, 0.2, -0.1], [-2, 0.1, 0.3, 0.2]),
+                                  ["G1", "S", "G2M", "G2M"])
+
+
+def test_marker_hits_case_insensitive_and_ordered():
+    assert marker_hits(["Top2a", "Actb", "Mki67"], ["MKI67", "TOP2A"]) == ["Top2a", "Mki67"]
+
+
+def test_cell_cycle_labels_rescore_or_fall_back_to_shipped_scores():
+    from helpers.probes import cell_cycle_labels
+
+    full = _toy_cell_cycle()
+    phase, source = cell_cycle_labels(full)
+    assert "score_genes_cell_cycle" in source and "43/43 S" in source
+    assert (phase.iloc[20:40] == "G2M").all() and "phase" not in full.obs  # input untouched
+    cut = full[:, 40:].copy()  # 3 S genes left: too few to rescore
+    cut.obs["S_score"] = np.r_[np.ones(20), -np.ones(40)]
+    cut.obs["G2M_score"] = np.r_[-np.ones(20), np.ones(20), -np.ones(20)]
+    phase, source = cell_cycle_labels(cut)
+    assert "precomputed" in source and "3/43 S" in source
+    assert list(phase.iloc[[0, 25, 50]]) == ["S", "G2M", "G1"]
+    del cut.obs["S_score"]
+    with pytest.raises(ValueError, match="full gene space"):
+        cell_cycle_labels(cut)
+
+
+class _LinearEmbedding:
+    """A toy 'embedding': neuron j = sum of genes 2j and 2j+1 minus a constant."""
+
+    def __init__(self, n_genes):
+        self.genes = [f"g{i}" for i in range(n_genes)]
+        self.W = np.zeros((n_genes, n_genes // 2))
+        for j in range(n_genes // 2):
+            self.W[2 * j: 2 * j + 2, j] = 1.0
+
+    def encode(self, X, batch_size=1024):
+        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+        return (X @ self.W - 3.0).astype(np.float32)
+
+
+def test_unit_attributions_of_neurons_rank_their_own_genes_first():
+    from helpers.probes import unit_attributions
+
+    rng = np.random.default_rng(0)
+    emb = _LinearEmbedding(12)
+    X = rng.poisson(2.0, size=(200, 12)).astype(np.float32)
+    attr = unit_attributions(X, emb, [1, 4], n_prototypes=5, n_counterfactuals=2)
+    assert set(attr) == {1, 4}
+    assert set(attr[1].index[:2]) == {"g2", "g3"}
+    assert set(attr[4].index[:2]) == {"g8", "g9"}
+    assert (attr[4].drop(["g8", "g9"]) == 0).all()

@@ -1,0 +1,167 @@
+"""Tests for helpers.stability: Hungarian matching, chance levels, gene overlap."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.stability import (
+    match_activations,
+    match_dictionaries,
+    matched_gene_table,
+    random_dictionary_null,
+    shuffled_activation_null,
+    top_gene_overlap,
+)
+
+
+def _unit_rows(rng, c, d):
+    D = rng.standard_normal((c, d))
+    return D / np.linalg.norm(D, axis=1, keepdims=True)
+
+
+def test_matching_recovers_a_known_permutation_exactly():
+    rng = np.random.default_rng(0)
+    D1 = _unit_rows(rng, 64, 16)
+    perm = rng.permutation(64)
+    D2 = D1[perm]  # atom perm[j] of D1 is row j of D2
+    pairs = match_dictionaries(D1, D2)
+    assert len(pairs) == 64
+    inverse = np.argsort(perm)
+    assert np.array_equal(pairs["atom_2"].to_numpy(), inverse[pairs["atom_1"].to_numpy()])
+    np.testing.assert_allclose(pairs["cosine"], 1.0, atol=1e-12)
+
+
+def test_noisy_copy_matches_with_high_cosine_and_right_partner():
+    rng = np.random.default_rng(1)
+    D1 = _unit_rows(rng, 40, 32)
+    perm = rng.permutation(40)
+    D2 = D1[perm] + 0.05 * rng.standard_normal((40, 32))
+    pairs = match_dictionaries(D1, D2)
+    assert np.array_equal(pairs["atom_2"].to_numpy(), np.argsort(perm)[pairs["atom_1"].to_numpy()])
+    assert pairs["cosine"].min() > 0.9
+
+
+def test_unequal_sizes_match_min_c_atoms_and_planted_subset_is_found():
+    rng = np.random.default_rng(2)
+    D1 = _unit_rows(rng, 10, 20)
+    D2 = np.vstack([_unit_rows(rng, 15, 20), D1[::-1]])  # 25 atoms, the last 10 are D1 reversed
+    pairs = match_dictionaries(D1, D2)
+    assert len(pairs) == 10
+    assert set(pairs["atom_2"]) == set(range(15, 25))
+    np.testing.assert_allclose(pairs["cosine"], 1.0, atol=1e-12)
+    assert len(match_dictionaries(D2, D1)) == 10
+
+
+def test_null_is_far_below_a_planted_match():
+    rng = np.random.default_rng(3)
+    c, d = 50, 32
+    D1 = _unit_rows(rng, c, d)
+    planted = match_dictionaries(D1, D1[rng.permutation(c)] + 0.1 * rng.standard_normal((c, d)))
+    null = random_dictionary_null(c, d, n_draws=5, seed=0)
+    assert null.shape == (5, c)
+    assert np.all(np.diff(null, axis=1) <= 0)  # each draw sorted decreasing
+    assert planted["cosine"].mean() > 0.8
+    assert null.mean() < 0.5
+    assert planted["cosine"].mean() - null.mean() > 0.5
+
+
+def test_null_grows_with_atoms_per_dimension():
+    # Hungarian maximisation makes chance alignment larger when c >> d: the reason to measure it
+    few = random_dictionary_null(8, 32, n_draws=4, seed=0).mean()
+    many = random_dictionary_null(128, 4, n_draws=4, seed=0).mean()
+    assert many > few + 0.2
+
+
+def test_sign_matters_unless_absolute():
+    rng = np.random.default_rng(4)
+    D1 = _unit_rows(rng, 6, 10)
+    signed = match_dictionaries(D1, -D1)
+    assert signed["cosine"].max() < 1.0
+    absolute = match_dictionaries(D1, -D1, absolute=True)
+    np.testing.assert_allclose(absolute["cosine"], -1.0, atol=1e-12)
+    assert np.array_equal(absolute["atom_1"].to_numpy(), absolute["atom_2"].to_numpy())
+
+
+def test_matching_errors_name_the_problem():
+    with pytest.raises(ValueError, match="different embedding spaces"):
+        match_dictionaries(np.eye(3), np.eye(4))
+    with pytest.raises(ValueError, match="all-zero atom"):
+        match_dictionaries(np.zeros((2, 3)), np.eye(3))
+    with pytest.raises(ValueError, match="same cells"):
+        match_activations(np.ones((5, 2)), np.ones((6, 2)))
+
+
+def test_activation_matching_recovers_permuted_concepts_and_beats_shuffle():
+    rng = np.random.default_rng(5)
+    U1 = rng.exponential(size=(300, 12)) * (rng.random((300, 12)) < 0.3)
+    perm = rng.permutation(12)
+    U2 = 2.0 * U1[:, perm] + 0.01 * rng.standard_normal((300, 12))  # scale does not matter
+    pairs = match_activations(U1, U2)
+    assert np.array_equal(pairs["atom_2"].to_numpy(), np.argsort(perm)[pairs["atom_1"].to_numpy()])
+    assert pairs["correlation"].min() > 0.99
+    null = shuffled_activation_null(U1, U2, n_draws=3, seed=0)
+    assert null.shape == (3, 12)
+    assert null.mean() < 0.3
+
+
+def test_top_gene_overlap_counts_shared_genes_case_insensitively():
+    s1 = pd.Series({"CD3E": 5.0, "CD2": 4.0, "GZMB": 3.0, "X1": 0.1})
+    s2 = pd.Series({"Cd3e": 1.0, "Nkg7": 0.9, "Cd2": 0.8, "X1": 0.7})
+    ov = top_gene_overlap(s1, s2, n=3)
+    assert ov["top_1"] == ["CD3E", "CD2", "GZMB"]
+    assert ov["top_2"] == ["Cd3e", "Nkg7", "Cd2"]
+    assert ov["shared"] == ["CD3E", "CD2"]
+    assert ov["n_shared"] == 2
+    assert ov["jaccard"] == pytest.approx(2 / 4)
+
+
+def test_matched_gene_table_skips_pairs_without_scores():
+    pairs = pd.DataFrame({"atom_1": [0, 1], "atom_2": [3, 4], "cosine": [0.9, 0.5]})
+    s = {0: pd.Series({"A": 2.0, "B": 1.0})}
+    t = {3: pd.Series({"B": 2.0, "C": 1.0}), 4: pd.Series({"A": 1.0})}
+    table = matched_gene_table(pairs, s, t, n=2)
+    assert len(table) == 1
+    assert table.loc[0, "n_shared"] == 1 and table.loc[0, "shared"] == "B"
+
+
+def _sparse_data(rng, D, n, k=2):
+    c = D.shape[0]
+    codes = np.zeros((n, c))
+    for i in range(n):
+        codes[i, rng.choice(c, size=k, replace=False)] = rng.exponential(1.0, size=k) + 0.5
+    return (codes @ D).astype(np.float32)
+
+
+def test_cross_r2_drops_on_data_from_another_dictionary():
+    from helpers.sae import train_sae
+
+    from helpers.stability import cross_r2, r2_table
+
+    rng = np.random.default_rng(6)
+    D_a, D_b = _unit_rows(rng, 12, 8), _unit_rows(rng, 12, 8)
+    Z_a, Z_a2, Z_b = (_sparse_data(rng, D_a, 1500), _sparse_data(rng, D_a, 500),
+                      _sparse_data(rng, D_b, 500))
+    model, _ = train_sae(Z_a, c=24, k=2, lr=3e-3, epochs=30, batch_size=256, seed=0,
+                         device="cpu", progress=False)
+    same = cross_r2(model, Z_a, Z_a2)
+    assert list(same.index) == ["within", "across"] and "r2" in same.columns
+    other = cross_r2(model, Z_a, Z_b)
+    assert same.loc["within", "r2"] > 0.8
+    assert abs(same.loc["within", "r2"] - same.loc["across", "r2"]) < 0.1
+    assert other.loc["across", "r2"] < same.loc["across", "r2"] - 0.2
+    table = r2_table({"a": model}, {"a": Z_a, "b": Z_b})
+    assert table.shape == (1, 2)
+    assert table.loc["a", "a"] == pytest.approx(same.loc["within", "r2"])
+    with pytest.raises(ValueError, match="same embedding model"):
+        cross_r2(model, Z_a, Z_b[:, :4])
+
+
+def test_between_group_share_is_zero_for_identical_groups_and_one_for_points():
+    from helpers.stability import between_group_share
+
+    rng = np.random.default_rng(7)
+    Z = rng.standard_normal((50, 3))
+    assert between_group_share(np.vstack([Z, Z]), np.r_[np.zeros(50), np.ones(50)]) == pytest.approx(0.0)
+    pts = np.vstack([np.zeros((10, 3)), np.ones((10, 3))])
+    assert between_group_share(pts, np.r_[np.zeros(10), np.ones(10)]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one group label per row"):
+        between_group_share(Z, np.zeros(3))
