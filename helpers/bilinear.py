@@ -46,13 +46,20 @@ class BilinearMLP(nn.Module):
         Append a constant 1 to x (linear and constant terms while staying a quadratic form).
     dropout
         Dropout on the input genes during training (the constant input is never dropped).
+    seed
+        Seed for the initial weights (``None``: torch's global generator). Training is seeded
+        separately by :func:`train_bilinear`; seed both for a reproducible run.
     """
 
-    def __init__(self, n_in: int, n_hidden: int, n_out: int, bias: bool = False, dropout: float = 0.0):
+    def __init__(self, n_in: int, n_hidden: int, n_out: int, bias: bool = False, dropout: float = 0.0,
+                 seed: int | None = None):
         super().__init__()
         self.n_in, self.n_hidden, self.n_out, self.bias = n_in, n_hidden, n_out, bias
-        self.proj = nn.Linear(n_in + int(bias), 2 * n_hidden, bias=False)
-        self.head = nn.Linear(n_hidden, n_out, bias=False)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.proj = nn.Linear(n_in + int(bias), 2 * n_hidden, bias=False)
+            self.head = nn.Linear(n_hidden, n_out, bias=False)
         self.drop = nn.Dropout(dropout)
 
     @property

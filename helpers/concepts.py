@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import html as _html
 import json
-import uuid
+import hashlib
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -485,10 +485,12 @@ def explorer_html(concepts_table: pd.DataFrame, attributions: Mapping, gene_term
     str
         A complete HTML document (no external resources, no network access).
     """
-    uid = "cx" + uuid.uuid4().hex[:10]
     xy = np.asarray(umap_xy, dtype=float)
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise ValueError(f"umap_xy must be (n_cells, 2), got {xy.shape}; pass adata.obsm['X_umap'].")
+    # a reproducible element-id prefix: the same inputs give the same page (byte for byte)
+    digest = hashlib.sha1(title.encode() + xy.tobytes() + repr(list(concepts_table.index)).encode())
+    uid = "cx" + digest.hexdigest()[:10]
     concepts = []
     attr_data, act_data, comp_data, used_genes = {}, {}, {}, set()
     top_cols = [c for c in concepts_table.columns if c.endswith("_top")]

@@ -79,11 +79,11 @@ def test_regression_huber_and_history():
 
 
 def test_training_is_deterministic():
-    X, y, _ = _planted(n=300, g=12)
+    X, y, _ = _planted(n=300, g=30)
     split = preprocess.split_indices(y, seed=0)
     outs = []
     for _ in range(2):
-        m, _h = bilinear.train_bilinear(bilinear.BilinearMLP(12, 4, 2), X, y, split, epochs=3, seed=5,
+        m, _h = bilinear.train_bilinear(bilinear.BilinearMLP(30, 4, 2, seed=5), X, y, split, epochs=3, seed=5,
                                         progress=False)
         outs.append(bilinear.predict(m, X))
     np.testing.assert_array_equal(outs[0], outs[1])
