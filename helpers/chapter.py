@@ -31,19 +31,22 @@ def resolve_output_dir(output_dir: str | Path | None, chapter: str) -> Path:
     return out
 
 
-def _jsonable(x):
+def jsonable(x, digits: int | None = None):
+    """``x`` with numpy/pandas values turned into JSON types (NaN → None; floats rounded if ``digits``)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v, digits) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v, digits) for v in x]
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return jsonable(x.tolist(), digits)
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
     if isinstance(x, (np.integer,)):
         return int(x)
     if isinstance(x, (np.floating, float)):
-        return None if not math.isfinite(float(x)) else float(x)
+        return None if not math.isfinite(float(x)) else (float(x) if digits is None else round(float(x), digits))
     if hasattr(x, "to_dict"):
-        return _jsonable(x.to_dict())
+        return jsonable(x.to_dict(), digits)
     return x
 
 
@@ -63,7 +66,7 @@ def write_metrics(metrics: dict, output_dir: str | Path) -> Path:
             raise FileExistsError(f"{path} exists and was not written by this book; refusing to overwrite it. "
                                   "Choose another output_dir.")
     out = {"_about": MARK, "_written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    out.update(_jsonable(metrics))
+    out.update(jsonable(metrics))
     path.write_text(json.dumps(out, indent=2, sort_keys=False) + "\n")
     return path
 

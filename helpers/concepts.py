@@ -33,6 +33,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .chapter import jsonable
+
 __all__ = [
     "characterise",
     "summary",
@@ -317,22 +319,6 @@ def composition(obs: pd.DataFrame, acts, keys: Sequence[str], concepts: Sequence
     return out
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        return None if not np.isfinite(x) else round(float(x), 5)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
-
-
 _TEMPLATE = r"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>__TITLE__</title>
@@ -525,7 +511,7 @@ def explorer_html(concepts_table: pd.DataFrame, attributions: Mapping, gene_term
         "umap": np.round(xy, 3).tolist(),
         "activations": act_data,
     }
-    payload = json.dumps(_jsonable(data), separators=(",", ":")).replace("</", "<\\/")
+    payload = json.dumps(jsonable(data, digits=5), separators=(",", ":")).replace("</", "<\\/")
     return (_TEMPLATE.replace("__DATA__", payload).replace("__ID__", uid)
             .replace("__TITLE__", _html.escape(title)))
 

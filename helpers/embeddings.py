@@ -52,19 +52,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-try:  # the shared runtime helper, when the foundation provides it
-    from helpers.runtime import get_device
-except ImportError:  # pragma: no cover - local fallback
-
-    def get_device(device="auto"):
-        """Return ``cuda`` when available and ``device == "auto"``, else ``device``."""
-        import torch
-
-        if isinstance(device, torch.device):
-            return device
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(device)
+from .runtime import get_device
 
 
 __all__ = [

@@ -50,17 +50,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-try:  # the shared runtime helper, when the foundation provides it
-    from helpers.runtime import get_device
-except ImportError:  # pragma: no cover - local fallback
-
-    def get_device(device: str | torch.device = "auto") -> torch.device:
-        """Return ``cuda`` when available and ``device == "auto"``, else ``device``."""
-        if isinstance(device, torch.device):
-            return device
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(device)
+from .runtime import get_device
 
 
 __all__ = [
