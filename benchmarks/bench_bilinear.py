@@ -1,7 +1,11 @@
 """Low-rank vs dense eigendecomposition of all t interaction matrices (g=2000, h=128, t=8).
 
 Prints both timings, their ratio and the largest eigenvalue difference, measured in one run.
-The dense route builds each g×g matrix in turn (never all t at once) and calls numpy.linalg.eigh.
+The dense route builds each g×g matrix in turn (never all t at once) and calls numpy.linalg.eigh
+(all eigenpairs). The low-rank route (helpers.bilinear.eigendecompose) is timed twice: mapping all
+2h eigenvectors back to genes (the like-for-like comparison) and mapping only the 3 modules per
+output that helpers.bilinear.annotate stores. One warm-up call precedes its timing (first-call
+library set-up is not what the comparison is about).
 """
 
 import time
@@ -12,23 +16,34 @@ import torch
 from helpers import bilinear
 
 
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
 def main(g: int = 2000, h: int = 128, t: int = 8, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     model = bilinear.BilinearMLP(g, h, t)
-    t0 = time.perf_counter()
-    fast = bilinear.eigendecompose(model)
-    t_low = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    dense = {}
-    for a in range(t):
-        vals = np.linalg.eigh(bilinear.interaction_matrix(model, a))[0]
-        dense[a] = vals[np.argsort(-np.abs(vals), kind="stable")]
-    t_dense = time.perf_counter() - t0
+    bilinear.eigendecompose(model, n_modules=1)  # warm-up
+    fast, t_all = _timed(lambda: bilinear.eigendecompose(model))
+    _, t_three = _timed(lambda: bilinear.eigendecompose(model, n_modules=3))
+
+    def dense_all():
+        out = {}
+        for a in range(t):
+            vals = np.linalg.eigh(bilinear.interaction_matrix(model, a))[0]
+            out[a] = vals[np.argsort(-np.abs(vals), kind="stable")]
+        return out
+
+    dense, t_dense = _timed(dense_all)
     diff = max(np.max(np.abs(fast[a][0] - dense[a][: len(fast[a][0])])) for a in range(t))
     rest = max(np.max(np.abs(dense[a][len(fast[a][0]):])) for a in range(t))
-    print(f"g={g} h={h} t={t}: low-rank {t_low:.3f} s, dense eigh {t_dense:.2f} s, "
-          f"speed-up {t_dense / t_low:.0f}x, max |Δλ| {diff:.2e}, max |λ| outside rank 2h {rest:.2e}")
-    return {"low_rank_s": t_low, "dense_s": t_dense, "ratio": t_dense / t_low, "max_diff": diff}
+    print(f"g={g} h={h} t={t}: dense eigh {t_dense:.2f} s; low-rank, all {2 * h} eigenvectors {t_all:.3f} s "
+          f"(speed-up {t_dense / t_all:.0f}x); low-rank, eigenvalues + 3 modules {t_three:.3f} s "
+          f"(speed-up {t_dense / t_three:.0f}x)")
+    print(f"max |Δλ| {diff:.2e}, max |λ| of the dense matrices outside the rank-2h subspace {rest:.2e}")
+    return {"dense_s": t_dense, "low_rank_all_s": t_all, "low_rank_3_s": t_three, "max_diff": diff}
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Transcriptional frequencies at scale: sparse LOBPCG + AMG vs dense eigh (one run).
 
 1. A synthetic 100,000-cell branching trajectory (50 features): kNN graph build (k = 15, cosine,
-   union; pynndescent at this size) and the 10 lowest nontrivial eigenpairs of L = D - A, timed
-   separately. Target from the issue: eigensolve under 30 s on 2 cores.
+   union; pynndescent at this size, its one-time numba compilation timed apart) and the 10 lowest
+   nontrivial eigenpairs of L = D - A, timed separately. Target from the issue: under 30 s on 2 cores.
 2. 5,000 cells: the same sparse solver against dense ``scipy.linalg.eigh`` on the same Laplacian,
    speed ratio and largest eigenvalue difference.
 
@@ -32,6 +32,10 @@ def trajectory(n, d=50, n_branches=3, noise=0.2, seed=0):
 
 def large(n=100_000, n_freqs=10, k=15):
     X = trajectory(n)
+    # pynndescent compiles its numba kernels on first use in a process: time that apart
+    t0 = time.perf_counter()
+    spectral.knn_graph(X[:2000], k=k, method="nndescent")
+    t_jit = time.perf_counter() - t0
     t0 = time.perf_counter()
     A = spectral.knn_graph(X, k=k)
     t_graph = time.perf_counter() - t0
@@ -41,10 +45,12 @@ def large(n=100_000, n_freqs=10, k=15):
     vals, vecs, info = spectral.smallest_eigenpairs(L, n_freqs + 1)
     t_eig = time.perf_counter() - t0
     print(f"{n:,} cells, k={k}: {A.nnz // 2:,} edges, {n_comp} component(s)")
+    print(f"  first nndescent call in this process (numba compilation, once): {t_jit:7.1f} s")
     print(f"  graph build (kNN, cosine, union):  {t_graph:7.1f} s")
     print(f"  eigensolve ({info['solver']}, {n_freqs} + 1 pairs, {info['iterations']} iterations, "
           f"max residual {info['max_residual']:.1e}): {t_eig:7.1f} s  (target < 30 s)")
     print(f"  lowest nontrivial eigenvalues: {np.round(vals[1:4], 4).tolist()}")
+    print(f"  graph + eigensolve: {t_graph + t_eig:.1f} s (plus {t_jit:.0f} s of compilation on a process's first call)")
     return t_graph, t_eig
 
 

@@ -90,8 +90,7 @@ def concept_activation(embedding, sae, concept: int, batch_size: int = 4096) -> 
     """
     import torch
 
-    def f(X):
-        Z = embedding.encode(X, batch_size=batch_size)
+    def through_sae(Z):
         param = next(iter(sae.parameters()), None) if hasattr(sae, "parameters") else None
         if param is not None:
             Zt = torch.as_tensor(np.asarray(Z), dtype=param.dtype, device=param.device)
@@ -101,6 +100,12 @@ def concept_activation(embedding, sae, concept: int, batch_size: int = 4096) -> 
             acts = sae.encode(Zt)
         return _to_numpy(acts)[:, concept].astype(np.float64)
 
+    def f(X):
+        return through_sae(embedding.encode(X, batch_size=batch_size))
+
+    if hasattr(embedding, "encode_swaps"):
+        f.swaps = lambda X_base, rows, genes, values: through_sae(
+            embedding.encode_swaps(X_base, rows, genes, values, batch_size=batch_size))
     return f
 
 
@@ -115,6 +120,9 @@ def neuron_activation(embedding, neuron: int, batch_size: int = 4096) -> Activat
     def f(X):
         return _to_numpy(embedding.encode(X, batch_size=batch_size))[:, neuron].astype(np.float64)
 
+    if hasattr(embedding, "encode_swaps"):
+        f.swaps = lambda X_base, rows, genes, values: _to_numpy(
+            embedding.encode_swaps(X_base, rows, genes, values, batch_size=batch_size))[:, neuron].astype(np.float64)
     return f
 
 
@@ -257,6 +265,11 @@ def occlusion_scores(f: ActivationFn, X_proto, X_cf, batch_size: int = 4096) -> 
     several counterfactuals of a prototype share a gene's value (often 0 in
     counts), that perturbed cell is computed once. ``f`` must act row-wise
     (a cell's activation may not depend on the other rows of the batch).
+
+    When ``f`` has an attribute ``swaps(X_base, rows, genes, values) -> (m,)`` (set by
+    :func:`concept_activation` and :func:`neuron_activation` for embeddings with
+    ``encode_swaps``), the perturbed cells are never materialised: it is called once with the
+    distinct prototypes and the ``(prototype, gene, new value)`` triples.
     """
     P = _dense(X_proto)
     C = _dense(X_cf)
@@ -285,13 +298,19 @@ def occlusion_scores(f: ActivationFn, X_proto, X_cf, batch_size: int = 4096) -> 
     u_proto, u_gene = uniq[:, 0].astype(np.int64), uniq[:, 1].astype(np.int64)
     u_value = C[pair_idx, gene_idx][np.unique(inverse, return_index=True)[1]]
     base = _call(f, protos, protos.shape[0])
-    perturbed = np.empty(uniq.shape[0], dtype=np.float64)
-    dtype = np.result_type(P.dtype, C.dtype)
-    for start in range(0, uniq.shape[0], batch_size):
-        sl = slice(start, start + batch_size)
-        rows = np.take(protos, u_proto[sl], axis=0).astype(dtype, copy=False)  # a fresh copy already
-        rows[np.arange(rows.shape[0]), u_gene[sl]] = u_value[sl]
-        perturbed[sl] = _call(f, rows, rows.shape[0])
+    swaps = getattr(f, "swaps", None)
+    if swaps is not None:  # the embedding embeds one-gene swaps itself (e.g. scVI's linear first layer)
+        perturbed = np.asarray(swaps(protos, u_proto, u_gene, u_value), dtype=np.float64).ravel()
+        if perturbed.shape[0] != uniq.shape[0]:
+            raise ValueError(f"f.swaps returned {perturbed.shape[0]} values for {uniq.shape[0]} perturbed cells.")
+    else:
+        perturbed = np.empty(uniq.shape[0], dtype=np.float64)
+        dtype = np.result_type(P.dtype, C.dtype)
+        for start in range(0, uniq.shape[0], batch_size):
+            sl = slice(start, start + batch_size)
+            rows = np.take(protos, u_proto[sl], axis=0).astype(dtype, copy=False)  # a fresh copy already
+            rows[np.arange(rows.shape[0]), u_gene[sl]] = u_value[sl]
+            perturbed[sl] = _call(f, rows, rows.shape[0])
     scores[pair_idx, gene_idx] = base[proto_of_pair[pair_idx]] - perturbed[inverse]
     return scores
 

@@ -137,6 +137,24 @@ class Embedding:
     def _encode_batch(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def encode_swaps(self, X_base, rows, genes, values, batch_size: int = 4096) -> np.ndarray:
+        """Embed cells that differ from a base cell in one gene each (counterfactual occlusion).
+
+        Row ``r`` of the result is ``encode(x)`` with ``x = X_base[rows[r]]`` and
+        ``x[genes[r]] = values[r]``. This generic version builds the perturbed rows in batches
+        and calls :meth:`encode`; embeddings whose first layer is linear override it.
+        """
+        X_base = np.asarray(X_base.toarray() if sp.issparse(X_base) else X_base, dtype=np.float32)
+        rows, genes = np.asarray(rows, dtype=np.int64), np.asarray(genes, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float32)
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        for start in range(0, rows.size, batch_size):
+            sl = slice(start, start + batch_size)
+            R = X_base[rows[sl]]  # fancy indexing: a fresh copy
+            R[np.arange(R.shape[0]), genes[sl]] = values[sl]
+            out[sl] = self.encode(R, batch_size=batch_size)
+        return out
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, n_genes={len(self.genes)}, dim={self.dim})"
 
@@ -236,8 +254,9 @@ class ScviEmbedding(Embedding):
     Parameters
     ----------
     model
-        A trained ``scvi.model.SCVI`` (no batch/covariate keys: every cell is
-        encoded with batch index 0).
+        A trained ``scvi.model.SCVI``. Its encoder reads counts only (scvi-tools'
+        default ``encode_covariates=False``), so cells are encoded without a
+        batch label even when the model was trained with a ``batch_key``.
     genes
         The var names the model was trained on.
     """
@@ -265,17 +284,82 @@ class ScviEmbedding(Embedding):
                 )
             return qz.loc.float().cpu().numpy()
 
+    def _first_layer_route(self):
+        """The encoder's pieces when it is ``Linear → elementwise ops → … → mean``, else None."""
+        from torch import nn
+
+        module = self.model.module
+        enc = getattr(module, "z_encoder", None)
+        fc = getattr(getattr(enc, "encoder", None), "fc_layers", None)
+        if (fc is None or getattr(module, "encode_covariates", False) or getattr(enc.encoder, "n_cov", 0)
+                or getattr(module, "latent_distribution", "normal") != "normal"
+                or not isinstance(fc[0][0], nn.Linear)):
+            return None
+        first = fc[0][0]
+        tail = [m for m in list(fc[0])[1:] if m is not None]
+        for layer in list(fc)[1:]:
+            tail += [m for m in layer if m is not None]
+        return first, tail, enc.mean_encoder, bool(getattr(module, "log_variational", True))
+
+    def encode_swaps(self, X_base, rows, genes, values, batch_size: int = 8192) -> np.ndarray:
+        """One-gene swaps through scVI's encoder at the cost of its small layers.
+
+        The encoder's first layer is linear in ``log1p(counts)``, so changing gene ``l`` from
+        ``a`` to ``b`` changes that layer's pre-activation by ``W[:, l] · (log1p(b) − log1p(a))``:
+        the base cell's pre-activation is computed once and each swap adds one column of ``W``,
+        instead of a full ``genes × hidden`` product per perturbed cell. Batch norm (eval mode),
+        ReLU and dropout (off in eval) act elementwise afterwards, so the result equals
+        :meth:`encode` on the perturbed rows up to float32 rounding. Falls back to the generic
+        route for encoders of another shape.
+        """
+        import torch
+
+        route = self._first_layer_route()
+        if route is None:
+            return super().encode_swaps(X_base, rows, genes, values, batch_size)
+        first, tail, mean_encoder, log_input = route
+        module = self.model.module
+        module.eval()
+        dev = first.weight.device
+        X_base = np.asarray(X_base.toarray() if sp.issparse(X_base) else X_base, dtype=np.float32)
+        rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=dev)
+        genes_t = torch.as_tensor(np.asarray(genes, dtype=np.int64), device=dev)
+        vals_t = torch.as_tensor(np.asarray(values, dtype=np.float32), device=dev)
+        out = np.empty((rows_t.numel(), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            xb = torch.as_tensor(X_base, device=dev)
+            xb = torch.log1p(xb) if log_input else xb
+            h0 = first(xb)  # (n_base, hidden): each base cell once
+            for start in range(0, rows_t.numel(), batch_size):
+                r, g = rows_t[start:start + batch_size], genes_t[start:start + batch_size]
+                v = vals_t[start:start + batch_size]
+                new = torch.log1p(v) if log_input else v
+                h = h0[r] + (new - xb[r, g])[:, None] * first.weight[:, g].T
+                for m in tail:
+                    h = m(h)
+                out[start:start + r.numel()] = mean_encoder(h).float().cpu().numpy()
+        return out
+
 
 def _fit_scvi(adata, X, n_latent, output_dir, seed, max_epochs, device, progress,
-              model_kwargs, train_kwargs):
+              model_kwargs, train_kwargs, batch_key=None):
     import anndata as ad
     import scvi
 
+    if (model_kwargs or {}).get("encode_covariates"):
+        raise ValueError("encode_covariates=True makes scVI's encoder need batch labels, so encode() on "
+                         "perturbed counts could not run; leave it False (the default).")
     settings = dict(
         method="scvi", n_latent=int(n_latent), seed=int(seed), max_epochs=max_epochs,
         model_kwargs=model_kwargs, train_kwargs=train_kwargs, scvi_version=scvi.__version__,
     )
     fingerprint = _data_fingerprint(adata, X)
+    if batch_key is not None:
+        if batch_key not in adata.obs:
+            raise KeyError(f"batch_key {batch_key!r} is not an obs column (available: {list(adata.obs.columns)}).")
+        batches = adata.obs[batch_key].astype(str)
+        settings["batch_key"] = batch_key
+        fingerprint["batches"] = hashlib.sha1("\n".join(batches).encode()).hexdigest()[:12]
     tag = _hash({**settings, **fingerprint})
     dev = get_device(device)
     accelerator = {"cuda": "gpu", "mps": "mps"}.get(dev.type, "cpu")
@@ -285,11 +369,13 @@ def _fit_scvi(adata, X, n_latent, output_dir, seed, max_epochs, device, progress
     bare = ad.AnnData(X=Xc)
     bare.obs_names = adata.obs_names.astype(str)
     bare.var_names = adata.var_names.astype(str)
+    if batch_key is not None:
+        bare.obs["batch"] = batches.to_numpy()
 
     path = Path(output_dir) / f"scvi_{tag}" if output_dir is not None else None
     scvi.settings.seed = int(seed)
     with _quiet_lightning():
-        scvi.model.SCVI.setup_anndata(bare)
+        scvi.model.SCVI.setup_anndata(bare, batch_key="batch" if batch_key is not None else None)
         if path is not None and (path / "model.pt").exists():
             model = scvi.model.SCVI.load(str(path), adata=bare, accelerator=accelerator)
             settings["loaded_from"] = str(path)
@@ -504,6 +590,7 @@ def fit_embedding(
     encoder: Callable | None = None,
     model_kwargs: dict | None = None,
     train_kwargs: dict | None = None,
+    batch_key: str | None = None,
 ) -> Embedding:
     """Fit (or load) an embedding on ``adata`` and write ``adata.obsm[key_added]``.
 
@@ -538,6 +625,11 @@ def fit_embedding(
     model_kwargs, train_kwargs
         scVI only: passed to ``scvi.model.SCVI(...)`` and ``.train(...)`` (e.g.
         ``dict(batch_size=256)``); part of the cache hash.
+    batch_key
+        scVI only: an ``adata.obs`` column of batches (datasets, donors). scVI's decoder is
+        conditioned on it, so the latent space is corrected for batch; its encoder, with scvi-tools'
+        default ``encode_covariates=False``, still reads counts alone, so ``encode`` (and
+        attribution through it) needs no batch label. Part of the cache hash.
 
     Returns
     -------
@@ -555,6 +647,9 @@ def fit_embedding(
     """
     if not isinstance(method, str):
         raise ValueError(f"method must be a string, one of {METHODS}, got {method!r}.")
+    if batch_key is not None and method != "scvi":
+        raise ValueError(f"batch_key is an scVI option; method={method!r} has no batch covariate. "
+                         "Pass batch_key=None, or correct the batches before embedding.")
     if method.startswith("obsm:"):
         key = method.split(":", 1)[1]
         if key not in adata.obsm:
@@ -580,7 +675,7 @@ def fit_embedding(
     elif method == "scvi":
         X = get_counts(adata, layer)
         emb = _fit_scvi(adata, X, n_latent, output_dir, seed, max_epochs, device, progress,
-                        model_kwargs, train_kwargs)
+                        model_kwargs, train_kwargs, batch_key)
         key_added = key_added or "X_scvi"
         adata.obsm[key_added] = emb.encode(X)
     elif method == "pca":

@@ -116,7 +116,7 @@ def pole_genes(loadings, genes, frac: float = 0.01, min_genes: int = 10) -> dict
 
 
 def enrich(genes, library: dict | str, background, organism: str = "human", alpha: float = 0.05,
-           top: int = 15, online: bool = False) -> pd.DataFrame:
+           top: int = 15, min_size: int = 5, online: bool = False) -> pd.DataFrame:
     """Over-representation of ``genes`` in ``library`` against ``background`` (gseapy.enrichr).
 
     Parameters
@@ -126,6 +126,11 @@ def enrich(genes, library: dict | str, background, organism: str = "human", alph
         Enrichr's web service only when ``online=True``).
     background
         The genes that could have been picked, i.e. the model's genes.
+    min_size
+        Terms with fewer than ``min_size`` genes in the background are not tested: against a
+        background of a few hundred genes, a term that keeps two of its genes reaches BH ≤ 0.05 as
+        soon as both fall in a pole, which says little about the process (Enrichr's web service
+        tests every term against the whole genome instead). Local libraries only.
 
     Returns
     -------
@@ -142,7 +147,7 @@ def enrich(genes, library: dict | str, background, organism: str = "human", alph
     if isinstance(library, dict):
         bg = set(background)
         library = {t: [g for g in gs if g in bg] for t, gs in library.items()}
-        library = {t: gs for t, gs in library.items() if gs}
+        library = {t: gs for t, gs in library.items() if len(gs) >= max(min_size, 1)}
     res = gseapy.enrichr(gene_list=genes, gene_sets=library, organism=organism, background=list(background),
                          outdir=None, cutoff=1.0, no_plot=True).results
     res = res[res["Adjusted P-value"] <= alpha].sort_values("Adjusted P-value", kind="stable")

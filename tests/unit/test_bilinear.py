@@ -118,3 +118,24 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="use 'mse' or 'huber'"):
         bilinear.train_bilinear(model, X, np.zeros((10, 2)), {"train": [0], "val": [1]}, task="regression",
                                 loss="l1")
+
+
+def test_module_tracking_orients_and_ranks_the_planted_module():
+    """y = (u·x)² planted: the leading module is u, oriented so that its score rises with y."""
+    rng = np.random.default_rng(3)
+    g, n = 20, 1500
+    u = np.zeros(g)
+    u[[2, 5, 9]] = 1 / np.sqrt(3)
+    X = (rng.normal(size=(n, g)) + 1.5).astype(np.float32)  # u·x ~ N(2.6, 1): almost always > 0
+    y = ((X @ u) ** 2)[:, None].astype(np.float32)
+    split = preprocess.split_indices(n, seed=0, stratify=False)
+    model = bilinear.BilinearMLP(g, 8, 1, seed=0)
+    model, _ = bilinear.train_bilinear(model, X, y, split, task="regression", epochs=60, lr=1e-2,
+                                       batch_size=64, seed=0, progress=False)
+    tr = bilinear.module_tracking(model, X, y, idx=split["test"], n_modules=3, output_names=["y"])
+    assert list(tr.index) == [("y", 0), ("y", 1), ("y", 2)]
+    assert tr.loc[("y", 0), "lambda"] > 0 and tr.loc[("y", 0), "rel_lambda"] == 1.0
+    assert tr.loc[("y", 0), "spearman"] > 0.95  # oriented: positive, and the module carries y
+    assert tr.loc[("y", 1), "rel_lambda"] < 0.2
+    vecs = bilinear.orient(bilinear.eigendecompose(model, n_modules=1)[0][1], X, y[:, 0])
+    assert vecs[[2, 5, 9], 0].min() > 0.5  # the planted genes load positively after orientation

@@ -56,6 +56,44 @@ def test_scvi_encode_equals_latent_representation(tmp_path):
     assert not any(c.startswith("_scvi") for c in a.obs.columns)
 
 
+def test_scvi_with_batch_key_encodes_counts_alone(tmp_path):
+    a = toy_counts()
+    a.obs["batch"] = np.where(np.arange(a.n_obs) % 2 == 0, "b0", "b1")
+    emb = fit_embedding(a, "scvi", n_latent=4, max_epochs=2, output_dir=tmp_path, seed=0, progress=False,
+                        batch_key="batch")
+    assert emb.settings["batch_key"] == "batch" and emb.model.summary_stats["n_batch"] == 2
+    # the encoder ignores the batch: encode() without labels equals scvi's own latent representation
+    np.testing.assert_allclose(emb.encode(a.layers["counts"]), emb.model.get_latent_representation(), atol=1e-5)
+    # the batch labels are part of the cache key: other labels train a new model
+    a2 = toy_counts()
+    a2.obs["batch"] = "b0"
+    emb2 = fit_embedding(a2, "scvi", n_latent=4, max_epochs=2, output_dir=tmp_path, seed=0, progress=False,
+                         batch_key="batch")
+    assert "loaded_from" not in emb2.settings
+    with pytest.raises(KeyError, match="batch_key 'donor' is not an obs column"):
+        fit_embedding(a, "scvi", n_latent=4, max_epochs=1, batch_key="donor", progress=False)
+    with pytest.raises(ValueError, match="encode_covariates=True"):
+        fit_embedding(a, "scvi", n_latent=4, max_epochs=1, progress=False, model_kwargs=dict(encode_covariates=True))
+
+
+@pytest.mark.parametrize("method", ["scvi", "pca"])
+def test_encode_swaps_equals_encoding_the_perturbed_rows(method, tmp_path):
+    """scVI's first-layer route (and PCA's generic one) embed one-gene swaps exactly."""
+    a = toy_counts()
+    kw = dict(max_epochs=2, progress=False, train_kwargs=dict(batch_size=64)) if method == "scvi" else {}
+    emb = fit_embedding(a, method, n_latent=4, seed=0, **kw)
+    if method == "scvi":
+        assert emb._first_layer_route() is not None  # the fast route is the one under test
+    X = a.layers["counts"].toarray()[:5]
+    rng = np.random.default_rng(1)
+    rows, genes = rng.integers(0, 5, 300), rng.integers(0, a.n_vars, 300)
+    values = rng.poisson(3.0, 300).astype(np.float32)
+    R = X[rows].copy()
+    R[np.arange(300), genes] = values
+    np.testing.assert_allclose(emb.encode_swaps(X, rows, genes, values, batch_size=64), emb.encode(R),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_no_counts_errors():
     a = toy_counts()
     del a.layers["counts"]

@@ -23,6 +23,16 @@ def test_enrich_recovers_planted_term():
     assert (res["Adjusted P-value"] <= 0.05).all()
 
 
+def test_enrich_skips_terms_too_small_in_the_background():
+    background = [f"G{i}" for i in range(500)]
+    library = {"tiny": ["G0", "G1", "NOT_MEASURED_1", "NOT_MEASURED_2"], "big": background[:40]}
+    picked = ["G0", "G1"] + background[2:12]
+    both = enrichment.enrich(picked, library, background, min_size=2)
+    assert set(both["Term"]) == {"tiny", "big"}  # 2/2 of a tiny term is "significant"
+    res = enrichment.enrich(picked, library, background)  # default min_size=5 drops it
+    assert list(res["Term"]) == ["big"]
+
+
 def test_local_libraries_human_and_mouse(shared_data):
     human = enrichment.load_library("GO_Biological_Process_2023", "human")
     mouse = enrichment.load_library("GO_Biological_Process_2023", "mouse")

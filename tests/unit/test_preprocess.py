@@ -15,6 +15,24 @@ def test_ribosomal_genes_dropped_and_hvgs(shared_data):
     np.testing.assert_allclose(np.expm1(out.X.toarray()).sum(1) > 0, True)
 
 
+def test_rare_genes_are_dropped_before_hvgs():
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    X = rng.poisson(2.0, size=(200, 30)).astype(np.float32)
+    X[:, 0] = 0
+    X[0, 0] = 50  # detected in one cell: the most "variable" gene of all
+    X[:, 1] = 0
+    X[:9, 1] = 5  # detected in nine cells
+    adata = ad.AnnData(X)
+    adata.var_names = [f"g{i}" for i in range(30)]
+    out = preprocess.prepare(adata, n_top_genes=None)
+    assert "g0" not in out.var_names and "g1" not in out.var_names and out.n_vars == 28
+    assert out.uns["preprocess"]["min_cells_per_gene"] == 10
+    kept = preprocess.prepare(adata, n_top_genes=None, min_cells_per_gene=1)
+    assert {"g0", "g1"} <= set(kept.var_names)
+
+
 def test_normalize_log1p_values():
     import anndata as ad
 
