@@ -28,6 +28,9 @@ book: install
 test: install
 	rm -rf $(TEST_OUT)
 	$(TEST_ENV) $(PY) -m helpers.chapter --fast -o $(TEST_OUT) $(CHAPTERS)
+	# the README's rerun on another labelled dataset, with parameters only
+	$(TEST_ENV) $(PY) -m helpers.chapter cell_typing --fast -o $(TEST_OUT)/cell_typing_pbmc68k \
+		-p dataset pbmc68k_reduced -p label_key bulk_labels -p layer null
 	$(TEST_ENV) $(PY) -m pytest tests $(TEST_OUT)/*/*.ipynb --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 600 -p no:cacheprovider -q
 

@@ -30,6 +30,13 @@ def test_cell_typing_fast():
     assert "Gcg" in m["top_genes_module0"]["Alpha"] and "Sst" in m["top_genes_module0"]["Delta"]
 
 
+def test_cell_typing_reruns_on_pbmc68k_with_parameters_only():
+    m = metrics("cell_typing_pbmc68k")
+    assert m["dataset"] == "pbmc68k_reduced" and m["n_cells"] == 700
+    assert len(m["per_class_accuracy"]) == 10  # bulk_labels has 10 cell types
+    assert m["test_accuracy"] > 3 / 10 and m["baseline_test_accuracy"] > 3 / 10
+
+
 def test_stability_fast():
     m = metrics("stability")
     assert all(r > 0.9 for r in m["r2_within"].values())
