@@ -65,7 +65,7 @@ def prepare(adata: AnnData, layer: str | None = None, n_top_genes: int | None = 
     selection. A model that reads its weights needs this more than a classifier does: a gene seen in
     one or two cells gets almost no gradient signal, Adam's per-parameter step normalisation lets
     its weights drift anyway, and it then tops module loadings while moving the scores of almost no
-    cell (scVelo's 2,000-gene pancreas file holds 485 genes detected in fewer than 3 cells).
+    cell (557 of the 2,000 genes in scVelo's pancreas file are detected in fewer than 10 cells).
     """
     check_layer(adata, layer)
     check_counts(adata.X if layer in (None, "X") else adata.layers[layer],
@@ -73,13 +73,23 @@ def prepare(adata: AnnData, layer: str | None = None, n_top_genes: int | None = 
     out = drop_gene_prefixes(adata, drop_prefixes)
     counts = out.X if layer in (None, "X") else out.layers[layer]
     expressed = np.asarray((counts > 0).sum(axis=0)).ravel() >= min_cells_per_gene
+    n_prefix = adata.n_vars - out.n_vars
     out = out[:, expressed].copy()
     normalize_log1p(out, layer)
     out = select_hvgs(out, n_top_genes)
     out.uns["preprocess"] = {"layer": str(layer), "n_top_genes": n_top_genes, "n_genes": out.n_vars,
-                             "min_cells_per_gene": min_cells_per_gene,
+                             "n_genes_in": adata.n_vars, "n_dropped_prefix": n_prefix,
+                             "n_dropped_rare": int((~expressed).sum()), "min_cells_per_gene": min_cells_per_gene,
                              "drop_prefixes": list(drop_prefixes or []), "normalize": "total 1e4 + log1p"}
     return out
+
+
+def describe(adata: AnnData) -> str:
+    """One line on what :func:`prepare` kept and dropped, from ``adata.uns["preprocess"]``."""
+    u = adata.uns["preprocess"]
+    return (f"{u['n_genes_in']} genes in: {u['n_dropped_prefix']} dropped by prefix {u['drop_prefixes']}, "
+            f"{u['n_dropped_rare']} detected in fewer than {u['min_cells_per_gene']} cells dropped; "
+            f"{u['n_genes']} kept (n_top_genes={u['n_top_genes']})")
 
 
 def dense(X) -> np.ndarray:

@@ -28,7 +28,8 @@ def test_rare_genes_are_dropped_before_hvgs():
     adata.var_names = [f"g{i}" for i in range(30)]
     out = preprocess.prepare(adata, n_top_genes=None)
     assert "g0" not in out.var_names and "g1" not in out.var_names and out.n_vars == 28
-    assert out.uns["preprocess"]["min_cells_per_gene"] == 10
+    assert out.uns["preprocess"]["min_cells_per_gene"] == 10 and out.uns["preprocess"]["n_dropped_rare"] == 2
+    assert preprocess.describe(out).startswith("30 genes in: 0 dropped by prefix ['Rpl', 'Rps'], 2 detected in")
     kept = preprocess.prepare(adata, n_top_genes=None, min_cells_per_gene=1)
     assert {"g0", "g1"} <= set(kept.var_names)
 
