@@ -174,6 +174,24 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
     return model, history
 
 
+def fit(X: np.ndarray, Y: np.ndarray, split: dict, hidden: int = 128, task: str = "classification",
+        bias: bool = False, dropout: float = 0.0, n_out: int | None = None, seed: int = 0, **train_kwargs):
+    """Build a :class:`BilinearMLP` sized for ``X`` and ``Y`` (initial weights seeded) and train it.
+
+    ``n_out`` defaults to ``max(Y) + 1`` classes (classification) or the columns of ``Y``
+    (regression); every other keyword goes to :func:`train_bilinear`. Returns ``(model, history)``.
+    """
+    X = np.asarray(X, np.float32)
+    if task == "regression":
+        Y = np.asarray(Y, np.float32)
+        Y = Y[:, None] if Y.ndim == 1 else Y
+        n_out = n_out or Y.shape[1]
+    else:
+        n_out = n_out or int(np.max(Y)) + 1
+    model = BilinearMLP(X.shape[1], hidden, n_out, bias=bias, dropout=dropout, seed=seed)
+    return train_bilinear(model, X, Y, split, task=task, seed=seed, **train_kwargs)
+
+
 @torch.no_grad()
 def _evaluate(model, Xt, Yt, split, criterion, task) -> dict:
     model.eval()

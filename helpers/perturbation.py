@@ -248,17 +248,11 @@ def fit_regressor(X, Y, split, hidden: int = 64, epochs: int = 100, lr: float = 
     ``bias=True`` appends a constant input so the quadratic form can centre the features (the
     eigenvectors then carry the constant's weight as their last coordinate).
     """
-    from .bilinear import BilinearMLP, train_bilinear
-    from .runtime import seed_everything
+    from .bilinear import fit
 
-    X = np.asarray(X, np.float32)
-    Y = np.asarray(Y, np.float32)
-    Y = Y[:, None] if Y.ndim == 1 else Y
-    seed_everything(seed)  # the initial weights too, not only the batches: reruns are identical
-    model = BilinearMLP(X.shape[1], hidden, Y.shape[1], bias=bias, dropout=dropout)
-    return train_bilinear(model, X, Y, split, task="regression", loss=loss, epochs=epochs, lr=lr,
-                          weight_decay=weight_decay, batch_size=batch_size, device=device, seed=seed,
-                          progress=progress)
+    return fit(X, Y, split, hidden=hidden, task="regression", bias=bias, dropout=dropout, seed=seed, loss=loss,
+               epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, device=device,
+               progress=progress)
 
 
 def ridge_baseline(X, Y, split, alphas=(0.1, 1.0, 10.0, 100.0)):

@@ -139,3 +139,14 @@ def test_module_tracking_orients_and_ranks_the_planted_module():
     assert tr.loc[("y", 1), "rel_lambda"] < 0.2
     vecs = bilinear.orient(bilinear.eigendecompose(model, n_modules=1)[0][1], X, y[:, 0])
     assert vecs[[2, 5, 9], 0].min() > 0.5  # the planted genes load positively after orientation
+
+
+def test_fit_equals_building_and_training_by_hand():
+    X, y, _ = _planted(n=300, g=30)
+    split = preprocess.split_indices(y, seed=0)
+    kw = dict(epochs=3, lr=1e-2, batch_size=32, progress=False)
+    a, _ = bilinear.fit(X, y, split, hidden=4, bias=True, seed=7, **kw)
+    b, _ = bilinear.train_bilinear(bilinear.BilinearMLP(30, 4, 2, bias=True, seed=7), X, y, split, seed=7, **kw)
+    assert a.n_out == 2 and a.bias
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
