@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
+from .runtime import jsonable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = REPO_ROOT / "chapters"
@@ -29,25 +28,6 @@ def resolve_output_dir(output_dir: str | Path | None, chapter: str) -> Path:
     out = Path(output_dir) if output_dir else REPO_ROOT / "_build" / "outputs" / chapter
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def jsonable(x, digits: int | None = None):
-    """``x`` with numpy/pandas values turned into JSON types (NaN → None; floats rounded if ``digits``)."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v, digits) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v, digits) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist(), digits)
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        return None if not math.isfinite(float(x)) else (float(x) if digits is None else round(float(x), digits))
-    if hasattr(x, "to_dict"):
-        return jsonable(x.to_dict(), digits)
-    return x
 
 
 def write_metrics(metrics: dict, output_dir: str | Path) -> Path:

@@ -197,20 +197,80 @@ def _pbmc68k_counts() -> AnnData:
 
 
 # ---------------------------------------------------------------- validation at the boundary
+#
+# One way to read a matrix (``get_matrix``), one way to make it dense (``to_dense``), one rule for
+# counts (``check_counts``, tolerance ``COUNTS_TOL``, always ``ValueError``) and one for labels.
+
+#: Largest distance from an integer that still counts as a count (float32 storage, recovered counts).
+COUNTS_TOL = 1e-3
 
 
 def check_obs_key(adata: AnnData, key: str) -> None:
-    """Raise if ``key`` is not an ``adata.obs`` column."""
+    """Raise ``KeyError`` if ``key`` is not an ``adata.obs`` column."""
     if key not in adata.obs:
-        raise KeyError(f"obs column {key!r} not found. Available columns: {list(adata.obs.columns)}. "
-                       "Pass one of them as the label key.")
+        raise KeyError(f"obs column {key!r} not found. Available columns: "
+                       f"{list(adata.obs.columns)}. Pass one of them as the label key.")
 
 
 def check_layer(adata: AnnData, layer: str | None) -> None:
-    """Raise if ``layer`` is not ``None``/``"X"`` and not in ``adata.layers``."""
+    """Raise ``KeyError`` if ``layer`` is not ``None``/``"X"`` and not in ``adata.layers``."""
     if layer not in (None, "X") and layer not in adata.layers:
         raise KeyError(f"layer {layer!r} not found. Available layers: {list(adata.layers)}; "
                        "pass one of them, or layer=None to use X.")
+
+
+def _where(layer: str | None = None, use_rep: str | None = None) -> str:
+    if use_rep is not None:
+        return f"obsm[{use_rep!r}]"
+    return "X" if layer in (None, "X") else f"layer {layer!r}"
+
+
+def to_dense(X, dtype=np.float32) -> np.ndarray:
+    """A dense ``dtype`` array from a numpy array, a scipy sparse matrix or a torch tensor."""
+    if hasattr(X, "detach"):
+        X = X.detach().cpu().numpy()
+    if sp.issparse(X):
+        X = X.toarray()
+    return np.asarray(X, dtype=dtype)
+
+
+def get_matrix(adata: AnnData, *, layer: str | None = None, use_rep: str | None = None,
+               counts: bool = False, dense: bool = False, dtype=np.float32):
+    """The one way to read a cells × features matrix from ``adata``.
+
+    Parameters
+    ----------
+    layer
+        ``None`` or ``"X"`` for ``adata.X``, else a key of ``adata.layers``.
+    use_rep
+        A key of ``adata.obsm`` (an embedding); excludes ``layer``.
+    counts
+        Require raw counts (finite, non-negative, integers within :data:`COUNTS_TOL`); a
+        ``ValueError`` names the fix otherwise.
+    dense
+        Return a dense ``dtype`` array (:func:`to_dense`); otherwise the stored object as is
+        (sparse stays sparse, no copy).
+
+    Raises
+    ------
+    KeyError
+        The layer or representation does not exist (the message lists what does).
+    ValueError
+        ``counts=True`` and the values are not counts.
+    """
+    if use_rep is not None:
+        if layer not in (None, "X"):
+            raise ValueError(f"Pass layer={layer!r} or use_rep={use_rep!r}, not both.")
+        if use_rep not in adata.obsm:
+            raise KeyError(f"obsm[{use_rep!r}] not found. Available representations: "
+                           f"{list(adata.obsm)}; compute the embedding first or pass one of them.")
+        X = adata.obsm[use_rep]
+    else:
+        check_layer(adata, layer)
+        X = adata.X if layer in (None, "X") else adata.layers[layer]
+    if counts:
+        check_counts(X, _where(layer, use_rep))
+    return to_dense(X, dtype) if dense else X
 
 
 def _values(X) -> np.ndarray:
@@ -218,31 +278,38 @@ def _values(X) -> np.ndarray:
 
 
 def check_finite(X, what: str = "X") -> None:
-    """Raise if ``X`` holds NaN or infinite values."""
+    """Raise ``ValueError`` if ``X`` holds NaN or infinite values."""
     v = _values(X)
     if not np.all(np.isfinite(v)):
         n = int((~np.isfinite(v)).sum())
-        raise ValueError(f"{what} contains {n} NaN/inf values. Remove or impute them before training "
-                         "(e.g. drop the affected cells or genes).")
+        raise ValueError(f"{what} contains {n} NaN/inf values. Remove or impute them before "
+                         "training (e.g. drop the affected cells or genes).")
 
 
-def check_counts(X, what: str = "X") -> None:
-    """Raise unless ``X`` holds finite, non-negative counts."""
-    check_finite(X, what)
-    v = _values(X)
-    if v.size and v.min() < 0:
-        raise ValueError(f"{what} has negative values (min {v.min():.3g}) where raw counts are required. "
-                         "Pass the raw-count layer (e.g. layer='counts' or 'spliced'), not scaled data.")
-
-
-def is_integer_counts(X, tol: float = 1e-3) -> bool:
+def is_integer_counts(X, tol: float = COUNTS_TOL) -> bool:
     """True when every stored value is a non-negative integer (within ``tol``)."""
     v = _values(X)
     return bool(v.size == 0 or (v.min() >= 0 and np.abs(v - np.rint(v)).max() <= tol))
 
 
+def check_counts(X, what: str = "X") -> None:
+    """Raise ``ValueError`` unless ``X`` holds finite, non-negative integer counts."""
+    check_finite(X, what)
+    v = _values(X)
+    if v.size and v.min() < 0:
+        raise ValueError(f"{what} has negative values (min {v.min():.3g}) where raw counts are "
+                         "required. Pass the raw-count layer (e.g. layer='counts' or "
+                         "'spliced'), not scaled data.")
+    if not is_integer_counts(X):
+        frac = float(np.abs(v - np.rint(v)).max())
+        raise ValueError(f"{what} holds non-integer values (largest distance from an integer "
+                         f"{frac:.3g}) where raw counts are required: it looks normalised or "
+                         "log-transformed. Pass the raw-count layer (e.g. layer='counts'), or "
+                         "recover counts before calling this.")
+
+
 def check_labels(adata: AnnData, key: str, min_cells: int = 2) -> pd.Series:
-    """Validate a categorical label column: ≥ 2 classes, each with ≥ ``min_cells`` cells, no missing."""
+    """Validate a label column: ≥ 2 classes, each with ≥ ``min_cells`` cells, none missing."""
     check_obs_key(adata, key)
     labels = adata.obs[key]
     if labels.isna().any():
@@ -254,6 +321,6 @@ def check_labels(adata: AnnData, key: str, min_cells: int = 2) -> pd.Series:
                          "Choose another label key.")
     small = counts[counts < min_cells]
     if len(small):
-        raise ValueError(f"obs[{key!r}] classes with fewer than {min_cells} cells: {small.to_dict()}. "
-                         "Drop or merge these classes before splitting.")
+        raise ValueError(f"obs[{key!r}] classes with fewer than {min_cells} cells: "
+                         f"{small.to_dict()}. Drop or merge these classes before splitting.")
     return labels.astype(str).astype("category")

@@ -7,8 +7,10 @@ table when it is present (``human2MouseOrthologs.tsv``), otherwise by case (``IN
 Enrichr's own web service (library names fetched online) remains an option: ``online=True``.
 
 - :func:`pole_genes`: top genes at each sign of an eigenvector (the blog: top 1% per sign);
+- :func:`gene_terms`: the terms of each gene (tooltips, the concept explorer);
 - :func:`enrich`: over-representation (``gseapy.enrichr`` with a dict library and an explicit
   background = the model's genes), BH-adjusted p ≤ ``alpha``, top ``top`` terms;
+- :func:`enrich_poles`: both poles of a module against several libraries, one table;
 - :func:`prerank`: ``gseapy.prerank`` on a ranked score (attribution-based GSEA).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -91,13 +94,20 @@ def load_library(name: str, organism: str = "human", data_dir=None) -> dict[str,
     return {k: list(v) for k, v in _load(name, organism, None if data_dir is None else str(data_dir)).items()}
 
 
-def gene_terms(library: dict[str, list[str]], genes) -> dict[str, list[str]]:
-    """For each gene, the library terms that contain it (for tooltips and tables)."""
-    wanted = set(genes)
-    out: dict[str, list[str]] = {g: [] for g in genes}
+def gene_terms(genes, library: Mapping[str, Sequence[str]], *, max_terms: int = 8) -> dict:
+    """The library terms of each gene (case-insensitive symbols), smallest gene set first.
+
+    Mouse symbols match human library symbols upper-cased (what Enrichr does). At most
+    ``max_terms`` per gene: the most specific ones, for tooltips and tables.
+    """
+    by_gene: dict[str, list[tuple[int, str]]] = {}
     for term, members in library.items():
-        for g in wanted.intersection(members):
-            out[g].append(term)
+        for g in members:
+            by_gene.setdefault(str(g).upper(), []).append((len(members), term))
+    out = {}
+    for g in genes:
+        terms = sorted(by_gene.get(str(g).upper(), []))
+        out[str(g)] = [t for _, t in terms[:max_terms]]
     return out
 
 
@@ -153,6 +163,44 @@ def enrich(genes, library: dict | str, background, organism: str = "human", alph
     res = res[res["Adjusted P-value"] <= alpha].sort_values("Adjusted P-value", kind="stable")
     cols = ["Term", "Overlap", "P-value", "Adjusted P-value", "Odds Ratio", "Genes"]
     return res[cols].head(top).reset_index(drop=True)
+
+
+def enrich_poles(loadings, genes, libraries: Mapping[str, dict | str], *,
+                 poles: Sequence[str] = ("pos", "neg"), frac: float = 0.01, min_genes: int = 10,
+                 organism: str = "human", top: int | None = None, **enrich_kwargs) -> pd.DataFrame:
+    """Enrichment of a module's poles against several libraries in one table.
+
+    The poles are :func:`pole_genes` of ``loadings`` (one module, genes in ``genes`` order), each
+    tested with :func:`enrich` against every library (background = ``genes``).
+
+    Parameters
+    ----------
+    libraries
+        ``{name: library}``; a library is ``{term: genes}`` or a name for :func:`load_library`.
+    poles
+        Which poles to test: ``"pos"``, ``"neg"`` or both.
+    top
+        Keep the best ``top`` terms per pole across libraries (by adjusted p); ``None`` keeps all.
+    **enrich_kwargs
+        Passed to :func:`enrich` (``alpha``, ``min_size``, ...).
+
+    Returns
+    -------
+    DataFrame with ``pole``, ``library`` and :func:`enrich`'s columns, poles in the order given,
+    within a pole sorted by adjusted p (ties keep library order).
+    """
+    found = pole_genes(loadings, genes, frac=frac, min_genes=min_genes)
+    bad = set(poles) - set(found)
+    if bad:
+        raise ValueError(f"poles={tuple(poles)}: unknown pole(s) {sorted(bad)}; use 'pos', 'neg'.")
+    tables = []
+    for pole in poles:
+        per_lib = [enrich(found[pole], lib, genes, organism=organism, **enrich_kwargs)
+                   .assign(library=name) for name, lib in libraries.items()]
+        t = pd.concat(per_lib, ignore_index=True).sort_values("Adjusted P-value", kind="stable")
+        tables.append((t if top is None else t.head(top)).assign(pole=pole))
+    cols = ["pole", "library", "Term", "Overlap", "P-value", "Adjusted P-value", "Odds Ratio", "Genes"]
+    return pd.concat(tables, ignore_index=True)[cols]
 
 
 def prerank(scores: pd.Series, library: dict | str, organism: str = "human", min_size: int = 5,

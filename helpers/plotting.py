@@ -1,4 +1,8 @@
-"""Figures the chapters share (matplotlib + seaborn). Each function returns its matplotlib Figure."""
+"""Figures the chapters share (matplotlib + seaborn). Each function returns its matplotlib Figure.
+
+Call :func:`set_theme` once at the top of a chapter; importing this module changes no global
+matplotlib or seaborn setting.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-sns.set_theme(context="notebook", style="ticks")
+
+
+def set_theme() -> None:
+    """The book's figure style (seaborn ``notebook`` context, ``ticks`` style)."""
+    sns.set_theme(context="notebook", style="ticks")
 
 
 def _ax(ax, figsize=(4.5, 4)):
@@ -192,3 +200,9 @@ def composition_bars(table: pd.DataFrame, ax=None, title: str = "composition"):
     ax.legend(frameon=False, fontsize=8)
     sns.despine(ax=ax)
     return fig
+
+
+# ------------------------------------------------------------------ bilinear chapters' figures
+
+
+# ------------------------------------------------------------------ concept chapters' figures

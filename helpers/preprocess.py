@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from sklearn.model_selection import train_test_split
 
-from .data import check_counts, check_layer
+from .data import get_matrix
 
 
 def drop_gene_prefixes(adata: AnnData, prefixes=("Rpl", "Rps")) -> AnnData:
@@ -33,10 +33,7 @@ def drop_gene_prefixes(adata: AnnData, prefixes=("Rpl", "Rps")) -> AnnData:
 
 def normalize_log1p(adata: AnnData, layer: str | None = None, target_sum: float = 1e4) -> AnnData:
     """In place: counts from ``layer`` (or X) to ``layers["counts"]``; X = log1p(normalize_total)."""
-    check_layer(adata, layer)
-    counts = adata.X if layer in (None, "X") else adata.layers[layer]
-    check_counts(counts, f"layer {layer!r}" if layer not in (None, "X") else "X")
-    counts = sp.csr_matrix(counts, dtype=np.float32)
+    counts = sp.csr_matrix(get_matrix(adata, layer=layer, counts=True), dtype=np.float32)
     adata.layers["counts"] = counts.copy()
     adata.X = counts
     sc.pp.normalize_total(adata, target_sum=target_sum)
@@ -67,11 +64,9 @@ def prepare(adata: AnnData, layer: str | None = None, n_top_genes: int | None = 
     its weights drift anyway, and it then tops module loadings while moving the scores of almost no
     cell (557 of the 2,000 genes in scVelo's pancreas file are detected in fewer than 10 cells).
     """
-    check_layer(adata, layer)
-    check_counts(adata.X if layer in (None, "X") else adata.layers[layer],
-                 f"layer {layer!r}" if layer not in (None, "X") else "X")
+    get_matrix(adata, layer=layer, counts=True)  # fail early, before any copy
     out = drop_gene_prefixes(adata, drop_prefixes)
-    counts = out.X if layer in (None, "X") else out.layers[layer]
+    counts = get_matrix(out, layer=layer)
     expressed = np.asarray((counts > 0).sum(axis=0)).ravel() >= min_cells_per_gene
     n_prefix = adata.n_vars - out.n_vars
     out = out[:, expressed].copy()
@@ -92,9 +87,28 @@ def describe(adata: AnnData) -> str:
             f"{u['n_genes']} kept (n_top_genes={u['n_top_genes']})")
 
 
-def dense(X) -> np.ndarray:
-    """A dense float32 array from a numpy or scipy matrix."""
-    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+def subsample(adata: AnnData, max_cells: int | None, *, groupby: str | None = None,
+              seed: int = 0) -> AnnData:
+    """At most ``max_cells`` cells drawn without replacement (a copy; ``adata`` itself if fewer).
+
+    With ``groupby`` (an obs column) every group keeps the same share of its cells (at least one),
+    so the total can differ from ``max_cells`` by rounding. Cells keep their original order.
+    """
+    if max_cells is None or adata.n_obs <= max_cells:
+        return adata
+    if max_cells < 1:
+        raise ValueError(f"max_cells={max_cells}: pass a positive number, or None to keep all.")
+    rng = np.random.default_rng(seed)
+    if groupby is None:
+        keep = rng.choice(adata.n_obs, max_cells, replace=False)
+    else:
+        labels = adata.obs[groupby].astype(str).to_numpy()
+        keep = []
+        for g in np.unique(labels):
+            idx = np.flatnonzero(labels == g)
+            n = max(1, round(len(idx) * max_cells / adata.n_obs))
+            keep.extend(rng.choice(idx, n, replace=False))
+    return adata[np.sort(np.asarray(keep))].copy()
 
 
 def split_indices(n_or_labels, fractions=(0.7, 0.15, 0.15), seed: int = 0, stratify: bool = True) -> dict:

@@ -1,8 +1,12 @@
-"""Device choice and seeding, shared by every torch model in the book."""
+"""What every module shares at run time: the device, seeds, and JSON-safe values.
+
+``PYTHONHASHSEED`` cannot be set from inside a running interpreter (it is read at start-up):
+``make test`` sets it in the environment of the chapter runs.
+"""
 
 from __future__ import annotations
 
-import os
+import math
 import random
 
 import numpy as np
@@ -29,8 +33,28 @@ def seed_everything(seed: int) -> torch.Generator:
     The CPU kernels the book uses (dense matmul, elementwise ops) are deterministic for a fixed
     thread count; on CUDA some reductions are not, so results there may differ in the last digits.
     """
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def jsonable(x, digits: int | None = None):
+    """``x`` with numpy/pandas values as JSON types (NaN → None; floats rounded if ``digits``)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v, digits) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v, digits) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist(), digits)
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        if not math.isfinite(float(x)):
+            return None
+        return float(x) if digits is None else round(float(x), digits)
+    if hasattr(x, "to_dict"):
+        return jsonable(x.to_dict(), digits)
+    return x
