@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,16 +188,17 @@ def sources_dir() -> Path:
     return cache_dir() / "sources"
 
 
-def _require(module: str, dataset: str):
+def _require(module: str, dataset: str | None = None):
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        pin = PACKAGES.get(module, module)
+        who = f"Dataset {dataset!r} needs" if dataset else "Needs"
         raise ImportError(
-            f"Dataset {dataset!r} needs the Python package {module!r} to "
-            f"download or convert its source: pip install {pin}"
+            f"{who} the Python package {module!r} to download or convert its source: "
+            f"pip install {PACKAGES.get(module, module)}",
+            name=module,
         ) from err
 
 
@@ -215,23 +217,27 @@ def fetch(src: Source, dataset: str, dest: Path | None = None, where: str = "") 
     url = source_url(src)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=dest.parent) as tmp:
+        logger = pooch.get_logger()
+        level = logger.level
+        logger.setLevel("WARNING")  # pooch's INFO lines suggest pinning the hash we pin
+        print(f"Downloading {url}", file=sys.stderr)
         try:
             got = Path(
                 pooch.retrieve(
                     url, known_hash=None, fname=src.file, path=tmp, progressbar=False
                 )
             )
-        except (
-            Exception
-        ) as err:  # requests, urllib3 and OS errors: all are download failures
+        # requests, urllib3 and OS errors: all of them mean the download failed
+        except Exception as err:
             hint = where or "the data directory"
             raise DownloadError(
                 f"Dataset {dataset!r}: the download of {src.file!r} from {url} failed "
                 f"({type(err).__name__}: {err}). Offline? Put the dataset's .h5ad "
-                f"in {hint}, or the source file {src.file!r} in {dest.parent} "
-                "(it is converted from "
-                f"there), or set ${MIRROR_ENV} to a server that has it."
+                f"in {hint}, or the file {src.file!r} in {dest.parent}, or set "
+                f"${MIRROR_ENV} to a server that has it."
             ) from err
+        finally:
+            logger.setLevel(level)
         found = sha256(got)
         if src.sha256 is not None and found != src.sha256:
             raise ChecksumError(
@@ -262,14 +268,12 @@ def build(dataset: str, src: Source, target: Path, where: str = "") -> Path:
     try:
         adata = convert(*paths)
     except ImportError as err:
-        mod = (err.name or "").split(".")[0]
-        if mod in PACKAGES or not mod:
-            raise ImportError(
-                f"Dataset {dataset!r} needs the Python package {mod!r} to "
-                f"convert {src.file!r}: pip install "
-                f"{PACKAGES.get(mod, mod)}"
-            ) from err
-        raise
+        mod = (err.name or "?").split(".")[0]
+        raise ImportError(
+            f"Dataset {dataset!r} needs the Python package {mod!r} to convert "
+            f"{src.file!r}: pip install {PACKAGES.get(mod, mod)}",
+            name=mod,
+        ) from err
     except Exception as err:
         raise ConversionError(
             f"Dataset {dataset!r}: converting {paths[0]} (SHA-256 checked) to "
@@ -298,7 +302,7 @@ def build(dataset: str, src: Source, target: Path, where: str = "") -> Path:
 
 
 def _read_rda(path):
-    rdata = _require("rdata", Path(path).name)
+    rdata = _require("rdata")
     import warnings
 
     with (
@@ -494,7 +498,7 @@ def convert_kang2018(path) -> AnnData:
     nCount_RNA / 1e4). rdata's default conversion fails on this Seurat object, so the
     parsed R object is walked directly.
     """
-    rdata = _require("rdata", "kang2018")
+    rdata = _require("rdata")
     obj = _pairlist(rdata.parser.parse_file(str(path)).object)["ifnb_sub"]
     slots = _r_attrs(obj)
     rna = _r_attrs(_r_named(slots["assays"])["RNA"])
