@@ -246,6 +246,7 @@ def fetch(src: Source, dataset: str, dest: Path | None = None, where: str = "") 
                 "(nothing cached). "
                 "A changed upstream file or a broken mirror; do not use it."
             )
+        os.chmod(got, 0o644)
         os.replace(got, dest)
     return dest
 
@@ -290,7 +291,8 @@ def build(dataset: str, src: Source, target: Path, where: str = "") -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".convert-", suffix=".h5ad", dir=target.parent)
     os.close(fd)
     try:
-        adata.write_h5ad(tmp)
+        adata.write_h5ad(tmp, compression="gzip")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

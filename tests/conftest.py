@@ -35,9 +35,9 @@ def _serve(folder):
 
 @pytest.fixture
 def serve_folder():
-    """Start ``http.server`` on 127.0.0.1 (port 0, in a thread) for a folder; returns the URL.
+    """Serve a folder with ``http.server`` on 127.0.0.1 (port 0, a thread); its URL.
 
-    ``serve_folder(path)`` may be called several times; every server stops after the test.
+    ``serve_folder(path)`` may be called several times; all servers stop after the test.
     """
     running = []
 

@@ -1,4 +1,4 @@
-"""The download route: pinned sources, checksums, conversion, and errors that say what failed.
+"""The download route: pinned sources, checksums, conversion, errors saying what failed.
 
 Mirrored datasets run the real download-and-convert code against a loopback
 ``http.server`` serving ``<data dir>/sources`` (``BOOK_DATA_MIRROR``) with an empty data
@@ -29,12 +29,17 @@ MIRRORED = {
     "zheng2017_donorA": "zheng2017_pbmc_donorA_2.9k.h5ad",
     "norman2019": "norman2019_mcfaline2024_crispr_6k.h5ad",
 }
-NOT_MIRRORED = ["immune_celltypist", "sciplex2", "pancreas_full", "kang2018_full",
-                "norman2019_full"]
+NOT_MIRRORED = [
+    "immune_celltypist",
+    "sciplex2",
+    "pancreas_full",
+    "kang2018_full",
+    "norman2019_full",
+]
 
 
 def assert_same(a: ad.AnnData, b: ad.AnnData) -> None:
-    """Same cells, genes, counts, layers, obs columns (values, dtypes, categories), var."""
+    """Same cells, genes, counts, layers, obs (values, dtypes, categories) and var."""
     assert a.obs_names.equals(b.obs_names) and a.var_names.equals(b.var_names)
     assert list(a.obs.columns) == list(b.obs.columns)
     pd.testing.assert_frame_equal(a.obs, b.obs, check_exact=False, rtol=1e-12)
@@ -67,7 +72,12 @@ def test_every_dataset_has_a_route_and_metadata():
         assert src.convert is None or src.convert in sources.CONVERTERS
         assert (src.sha256 is not None) == (name in MIRRORED), name
     counts_recovered = {n for n, d in data.DATASETS.items() if d.counts_recovered}
-    assert counts_recovered == {"kang2018", "zheng2017_sorted", "norman2019", "pbmc68k_reduced"}
+    assert counts_recovered == {
+        "kang2018",
+        "zheng2017_sorted",
+        "norman2019",
+        "pbmc68k_reduced",
+    }
 
 
 def test_pinned_hashes_match_the_mirrored_files(shared_data):
@@ -97,8 +107,9 @@ def test_download_and_convert_equals_offline_copy(name, source_mirror, shared_da
     assert_same(again, offline)
 
 
-def test_corrupted_download_is_refused_and_not_cached(source_mirror, serve_folder, tmp_path,
-                                                      monkeypatch):
+def test_corrupted_download_is_refused_and_not_cached(
+    source_mirror, serve_folder, tmp_path, monkeypatch
+):
     _, cache, folder = source_mirror
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -118,7 +129,9 @@ def test_corrupted_download_is_refused_and_not_cached(source_mirror, serve_folde
     assert data.resolve("kang2018_donors")[0] == "download"
 
 
-def test_server_down_says_download_failed_with_cause(source_mirror, monkeypatch, tmp_path):
+def test_server_down_says_download_failed_with_cause(
+    source_mirror, monkeypatch, tmp_path
+):
     url = closed_port_url()
     monkeypatch.setenv("BOOK_DATA_MIRROR", url)
     with pytest.raises(FileNotFoundError) as err:
@@ -127,7 +140,9 @@ def test_server_down_says_download_failed_with_cause(source_mirror, monkeypatch,
     msg = str(err.value)
     assert "glioblastoma_panobinostat" in msg and "download" in msg and "failed" in msg
     assert "lemur_glioblastoma_example_data.rda" in msg and url in msg
-    assert "glioblastoma_panobinostat.h5ad" in msg and str(tmp_path / "empty-data") in msg
+    assert (
+        "glioblastoma_panobinostat.h5ad" in msg and str(tmp_path / "empty-data") in msg
+    )
     assert err.value.__cause__ is not None
 
 
@@ -147,7 +162,9 @@ def test_conversion_error_is_not_reported_as_offline(source_mirror, monkeypatch)
 
 def test_missing_package_is_reported_as_such(source_mirror, monkeypatch):
     monkeypatch.setitem(sys.modules, "rdata", None)  # import rdata -> ImportError
-    with pytest.raises(ImportError, match=r"'zheng2017_donorA'.*'rdata'.*pip install rdata==") as err:
+    with pytest.raises(
+        ImportError, match=r"'zheng2017_donorA'.*'rdata'.*pip install rdata=="
+    ) as err:
         data.load_dataset("zheng2017_donorA")
     assert "Offline" not in str(err.value)
 
@@ -158,7 +175,10 @@ def test_unmirrored_url_and_offline_error(name, tmp_path, monkeypatch):
     src = sources.SOURCES[ds.source]
     url = urlparse(src.url)
     assert url.scheme == "https" and url.netloc in (
-        "raw.githubusercontent.com", "github.com", "scverse-exampledata.s3.eu-west-1.amazonaws.com")
+        "raw.githubusercontent.com",
+        "github.com",
+        "scverse-exampledata.s3.eu-west-1.amazonaws.com",
+    )
     assert url.path.endswith("/" + src.file) and " " not in src.url
     if "celltypist" in src.url:  # pinned to the commit of the GENCODE table
         assert sources.CELLTYPIST_COMMIT in url.path
@@ -179,7 +199,9 @@ def test_unmirrored_url_and_offline_error(name, tmp_path, monkeypatch):
         data.load_dataset(name)
     msg = str(err.value)
     assert calls == [src.url]  # the pinned URL itself is what would be fetched
-    assert f"'{name}'" in msg and src.url in msg and "failed" in msg and "Offline?" in msg
+    assert (
+        f"'{name}'" in msg and src.url in msg and "failed" in msg and "Offline?" in msg
+    )
     assert ds.files[0] in msg and str(tmp_path / "d") in msg
     assert isinstance(err.value.__cause__, ConnectionError)
     # and through a mirror that is down: the mirror URL is named instead
@@ -193,7 +215,7 @@ def test_unmirrored_url_and_offline_error(name, tmp_path, monkeypatch):
 
 
 def test_h5ad_sources_are_used_as_is(tmp_path, serve_folder, monkeypatch):
-    """Unconverted sources (pertpy, scVelo files) land in the cache and are read from there."""
+    """Unconverted sources (pertpy, scVelo files) land in the cache and load from it."""
     folder = tmp_path / "srv"
     folder.mkdir()
     fake = ad.AnnData(sp.csr_matrix(np.eye(3, dtype=np.float32)))
@@ -211,25 +233,35 @@ def test_h5ad_sources_are_used_as_is(tmp_path, serve_folder, monkeypatch):
 
 def test_celltypist_csv_converter(shared_data, tmp_path):
     offline = ad.read_h5ad(shared_data / "immune_celltypist_sample.h5ad")[:4].copy()
-    dense = pd.DataFrame(offline.X.toarray().astype(int), index=offline.obs_names,
-                         columns=offline.var_names)
+    dense = pd.DataFrame(
+        offline.X.toarray().astype(int),
+        index=offline.obs_names,
+        columns=offline.var_names,
+    )
     dense.to_csv(tmp_path / "sample_cell_by_gene.csv")
-    assert_same(sources.convert_celltypist_sample(tmp_path / "sample_cell_by_gene.csv"), offline)
+    assert_same(
+        sources.convert_celltypist_sample(tmp_path / "sample_cell_by_gene.csv"), offline
+    )
 
 
 def test_cli_list_fetch_verify(source_mirror, shared_data, capsys, monkeypatch):
     _, cache, _ = source_mirror
     assert sources.main(["list"]) == 0
     out = capsys.readouterr().out
-    table = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]
-             if line.strip() and line.split()[0] in data.DATASETS}
+    table = {
+        line.split()[0]: line.split()[1]
+        for line in out.splitlines()[1:]
+        if line.strip() and line.split()[0] in data.DATASETS
+    }
     assert table["kang2018"] == "download" and table["pbmc68k_reduced"] == "bundled"
     assert sources.main(["fetch", "kang2018_donors"]) == 0
     assert "kang2018_donors: downloaded to" in capsys.readouterr().out
     assert (cache / "kang2018_ifnb_donors_1.6k.h5ad").is_file()
     assert sources.main(["list"]) == 0
-    assert any(line.startswith("kang2018_donors") and " cache " in line
-               for line in capsys.readouterr().out.splitlines())
+    assert any(
+        line.startswith("kang2018_donors") and " cache " in line
+        for line in capsys.readouterr().out.splitlines()
+    )
     # verify: the downloaded source against its pinned hash, then the offline copies
     assert sources.main(["verify"]) == 0
     assert "ok" in capsys.readouterr().out
@@ -255,8 +287,14 @@ def test_cli_runs_as_module(tmp_path):
     import subprocess
 
     env = dict(os.environ, BOOK_CACHE_DIR=str(tmp_path / "cache"))
-    res = subprocess.run([sys.executable, "-m", "helpers.data", "list"], capture_output=True,
-                         text=True, env=env, cwd=data.REPO_ROOT, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "helpers.data", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=data.REPO_ROOT,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert "pancreas_full" in res.stdout and "download" in res.stdout
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
