@@ -203,8 +203,7 @@ def _require(module: str, dataset: str | None = None):
 
 
 def fetch(src: Source, dataset: str, dest: Path | None = None, where: str = "") -> Path:
-    """Download ``src`` (pooch) to ``dest`` (default ``<cache>/sources/<file>``),
-    hash-checked.
+    """Download and hash-check ``src`` into ``dest`` (``<cache>/sources/<file>``).
 
     An existing ``dest`` whose hash matches is reused. The download goes to a temporary
     file beside ``dest`` and is moved into place only after its hash matched, so a
@@ -229,12 +228,12 @@ def fetch(src: Source, dataset: str, dest: Path | None = None, where: str = "") 
             )
         # requests, urllib3 and OS errors: all of them mean the download failed
         except Exception as err:
-            hint = where or "the data directory"
+            hint = where or "the dataset's .h5ad in the data directory"
             raise DownloadError(
                 f"Dataset {dataset!r}: the download of {src.file!r} from {url} failed "
-                f"({type(err).__name__}: {err}). Offline? Put the dataset's .h5ad "
-                f"in {hint}, or the file {src.file!r} in {dest.parent}, or set "
-                f"${MIRROR_ENV} to a server that has it."
+                f"({type(err).__name__}: {err}). Offline? Put {hint}, or the file "
+                f"{src.file!r} in {dest.parent}, or set ${MIRROR_ENV} to a server "
+                "that has it."
             ) from err
         finally:
             logger.setLevel(level)
@@ -242,9 +241,8 @@ def fetch(src: Source, dataset: str, dest: Path | None = None, where: str = "") 
         if src.sha256 is not None and found != src.sha256:
             raise ChecksumError(
                 f"Dataset {dataset!r}: {src.file!r} downloaded from {url} has SHA-256 "
-                f"{found}, expected {src.sha256}. The file was discarded "
-                "(nothing cached). "
-                "A changed upstream file or a broken mirror; do not use it."
+                f"{found}, expected {src.sha256}. The file was discarded (nothing "
+                "cached): a changed upstream file or a broken mirror; do not use it."
             )
         os.chmod(got, 0o644)
         os.replace(got, dest)
@@ -252,16 +250,14 @@ def fetch(src: Source, dataset: str, dest: Path | None = None, where: str = "") 
 
 
 def build(dataset: str, src: Source, target: Path, where: str = "") -> Path:
-    """Fetch ``src`` (and what its converter needs), convert, and write ``target``
-    (.h5ad).
+    """Fetch ``src`` and what its converter needs, convert, write ``target`` (.h5ad).
 
-    ``target`` is written atomically (a temporary file renamed into place).
+    ``target`` is written atomically (a temporary file renamed into place). ``where``
+    tells a download error where the dataset's ``.h5ad`` could be put instead.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if (
-        src.convert is None
-    ):  # the source already is the .h5ad: download straight to target
+    if src.convert is None:  # the source already is the .h5ad: download it to target
         return fetch(src, dataset, dest=target, where=where)
     paths = [fetch(src, dataset, where=where)]
     paths += [fetch(SOURCES[k], dataset, where=where) for k in src.needs]
@@ -279,8 +275,8 @@ def build(dataset: str, src: Source, target: Path, where: str = "") -> Path:
         raise ConversionError(
             f"Dataset {dataset!r}: converting {paths[0]} (SHA-256 checked) to "
             f"AnnData failed ({type(err).__name__}: {err}). This is not a network "
-            "problem: the converter "
-            "and the source disagree (report it with the traceback)."
+            "problem: the converter and the source disagree (report it with the "
+            "traceback)."
         ) from err
     adata.uns["source"] = {
         "file": src.file,
