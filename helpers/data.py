@@ -1,14 +1,24 @@
 """Datasets: where they live, how they load, and what they must look like.
 
-Every chapter gets its cells through :func:`load_dataset`. A dataset is either a name from
-:data:`DATASETS` or a path to an ``.h5ad`` file. For a named dataset a local copy in the data
-directory wins; otherwise the real upstream loader downloads it into a cache directory.
+Every chapter gets its cells through :func:`load_dataset`. A dataset is either a name
+from :data:`DATASETS` or a path to an ``.h5ad`` file. A named dataset resolves, in
+order, to:
 
-The data directory is, in order: the ``data_dir`` argument, the environment variable
-``BOOK_DATA_DIR``, or ``../shared/data`` beside the repository when that folder exists.
-The download cache is ``BOOK_CACHE_DIR`` or ``~/.cache/sc-weights-book``.
+1. its file in the data directory (``data_dir`` argument, ``$BOOK_DATA_DIR``, or
+   ``../shared/data`` beside the repository when that folder exists);
+2. its converted ``.h5ad`` in the download cache (``$BOOK_CACHE_DIR`` or
+   ``~/.cache/sc-weights-book``);
+3. a download of its public source from a pinned URL, SHA-256 checked, converted to
+AnnData
+   and cached as ``.h5ad`` (:mod:`helpers.sources`; ``$BOOK_DATA_MIRROR`` replaces the
+   host).
 
-The ``check_*`` functions validate input at the boundary; each error names the problem and the fix.
+``pbmc68k_reduced`` ships inside scanpy. ``python -m helpers.data list|fetch|verify``
+shows where each dataset resolves, pre-downloads, and checks local copies against their
+hashes.
+
+The ``check_*`` functions validate input at the boundary; each error names the problem
+and the fix.
 """
 
 from __future__ import annotations
@@ -25,50 +35,185 @@ from anndata import AnnData, read_h5ad
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV = "BOOK_DATA_DIR"
 CACHE_ENV = "BOOK_CACHE_DIR"
+MIRROR_ENV = "BOOK_DATA_MIRROR"
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A named dataset: local file names it may have, and how upstream serves it."""
+    """A named dataset: what it is, the file names it may have, and its public source.
+
+    ``files``: names looked up in the data directory, then in the cache (the first is
+    what the download route writes). ``source``: a key of
+    :data:`helpers.sources.SOURCES` (None: bundled with a package).
+    ``counts_recovered``: integer counts were recovered from normalised values (exactly,
+    per the dataset's provenance), not read raw.
+    """
 
     description: str
     files: tuple[str, ...]
-    url: str | None = None
+    source: str | None = None
     organism: str = "human"
-    label_key: str | None = None
+    label_keys: tuple[str, ...] = ()
+    counts_recovered: bool = False
+    citation: str = ""
+    licence: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def label_key(self) -> str | None:
+        """The default label key (the first of ``label_keys``)."""
+        return self.label_keys[0] if self.label_keys else None
+
+    @property
+    def url(self) -> str | None:
+        """The pinned public URL of the source (None when bundled)."""
+        from .sources import SOURCES
+
+        return SOURCES[self.source].url if self.source else None
+
+
+_ZHENG = "Zheng et al. 2017, Nat Commun 8:14049, doi:10.1038/ncomms14049"
+_KANG = "Kang et al. 2018, Nat Biotechnol 36:89-94, doi:10.1038/nbt.4042"
+_NORMAN = "Norman et al. 2019, Science 365:786-793, doi:10.1126/science.aax4438"
 
 DATASETS: dict[str, Dataset] = {
     "pancreas": Dataset(
-        "Mouse pancreas endocrinogenesis E15.5 (Bastidas-Ponce et al. 2019), scvelo.datasets.pancreas",
-        ("pancreas_endocrinogenesis.h5ad", "endocrinogenesis_day15.h5ad"),
-        "https://github.com/theislab/scvelo_notebooks/raw/master/data/Pancreas/endocrinogenesis_day15.h5ad",
-        organism="mouse",
-        label_key="clusters",
+        "Mouse pancreas endocrinogenesis E15.5, scVelo's cells on its 2,000 most "
+        "variable genes",
+        ("pancreas_endocrinogenesis.h5ad",),
+        "supercell_pancreas.rda",
+        "mouse",
+        ("clusters", "clusters_coarse"),
+        citation="Bastidas-Ponce et al. 2019, Development 146:dev173849, "
+        "doi:10.1242/dev.173849",
+        licence="GPL-3 (SuperCell repository); data public (GEO GSE132188)",
     ),
-    "sciplex2": Dataset(
-        "A549 cells, four drugs at seven doses (Srivatsan et al. 2020), pertpy.data.srivatsan_2020_sciplex2",
-        ("srivatsan_2020_sciplex2.h5ad",),
-        "https://scverse-exampledata.s3.eu-west-1.amazonaws.com/pertpy/srivatsan_2020_sciplex2.h5ad",
-        label_key="perturbation",
-    ),
-    "pbmc68k_reduced": Dataset(
-        "700 PBMCs shipped inside scanpy (scanpy.datasets.pbmc68k_reduced); counts recovered from .raw",
-        (),
-        None,
-        label_key="bulk_labels",
+    "pancreas_full": Dataset(
+        "Mouse pancreas endocrinogenesis E15.5, scVelo's file with all 27,998 genes "
+        "(scvelo.datasets.pancreas)",
+        ("endocrinogenesis_day15.h5ad",),
+        "endocrinogenesis_day15.h5ad",
+        "mouse",
+        ("clusters", "clusters_coarse"),
+        citation="Bastidas-Ponce et al. 2019, Development 146:dev173849, "
+        "doi:10.1242/dev.173849",
+        licence="BSD-3 (scvelo_notebooks); data public (GEO GSE132188)",
     ),
     "glioblastoma_panobinostat": Dataset(
-        "Glioblastoma slice cultures, vehicle vs 0.2 uM panobinostat (Zhao et al. 2021), 300 genes",
+        "Glioblastoma slice cultures of 5 patients, vehicle vs 0.2 uM panobinostat, "
+        "300 genes",
         ("glioblastoma_panobinostat.h5ad",),
-        None,
-        label_key="condition",
+        "lemur_glioblastoma_example_data.rda",
+        "human",
+        ("condition",),
+        citation="Zhao et al. 2021, Genome Med 13:82, doi:10.1186/s13073-021-00894-y",
+        licence="MIT (lemur package); gene symbols: GENCODE v44 via celltypist (MIT)",
+    ),
+    "kang2018": Dataset(
+        "PBMCs of lupus patients, control vs 6 h IFN-beta, 2,000 cells, 13 cell types",
+        ("kang2018_ifnb_pbmc_2k.h5ad",),
+        "scplotter_ifnb_sub.rda",
+        "human",
+        ("cell_type", "condition"),
+        counts_recovered=True,
+        citation=_KANG,
+        licence="GPL>=3 (scplotter repository); data public (GEO GSE96583)",
+    ),
+    "kang2018_donors": Dataset(
+        "Kang 2018 subset with donor ids: 1,556 cells, 2 donors x ctrl/stim, "
+        "5 author labels",
+        ("kang2018_ifnb_donors_1.6k.h5ad",),
+        "muscat_example_sce.rda",
+        "human",
+        ("cell_type", "condition", "donor"),
+        citation=_KANG,
+        licence="GPL-3 (muscat repository); data public (GEO GSE96583, "
+        "ExperimentHub EH2259)",
+    ),
+    "zheng2017_sorted": Dataset(
+        "FACS-sorted PBMC populations, 7 x 500 cells, labels from the sort gate",
+        ("zheng2017_sorted_pbmc_3.5k.h5ad",),
+        "scminer_pbmc14k_expression.eset.rda",
+        "human",
+        ("cell_type",),
+        counts_recovered=True,
+        citation=f"{_ZHENG}; down-sampled by Abdelaal et al. 2019, Genome Biol 20:194",
+        licence="Apache-2.0 (scMINER repository); 10x data CC BY 4.0",
+    ),
+    "zheng2017_donorA": Dataset(
+        "10x frozen PBMCs of one donor (donor A), 2,896 cells, unlabelled",
+        ("zheng2017_pbmc_donorA_2.9k.h5ad",),
+        "mudan_pbmcA.rda",
+        "human",
+        (),
+        citation=_ZHENG,
+        licence="GPL-3 (MUDAN repository); 10x data CC BY 4.0",
+    ),
+    "norman2019": Dataset(
+        "PerturBench subset: Norman 2019 CRISPRa singles and doubles (K562) plus "
+        "McFaline-Figueroa 2024 CRISPRi, 500 genes",
+        ("norman2019_mcfaline2024_crispr_6k.h5ad",),
+        "perturbench_devel.h5ad",
+        "human",
+        ("perturbation", "cell_type"),
+        counts_recovered=True,
+        citation=f"{_NORMAN}; McFaline-Figueroa et al. 2024, Cell Genomics; "
+        "PerturBench "
+        "(Wu et al. 2024, arXiv:2408.10609)",
+        licence="BSD-3 (PerturBench repository); data public (GEO GSE133344, "
+        "GSE225775)",
     ),
     "immune_celltypist": Dataset(
         "559 human immune cells, raw UMI counts, unlabelled (celltypist sample data)",
         ("immune_celltypist_sample.h5ad",),
+        "sample_cell_by_gene.csv",
+        "human",
+        (),
+        citation="Dominguez Conde et al. 2022, Science 376:eabl5197, "
+        "doi:10.1126/science.abl5197",
+        licence="MIT (celltypist)",
+    ),
+    "pbmc68k_reduced": Dataset(
+        "700 PBMCs shipped inside scanpy (scanpy.datasets.pbmc68k_reduced); "
+        "counts recovered "
+        "from .raw",
+        (),
         None,
+        "human",
+        ("bulk_labels",),
+        counts_recovered=True,
+        citation=_ZHENG,
+        licence="BSD-3 (scanpy); 10x data CC BY 4.0",
+    ),
+    "sciplex2": Dataset(
+        "A549 cells, four drugs at seven doses (sci-Plex2), "
+        "pertpy.data.srivatsan_2020_sciplex2",
+        ("srivatsan_2020_sciplex2.h5ad",),
+        "srivatsan_2020_sciplex2.h5ad",
+        "human",
+        ("perturbation",),
+        citation="Srivatsan et al. 2020, Science 367:45-51, "
+        "doi:10.1126/science.aax6234 "
+        "(via scPerturb)",
+        licence="data public (GEO GSE139944); file served by scverse (pertpy)",
+    ),
+    "kang2018_full": Dataset(
+        "Kang 2018 PBMCs, control vs IFN-beta, all cells (pertpy.data.kang_2018)",
+        ("kang_2018.h5ad",),
+        "kang_2018.h5ad",
+        "human",
+        ("cell_type", "label"),
+        citation=_KANG,
+        licence="data public (GEO GSE96583); file served by scverse (pertpy)",
+    ),
+    "norman2019_full": Dataset(
+        "Norman 2019 K562 CRISPRa screen, all cells (pertpy.data.norman_2019)",
+        ("norman_2019.h5ad",),
+        "norman_2019.h5ad",
+        "human",
+        ("perturbation_name",),
+        citation=_NORMAN,
+        licence="data public (GEO GSE133344); file served by scverse (pertpy)",
     ),
 }
 
@@ -78,15 +223,19 @@ def data_dir(path: str | os.PathLike | None = None) -> Path | None:
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_dir():
-            raise FileNotFoundError(f"data_dir {str(p)!r} is not a directory. Pass an existing folder "
-                                    f"or unset it to use ${DATA_ENV} or ../shared/data.")
+            raise FileNotFoundError(
+                f"data_dir {str(p)!r} is not a directory. Pass an existing folder "
+                f"or unset it to use ${DATA_ENV} or ../shared/data."
+            )
         return p
     env = os.environ.get(DATA_ENV)
     if env:
         p = Path(env).expanduser()
         if not p.is_dir():
-            raise FileNotFoundError(f"${DATA_ENV}={env!r} is not a directory. Point it at the folder "
-                                    "that holds the .h5ad files, or unset it.")
+            raise FileNotFoundError(
+                f"${DATA_ENV}={env!r} is not a directory. Point it at the folder "
+                "that holds the .h5ad files, or unset it."
+            )
         return p
     default = REPO_ROOT.parent / "shared" / "data"
     return default if default.is_dir() else None
@@ -94,7 +243,9 @@ def data_dir(path: str | os.PathLike | None = None) -> Path | None:
 
 def cache_dir() -> Path:
     """Where upstream downloads go (``$BOOK_CACHE_DIR`` or ``~/.cache/sc-weights-book``)."""
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "sc-weights-book")).expanduser()
+    return Path(
+        os.environ.get(CACHE_ENV, Path.home() / ".cache" / "sc-weights-book")
+    ).expanduser()
 
 
 def organism(name_or_path: str) -> str:
@@ -103,46 +254,120 @@ def organism(name_or_path: str) -> str:
     return ds.organism if ds else "human"
 
 
-def load_dataset(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> AnnData:
+def resolve(
+    name: str, data_dir: str | os.PathLike | None = None
+) -> tuple[str, Path | None]:
+    """Where dataset ``name`` would load from now, without loading it.
+
+    Returns ``(route, path)``: ``("local", file in the data directory)``, ``("cache",
+    file in the cache)``, ``("download", the cache file it would write)`` or
+    ``("bundled", None)``.
+    """
+    ds = _get(name)
+    if ds.source is None:
+        return "bundled", None
+    local = _find_local(ds, data_dir)
+    if local is not None:
+        return "local", local
+    for fname in ds.files:
+        if (cache_dir() / fname).is_file():
+            return "cache", cache_dir() / fname
+    return "download", cache_dir() / ds.files[0]
+
+
+def fetch(
+    name: str, data_dir: str | os.PathLike | None = None
+) -> tuple[str, Path | None]:
+    """Make dataset ``name`` available locally (download and convert when needed).
+
+    Returns the route it resolved by before the call and the file it loads from now.
+    """
+    route, path = resolve(name, data_dir)
+    if route == "download":
+        path = _download(name, DATASETS[name], data_dir)
+    return route, path
+
+
+def load_dataset(
+    name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None
+) -> AnnData:
     """Load a named dataset or an ``.h5ad`` file.
 
     Parameters
     ----------
     name_or_path
-        One of :data:`DATASETS` (``pancreas``, ``sciplex2``, ``pbmc68k_reduced``,
-        ``glioblastoma_panobinostat``, ``immune_celltypist``) or a path to an ``.h5ad`` file.
+        One of :data:`DATASETS` (``pancreas``, ``glioblastoma_panobinostat``,
+        ``kang2018``, ``kang2018_donors``, ``zheng2017_sorted``, ``zheng2017_donorA``,
+        ``norman2019``, ``immune_celltypist``, ``pbmc68k_reduced``, ``sciplex2``,
+        ``pancreas_full``, ``kang2018_full``, ``norman2019_full``) or a path to an
+        ``.h5ad`` file.
     data_dir
-        Folder searched first for the dataset's file (see module docstring for the default).
+        Folder searched first for the dataset's file (see module docstring for the
+        default).
 
     Returns
     -------
-    AnnData with ``uns["dataset"] = {"name", "source", "organism"}``. ``pbmc68k_reduced`` comes
-    back with integer counts in ``X`` and ``layers["counts"]`` recovered from its log-normalised
-    ``.raw`` as ``round(expm1(raw) * n_counts / 1e4)``.
+    AnnData with ``uns["dataset"] = {"name", "source", "organism", "route",
+    "label_keys", "counts_recovered"}`` (``route``: local, cache, download or bundled).
+    ``pbmc68k_reduced`` comes back with integer counts in ``X`` and ``layers["counts"]``
+    recovered from its log-normalised ``.raw`` as ``round(expm1(raw) * n_counts /
+    1e4)``.
+
+    Raises
+    ------
+    helpers.sources.DownloadError
+        (a ``FileNotFoundError``) the download failed; names the file and where to put
+        it.
+    helpers.sources.ChecksumError
+        the downloaded bytes differ from the pinned SHA-256 (nothing is cached).
+    helpers.sources.ConversionError, ImportError
+        the conversion failed, or a package it needs is missing.
     """
     key = str(name_or_path)
     if key.endswith(".h5ad") or os.sep in key:
         path = Path(key).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"No file at {str(path)!r}. Pass an existing .h5ad path or one of the "
-                                    f"dataset names {sorted(DATASETS)}.")
+            raise FileNotFoundError(
+                f"No file at {str(path)!r}. Pass an existing .h5ad path or one of the "
+                f"dataset names {sorted(DATASETS)}."
+            )
         adata = read_h5ad(path)
-        adata.uns["dataset"] = {"name": path.stem, "source": str(path), "organism": "human"}
+        adata.uns["dataset"] = {
+            "name": path.stem,
+            "source": str(path),
+            "organism": "human",
+        }
         return adata
-    if key not in DATASETS:
-        raise ValueError(f"Unknown dataset {key!r}. Use one of {sorted(DATASETS)} or a path to an .h5ad file.")
-    ds = DATASETS[key]
-    if key == "pbmc68k_reduced":
-        adata, source = _pbmc68k_counts(), "scanpy.datasets.pbmc68k_reduced (bundled)"
+    ds = _get(key)
+    if ds.source is None:  # pbmc68k_reduced
+        adata, source, route = (
+            _pbmc68k_counts(),
+            "scanpy.datasets.pbmc68k_reduced (bundled)",
+            "bundled",
+        )
     else:
-        local = _find_local(ds, data_dir)
-        if local is not None:
-            adata, source = read_h5ad(local), str(local)
-        else:
-            adata, source = _download(key, ds, data_dir)
+        route, path = resolve(key, data_dir)
+        if route == "download":
+            path = _download(key, ds, data_dir)
+        adata, source = read_h5ad(path), str(path)
     adata.var_names_make_unique()
-    adata.uns["dataset"] = {"name": key, "source": source, "organism": ds.organism}
+    adata.uns["dataset"] = {
+        "name": key,
+        "source": source,
+        "organism": ds.organism,
+        "route": route,
+        "label_keys": list(ds.label_keys),
+        "counts_recovered": ds.counts_recovered,
+    }
     return adata
+
+
+def _get(key: str) -> Dataset:
+    if key not in DATASETS:
+        raise ValueError(
+            f"Unknown dataset {key!r}. Use one of {sorted(DATASETS)} or a path to an .h5ad file."
+        )
+    return DATASETS[key]
 
 
 def _find_local(ds: Dataset, path) -> Path | None:
@@ -155,32 +380,20 @@ def _find_local(ds: Dataset, path) -> Path | None:
     return None
 
 
-def _download(key: str, ds: Dataset, path) -> tuple[AnnData, str]:
+def _download(key: str, ds: Dataset, path) -> Path:
+    """Download and convert ``key``'s source into the cache; returns the .h5ad path."""
+    from . import sources
+
     folder = data_dir(path)
-    where = f"the data directory {str(folder)!r}" if folder else f"a folder named by ${DATA_ENV}"
-    if ds.url is None:
-        raise FileNotFoundError(f"Dataset {key!r} has no upstream download here. Put {ds.files[0]!r} in {where}.")
-    target = cache_dir() / ds.files[-1]
-    try:
-        if key == "pancreas":
-            import scvelo as scv
-
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # an explicit path: scvelo's default leaves empty ./data/... folders in the cwd
-            adata = scv.datasets.pancreas(file_path=target)
-        elif key == "sciplex2":
-            import pertpy as pt
-
-            pt.settings.datasetdir = target.parent
-            adata = pt.data.srivatsan_2020_sciplex2()
-        else:  # pragma: no cover - every downloadable dataset is listed above
-            raise AssertionError(key)
-    except Exception as err:  # network errors come in many types
-        raise FileNotFoundError(
-            f"Could not load dataset {key!r}: download from {ds.url} failed ({type(err).__name__}: {err}). "
-            f"Offline? Put the file {ds.files[0]!r} in {where} (or set ${DATA_ENV})."
-        ) from err
-    return adata, ds.url
+    where = (
+        f"the data directory {str(folder)!r}"
+        if folder
+        else f"a folder named by ${DATA_ENV}"
+    )
+    where = f"{ds.files[0]!r} in {where}"
+    return sources.build(
+        key, sources.SOURCES[ds.source], cache_dir() / ds.files[0], where=where
+    )
 
 
 def _pbmc68k_counts() -> AnnData:
@@ -189,11 +402,21 @@ def _pbmc68k_counts() -> AnnData:
     full = sc.datasets.pbmc68k_reduced()
     raw = full.raw.to_adata()
     lognorm = raw.X.toarray() if sp.issparse(raw.X) else np.asarray(raw.X)
-    counts = np.rint(np.expm1(lognorm) * full.obs["n_counts"].to_numpy()[:, None] / 1e4).astype(np.float32)
+    counts = np.rint(
+        np.expm1(lognorm) * full.obs["n_counts"].to_numpy()[:, None] / 1e4
+    ).astype(np.float32)
     adata = AnnData(sp.csr_matrix(counts), obs=full.obs.copy(), var=raw.var[[]].copy())
     adata.layers["counts"] = adata.X.copy()
     adata.obsm["X_umap"] = full.obsm["X_umap"].copy()
     return adata
+
+
+if (
+    __name__ == "__main__"
+):  # python -m helpers.data list|fetch|verify (the CLI is in sources)
+    from helpers.sources import main
+
+    raise SystemExit(main())
 
 
 # ---------------------------------------------------------------- validation at the boundary

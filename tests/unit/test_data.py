@@ -19,18 +19,22 @@ def test_missing_path():
 
 
 def test_offline_error_names_url_file_and_place(tmp_path, monkeypatch):
+    # sci-Plex2 is downloaded from pertpy's URL with pooch (not through pertpy's loader,
+    # whose settings moved); without a network the error says so and keeps the cause
     monkeypatch.setenv("BOOK_CACHE_DIR", str(tmp_path / "cache"))
-    import pertpy
+    monkeypatch.delenv("BOOK_DATA_MIRROR", raising=False)
+    import pooch
 
     def no_network(*a, **k):
         raise ConnectionError("network unreachable")
 
-    monkeypatch.setattr(pertpy.data, "srivatsan_2020_sciplex2", no_network)
+    monkeypatch.setattr(pooch, "retrieve", no_network)
     with pytest.raises(FileNotFoundError) as err:
         data.load_dataset("sciplex2", data_dir=tmp_path)
     msg = str(err.value)
     assert "sciplex2" in msg and "scverse-exampledata" in msg and "srivatsan_2020_sciplex2.h5ad" in msg
-    assert str(tmp_path) in msg
+    assert str(tmp_path) in msg and "download" in msg and "AttributeError" not in msg
+    assert isinstance(err.value.__cause__, ConnectionError)
 
 
 def test_local_file_wins_and_no_cwd_litter(tmp_path, monkeypatch):
