@@ -2,7 +2,9 @@
 
 Libraries are read from local files: ``<data_dir>/genesets/<name>.txt`` or ``.gmt`` (Enrichr text
 or GMT format), then the copies that ship inside blitzgsea (``GO_Biological_Process_2023``,
-``KEGG_2021_Human``). Human libraries are mapped to mouse symbols through the HGNC→MGI ortholog
+``KEGG_2021_Human``), then the download cache (``<cache>/genesets``); a library found nowhere is
+downloaded once from Enrichr's library service into the cache (``$BOOK_DATA_MIRROR/<name>.txt``
+when a mirror is set, like the datasets). Human libraries are mapped to mouse symbols through the HGNC→MGI ortholog
 table when it is present (``human2MouseOrthologs.tsv``), otherwise by case (``INS1`` → ``Ins1``).
 Enrichr's own web service (library names fetched online) remains an option: ``online=True``.
 
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import data as _data
+from . import sources as _sources
 
 
 def _read_library(path: Path) -> dict[str, list[str]]:
@@ -38,7 +41,18 @@ def _read_library(path: Path) -> dict[str, list[str]]:
     return lib
 
 
-def _library_path(name: str, data_dir=None) -> Path:
+#: Enrichr serves every library it names as text at this address (libraries are not
+#: versioned there beyond the year in their name, so no hash is pinned).
+ENRICHR_URL = ("https://maayanlab.cloud/Enrichr/geneSetLibrary?mode=text&libraryName={name}")
+
+
+def library_source(name: str) -> _sources.Source:
+    """Where a library is downloaded from when no local copy exists (Enrichr, unpinned)."""
+    return _sources.Source(f"{name}.txt", ENRICHR_URL.format(name=name), None)
+
+
+def _library_path(name: str, data_dir=None, download: bool = True) -> Path:
+    """A library file: the data directory, blitzgsea's copies, the cache, else Enrichr."""
     candidates = []
     folder = _data.data_dir(data_dir)
     if folder is not None:
@@ -49,12 +63,16 @@ def _library_path(name: str, data_dir=None) -> Path:
         candidates.append(Path(blitzgsea.__file__).parent / "data" / name)
     except ImportError:  # pragma: no cover - blitzgsea comes with pertpy
         pass
+    cached = _data.cache_dir() / "genesets" / f"{name}.txt"
+    candidates.append(cached)
     for c in candidates:
         if c.is_file():
             return c
-    raise FileNotFoundError(f"Gene set library {name!r} not found locally (looked in {[str(c) for c in candidates]}). "
-                            f"Put {name}.txt (Enrichr format) or {name}.gmt in <data_dir>/genesets, or call "
-                            "enrich(..., online=True) with a network to use Enrichr's library by name.")
+    where = (f"{name}.txt (Enrichr format) or {name}.gmt in <data dir>/genesets "
+             f"(looked in {[str(c) for c in candidates]})")
+    if not download:
+        raise FileNotFoundError(f"Gene set library {name!r} not found locally. Put {where}.")
+    return _sources.fetch(library_source(name), name, dest=cached, where=where)
 
 
 @functools.lru_cache(maxsize=4)
@@ -149,19 +167,25 @@ def enrich(genes, library: dict | str, background, organism: str = "human", alph
     """
     import gseapy
 
+    cols = ["Term", "Overlap", "P-value", "Adjusted P-value", "Odds Ratio", "Genes"]
+    empty = pd.DataFrame(columns=cols)
     genes = list(dict.fromkeys(genes))
     if not genes:
-        return pd.DataFrame(columns=["Term", "Overlap", "P-value", "Adjusted P-value", "Odds Ratio", "Genes"])
+        return empty
     if isinstance(library, str) and not online:
         library = load_library(library, organism)
     if isinstance(library, dict):
         bg = set(background)
         library = {t: [g for g in gs if g in bg] for t, gs in library.items()}
         library = {t: gs for t, gs in library.items() if len(gs) >= max(min_size, 1)}
-    res = gseapy.enrichr(gene_list=genes, gene_sets=library, organism=organism, background=list(background),
-                         outdir=None, cutoff=1.0, no_plot=True).results
+        if not library:
+            return empty
+    res = gseapy.enrichr(gene_list=genes, gene_sets=library, organism=organism,
+                         background=list(background), outdir=None, cutoff=1.0,
+                         no_plot=True).results
+    if not isinstance(res, pd.DataFrame) or res.empty:  # no term overlaps the genes
+        return empty
     res = res[res["Adjusted P-value"] <= alpha].sort_values("Adjusted P-value", kind="stable")
-    cols = ["Term", "Overlap", "P-value", "Adjusted P-value", "Odds Ratio", "Genes"]
     return res[cols].head(top).reset_index(drop=True)
 
 

@@ -54,3 +54,68 @@ def test_prerank_puts_planted_set_first():
     library = {"top": genes[:20], "bottom": genes[-20:], "middle": genes[140:160]}
     res = enrichment.prerank(scores, library, permutations=200, seed=0)
     assert res.iloc[0]["Term"] == "top" and res.iloc[0]["NES"] > 0
+
+
+def test_library_downloads_once_into_the_cache(shared_data, serve_folder, tmp_path,
+                                               monkeypatch):
+    """No local copy: the library comes from the mirror, then from the cache."""
+    from helpers import enrichment
+
+    lib = shared_data / "genesets" / "MSigDB_Hallmark_2020.txt"
+    served = tmp_path / "mirror"
+    served.mkdir()
+    (served / lib.name).write_bytes(lib.read_bytes())
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("BOOK_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("BOOK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BOOK_DATA_MIRROR", serve_folder(served))
+    enrichment._load.cache_clear()
+    got = enrichment.load_library("MSigDB_Hallmark_2020")
+    assert got == enrichment._read_library(lib) and len(got) == 50
+    cached = tmp_path / "cache" / "genesets" / lib.name
+    assert cached.read_bytes() == lib.read_bytes()
+    (served / lib.name).unlink()  # the server no longer has it: the cache is read
+    enrichment._load.cache_clear()
+    assert enrichment.load_library("MSigDB_Hallmark_2020") == got
+
+
+def test_library_offline_error_names_the_file_and_place(tmp_path, monkeypatch):
+    from helpers import enrichment, sources
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("BOOK_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("BOOK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BOOK_DATA_MIRROR", "http://127.0.0.1:9")  # nothing listens
+    enrichment._load.cache_clear()
+    with pytest.raises(sources.DownloadError) as err:
+        enrichment.load_library("MSigDB_Hallmark_2020")
+    msg = str(err.value)
+    assert "MSigDB_Hallmark_2020.txt" in msg and "genesets" in msg
+    assert err.value.__cause__ is not None
+    assert not (tmp_path / "cache" / "genesets" / "MSigDB_Hallmark_2020.txt").exists()
+
+
+def test_enrich_poles_finds_the_planted_term_on_its_pole_only():
+    genes = [f"G{i}" for i in range(400)]
+    load = np.zeros(400)
+    load[:10] = np.linspace(1.0, 0.5, 10)      # positive pole: G0..G9
+    load[10:20] = -np.linspace(1.0, 0.5, 10)   # negative pole: G10..G19
+    load[20:] = np.random.default_rng(0).normal(0, 1e-3, 380)
+    lib = {"planted": genes[:10] + genes[200:205],
+           **{f"noise{i}": genes[30 + 10 * i:40 + 10 * i] for i in range(30)}}
+    libs = {"A": lib, "B": {"other": genes[300:320]}}
+    table = enrichment.enrich_poles(load, genes, libs, frac=0.01, min_genes=10)
+    assert list(table.columns[:3]) == ["pole", "library", "Term"]
+    assert table.loc[table["pole"] == "pos", "Term"].tolist() == ["planted"]
+    assert table.loc[table["pole"] == "pos", "library"].tolist() == ["A"]
+    assert not (table["pole"] == "neg").any()
+    one = enrichment.enrich_poles(load, genes, libs, poles=("pos",), top=1)
+    assert len(one) == 1 and one["Term"].iloc[0] == "planted"
+    with pytest.raises(ValueError, match="unknown pole"):
+        enrichment.enrich_poles(load, genes, libs, poles=("up",))
+
+
+def test_gene_terms_smallest_set_first_case_insensitive():
+    lib = {"big": ["CDK1", "TOP2A", "MKI67", "A", "B"], "small": ["CDK1", "TOP2A"]}
+    got = enrichment.gene_terms(["Cdk1", "Foo"], lib, max_terms=1)
+    assert got == {"Cdk1": ["small"], "Foo": []}
