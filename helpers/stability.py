@@ -29,14 +29,19 @@ r2_table(models, embeddings) -> DataFrame (train dataset x evaluation dataset) o
 between_group_share(Z, groups) -> float, share of the embedding's variance between groups
 top_gene_overlap(scores_1, scores_2, n=10) -> dict(top_1, top_2, shared, n_shared, jaccard)
 matched_gene_table(pairs, scores_1, scores_2, n=10) -> DataFrame, one row per matched pair
+fit_saes(Zs, seeds, *, n_concepts, k, settings=None) -> {name: TopKSAE} or [TopKSAE]
+seed_table(models, spaces) -> DataFrame, one row per pair of seeds of each embedding space
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
+
+from .sae import sae_metrics, train_sae
 
 __all__ = [
     "match_dictionaries",
@@ -48,6 +53,8 @@ __all__ = [
     "between_group_share",
     "top_gene_overlap",
     "matched_gene_table",
+    "fit_saes",
+    "seed_table",
 ]
 
 
@@ -196,8 +203,6 @@ def cross_r2(model, Z_train, Z_external) -> pd.DataFrame:
     per-feature means, so ``across`` asks how much of the external data's variance the
     dictionary explains.
     """
-    from helpers.sae import sae_metrics
-
     Z_train = np.asarray(Z_train, dtype=np.float32)
     Z_external = np.asarray(Z_external, dtype=np.float32)
     if Z_train.ndim != 2 or Z_external.ndim != 2 or Z_train.shape[1] != Z_external.shape[1]:
@@ -219,8 +224,6 @@ def r2_table(models: Mapping, embeddings: Mapping) -> pd.DataFrame:
     embeddings
         ``{dataset name: embedding matrix}``, all in the same embedding space.
     """
-    from helpers.sae import sae_metrics
-
     table = pd.DataFrame(index=list(models), columns=list(embeddings), dtype=float)
     for a, model in models.items():
         for b, Z in embeddings.items():
@@ -299,3 +302,33 @@ def matched_gene_table(pairs: pd.DataFrame, scores_1: Mapping, scores_2: Mapping
                      "shared": ", ".join(ov["shared"]), "n_shared": ov["n_shared"]})
     return pd.DataFrame(rows, columns=["atom_1", "atom_2", sim, "top_genes_1", "top_genes_2",
                                        "shared", "n_shared"])
+
+
+def fit_saes(Zs, seeds, *, n_concepts: int, k: int, settings=None):
+    """One Top-K SAE per embedding matrix and seed, on CPU in eval mode.
+
+    ``Zs`` is a mapping ``{name: Z}`` (returns ``{name: model}``) or a sequence of
+    matrices (returns a list), paired in order with ``seeds``; ``settings`` a
+    :class:`helpers.sae.SAETrainSettings` (its seed is replaced by each seed).
+    """
+    names = list(Zs) if isinstance(Zs, Mapping) else None
+    mats = [Zs[n] for n in names] if names is not None else list(Zs)
+    models = [train_sae(Z, n_concepts, k, settings, seed=int(s), progress=False)[0].cpu().eval()
+              for Z, s in zip(mats, seeds, strict=True)]
+    return dict(zip(names, models)) if names is not None else models
+
+
+def seed_table(models: Mapping, spaces: Mapping) -> pd.DataFrame:
+    """Every pair of seeds of every space matched (:func:`match_dictionaries`).
+
+    ``models`` is ``{space: [SAE per seed]}``, ``spaces`` ``{space: embedding matrix}``.
+    One row per pair: embedding, seeds, mean matched cosine, pairs > 0.9, R² (seed i).
+    """
+    rows = []
+    for m, saes in models.items():
+        for i, j in combinations(range(len(saes)), 2):
+            cos = match_dictionaries(saes[i].dictionary, saes[j].dictionary)["cosine"]
+            rows.append({"embedding": m, "seeds": f"{i} vs {j}", "mean matched cosine": cos.mean(),
+                         "pairs > 0.9": int((cos > 0.9).sum()),
+                         "R² (seed i)": sae_metrics(saes[i], spaces[m])["r2"]})
+    return pd.DataFrame(rows)
