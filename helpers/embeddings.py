@@ -35,7 +35,8 @@ AnnData keys written
 --------------------
 ``adata.obsm[key_added]`` (default ``"X_<method>"``, e.g. ``X_scvi``, ``X_pca``,
 ``X_scgpt``; for ``obsm:<key>`` nothing unless ``key_added`` differs from ``<key>``)
-and ``adata.uns["embedding"][key_added]`` = the settings.
+and ``adata.uns["embedding"][key_added]`` = the settings; a call with another ``key_added``
+leaves earlier ones alone. Read them back with :func:`get_embedding` and :func:`get_params`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ __all__ = [
     "ScgptEmbedding",
     "ObsmEmbedding",
     "fit_embedding",
+    "get_embedding",
+    "get_params",
     "METHODS",
     "SCGPT_ENV",
 ]
@@ -532,6 +535,7 @@ class ObsmEmbedding(Embedding):
 def fit_embedding(
     adata,
     method: str,
+    *,
     layer: str | None = "counts",
     n_latent: int = 50,
     output_dir=None,
@@ -539,7 +543,6 @@ def fit_embedding(
     max_epochs: int | None = None,
     device="auto",
     key_added: str | None = None,
-    *,
     progress: bool = True,
     scgpt_dir=None,
     encoder: Callable | None = None,
@@ -653,3 +656,18 @@ def _h5ad_safe(d: dict) -> dict:
             return {k: drop(v) for k, v in x.items() if v is not None}
         return x
     return drop(json.loads(json.dumps(d, default=str)))
+
+
+def get_params(adata, *, key: str = "X_scvi") -> dict:
+    """The settings :func:`fit_embedding` stored for ``key_added=key``."""
+    params = adata.uns.get("embedding", {})
+    if key not in params:
+        raise KeyError(f"adata.uns['embedding'] has no {key!r} (available: {list(params)}); "
+                       "run helpers.embeddings.fit_embedding(adata, method, key_added=...).")
+    return params[key]
+
+
+def get_embedding(adata, *, key: str = "X_scvi") -> np.ndarray:
+    """The ``(n_obs, dim)`` embedding :func:`fit_embedding` wrote with ``key_added=key``."""
+    get_params(adata, key=key)
+    return get_matrix(adata, use_rep=key, dense=True)

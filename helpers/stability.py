@@ -24,7 +24,6 @@ match_dictionaries(D1, D2, absolute=False) -> DataFrame(atom_1, atom_2, cosine)
 match_activations(U1, U2) -> DataFrame(atom_1, atom_2, correlation)
 random_dictionary_null(c, d, n_draws, seed, c2=None) -> ndarray (n_draws, min(c, c2))
 shuffled_activation_null(U1, U2, n_draws, seed) -> ndarray (n_draws, min(c1, c2))
-cross_r2(model, Z_train, Z_external) -> DataFrame (rows within/across, sae_metrics columns)
 r2_table(models, embeddings) -> DataFrame (train dataset x evaluation dataset) of R²
 between_group_share(Z, groups) -> float, share of the embedding's variance between groups
 top_gene_overlap(scores_1, scores_2, n=10) -> dict(top_1, top_2, shared, n_shared, jaccard)
@@ -48,7 +47,6 @@ __all__ = [
     "match_activations",
     "random_dictionary_null",
     "shuffled_activation_null",
-    "cross_r2",
     "r2_table",
     "between_group_share",
     "top_gene_overlap",
@@ -183,35 +181,6 @@ def shuffled_activation_null(U1, U2, n_draws: int = 20, seed: int = 0) -> np.nda
     rows = [match_activations(U1, U2[rng.permutation(U2.shape[0])])["correlation"].to_numpy()
             for _ in range(n_draws)]
     return np.vstack(rows)
-
-
-def cross_r2(model, Z_train, Z_external) -> pd.DataFrame:
-    """Reconstruction metrics of one SAE on its training embeddings and on external ones.
-
-    Parameters
-    ----------
-    model
-        A trained ``helpers.sae.TopKSAE``.
-    Z_train, Z_external
-        Embeddings (n x d) of the training cells and of cells from another dataset, in the same
-        embedding space (same encoder).
-
-    Returns
-    -------
-    DataFrame with rows ``within`` and ``across`` and the columns of
-    ``helpers.sae.sae_metrics`` (r2, l0, n_dead, n_active). R² uses each evaluation set's own
-    per-feature means, so ``across`` asks how much of the external data's variance the
-    dictionary explains.
-    """
-    Z_train = np.asarray(Z_train, dtype=np.float32)
-    Z_external = np.asarray(Z_external, dtype=np.float32)
-    if Z_train.ndim != 2 or Z_external.ndim != 2 or Z_train.shape[1] != Z_external.shape[1]:
-        raise ValueError(
-            f"Z_train {Z_train.shape} and Z_external {Z_external.shape} must be 2-D with the same "
-            "number of columns: encode both datasets with the same embedding model."
-        )
-    rows = {"within": sae_metrics(model, Z_train), "across": sae_metrics(model, Z_external)}
-    return pd.DataFrame(rows).T
 
 
 def r2_table(models: Mapping, embeddings: Mapping) -> pd.DataFrame:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from helpers.embeddings import Embedding, fit_embedding
+from helpers.embeddings import Embedding, fit_embedding, get_embedding, get_params
 
 
 def toy_counts(n=240, g=60, seed=0):
@@ -32,7 +32,14 @@ def test_pca_encode_equals_obsm():
     np.testing.assert_allclose(emb.encode(X, batch_size=50), Z, atol=1e-4)
     # dense input, a subset in another batch size: the same rows
     np.testing.assert_allclose(emb.encode(X[10:37].toarray(), batch_size=7), Z[10:37], atol=1e-4)
-    assert a.uns["embedding"]["X_pca"]["method"] == "pca"
+    assert get_params(a, key="X_pca")["method"] == "pca"
+    np.testing.assert_array_equal(get_embedding(a, key="X_pca"), Z)
+    # a second call with another key_added keeps the first one's results
+    fit_embedding(a, "pca", n_latent=4, key_added="X_pca4")
+    assert get_params(a, key="X_pca")["n_latent"] == 8 and get_params(a, key="X_pca4")["n_latent"] == 4
+    np.testing.assert_array_equal(a.obsm["X_pca"], Z)
+    with pytest.raises(KeyError, match="fit_embedding"):
+        get_params(a, key="X_other")
 
 
 def test_scvi_encode_equals_latent_representation(tmp_path):
