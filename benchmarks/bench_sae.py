@@ -27,8 +27,9 @@ def synthetic(n: int = 20_000, d: int = 50, n_atoms: int = 200, k: int = 4,
 
 
 def throughput(Z, c, k, epochs, aux_coef=1 / 32, batch_size=1024):
-    settings = SAETrainSettings(epochs=epochs, batch_size=batch_size, lr=1e-3, device="cpu",
-                                val_fraction=0.0, aux_coef=aux_coef, progress=False)
+    settings = SAETrainSettings(epochs=epochs, batch_size=batch_size, lr=1e-3,
+                                device="cpu", val_fraction=0.0, aux_coef=aux_coef,
+                                progress=False)
     t0, c0 = time.perf_counter(), time.process_time()
     model, hist = train_sae(Z, c, k, settings)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0

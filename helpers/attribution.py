@@ -563,8 +563,8 @@ def unit_attributions(X_counts, embedding, units, sae=None, space=None, acts=Non
     sae
         A ``helpers.sae.TopKSAE`` or None (neurons).
     space, acts
-        (n, d) embedding of the cells and (n, n_units_total) activations of all units; computed
-        from ``X_counts`` when None.
+        (n, d) embedding of the cells and (n, n_units_total) activations of all
+        units; computed from ``X_counts`` when None.
     genes
         Gene names (default ``embedding.genes``).
 
@@ -581,18 +581,23 @@ def unit_attributions(X_counts, embedding, units, sae=None, space=None, acts=Non
     out = {}
     for u in units:
         u = int(u)
-        f = (concept_activation(embedding, sae, u, batch_size=batch_size) if sae is not None
-             else neuron_activation(embedding, u, batch_size=batch_size))
+        if sae is not None:
+            f = concept_activation(embedding, sae, u, batch_size=batch_size)
+        else:
+            f = neuron_activation(embedding, u, batch_size=batch_size)
         out[u] = attribute(X_counts, f, space, acts[:, u], n_prototypes=n_prototypes,
-                           n_counterfactuals=n_counterfactuals, genes=genes, batch_size=batch_size)
+                           n_counterfactuals=n_counterfactuals, genes=genes,
+                           batch_size=batch_size)
     return out
 
 
 def unit_deletion_curves(X_counts, embedding, sae, space, acts, attributions: dict, *,
-                         steps: int = 50, n_prototypes: int = 10, n_counterfactuals: int = 3,
-                         genes=None, max_cells: int = 1000) -> pd.DataFrame:
-    """:func:`deletion_curves` of several concepts against a DEG between their activating
-    cells and counterfactuals (:func:`activating_and_counterfactual_cells`, :func:`deg`).
+                         steps: int = 50, n_prototypes: int = 10,
+                         n_counterfactuals: int = 3, genes=None,
+                         max_cells: int = 1000) -> pd.DataFrame:
+    """:func:`deletion_curves` of several concepts against a DEG between their
+    activating cells and counterfactuals (:func:`activating_and_counterfactual_cells`,
+    :func:`deg`).
 
     ``attributions`` is ``{concept: gene-score Series}`` (:func:`unit_attributions`);
     ``acts`` the ``(n, c)`` activations of all concepts. Returns the curves stacked,
@@ -604,8 +609,8 @@ def unit_deletion_curves(X_counts, embedding, sae, space, acts, attributions: di
         act_idx, cf_idx = activating_and_counterfactual_cells(
             space, acts[:, c], max_cells=max_cells, n_counterfactuals=n_counterfactuals)
         deg_table = deg(X_counts, act_idx, cf_idx, genes=genes)
-        curve = deletion_curves(X_counts, f, space, acts[:, c], scores, deg_table, steps=steps,
-                                n_prototypes=n_prototypes, n_counterfactuals=n_counterfactuals,
-                                genes=genes)
+        curve = deletion_curves(X_counts, f, space, acts[:, c], scores, deg_table,
+                                steps=steps, n_prototypes=n_prototypes,
+                                n_counterfactuals=n_counterfactuals, genes=genes)
         curves.append(curve.assign(unit=c))
     return pd.concat(curves, ignore_index=True)

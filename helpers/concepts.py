@@ -76,7 +76,7 @@ def _check_keys(obs: pd.DataFrame, keys: Sequence[str]) -> list[str]:
         if pd.api.types.is_float_dtype(col) and col.nunique() > 50:
             raise ValueError(
                 f"obs[{key!r}] is continuous; characterise needs categorical labels. Bin it first, "
-                f"e.g. obs[{key!r} + '_bin'] = pd.cut(obs[{key!r}], 5), or use helpers.probes.phase_from_scores for cell-cycle scores."
+                f"e.g. obs[{key!r} + '_bin'] = pd.cut(obs[{key!r}], 5), or use phase_from_scores for cell-cycle scores."
             )
     return keys
 

@@ -35,13 +35,15 @@ AnnData keys written
 --------------------
 ``adata.obsm[key_added]`` (default ``"X_<method>"``, e.g. ``X_scvi``, ``X_pca``,
 ``X_scgpt``; for ``obsm:<key>`` nothing unless ``key_added`` differs from ``<key>``)
-and ``adata.uns["embedding"][key_added]`` = the settings; a call with another ``key_added``
-leaves earlier ones alone. Read them back with :func:`get_embedding` and :func:`get_params`.
+and ``adata.uns["embedding"][key_added]`` = the settings; a call with another
+``key_added`` leaves earlier ones alone. Read them back with :func:`get_embedding` and
+:func:`get_params`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -50,8 +52,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+import anndata as ad
 import numpy as np
 import scipy.sparse as sp
+import torch
+from sklearn.decomposition import PCA
+from torch import nn
 
 from .data import get_matrix, to_dense
 from .runtime import get_device
@@ -226,8 +232,6 @@ class ScviEmbedding(Embedding):
         self.model = model
 
     def _encode_batch(self, X: np.ndarray) -> np.ndarray:
-        import torch
-
         module = self.model.module
         module.eval()
         dev = next(module.parameters()).device
@@ -244,8 +248,6 @@ class ScviEmbedding(Embedding):
 
     def _first_layer_route(self):
         """The encoder's pieces when it is ``Linear → elementwise ops → … → mean``, else None."""
-        from torch import nn
-
         module = self.model.module
         enc = getattr(module, "z_encoder", None)
         fc = getattr(getattr(enc, "encoder", None), "fc_layers", None)
@@ -270,7 +272,6 @@ class ScviEmbedding(Embedding):
         :meth:`encode` on the perturbed rows up to float32 rounding. Falls back to the generic
         route for encoders of another shape.
         """
-        import torch
 
         route = self._first_layer_route()
         if route is None:
@@ -301,7 +302,6 @@ class ScviEmbedding(Embedding):
 
 def _fit_scvi(adata, X, n_latent, output_dir, seed, max_epochs, device, progress,
               model_kwargs, train_kwargs, batch_key=None):
-    import anndata as ad
     import scvi
 
     if (model_kwargs or {}).get("encode_covariates"):
@@ -381,8 +381,6 @@ class PcaEmbedding(Embedding):
 
 
 def _fit_pca(adata, X, n_latent, seed):
-    from sklearn.decomposition import PCA
-
     n, g = X.shape
     n_comp = int(min(n_latent, n - 1, g))
     if n_comp < n_latent:
@@ -410,8 +408,6 @@ def _fit_pca(adata, X, n_latent, seed):
 # scGPT (optional)
 # ----------------------------------------------------------------------------
 def _scgpt_missing(scgpt_dir) -> list[str]:
-    import importlib.util
-
     missing = []
     if importlib.util.find_spec("scgpt") is None:
         missing.append("the `scgpt` package is not installed")
@@ -450,7 +446,6 @@ class ScgptEmbedding(Embedding):  # pragma: no cover - needs the optional packag
 
     def __init__(self, scgpt_dir, genes, device="auto", max_length=1200, settings=None, key=None,
                  seed=0):
-        import torch
         from scgpt.model import TransformerModel
         from scgpt.tokenizer import GeneVocab
         from scgpt.utils import load_pretrained
@@ -489,8 +484,6 @@ class ScgptEmbedding(Embedding):  # pragma: no cover - needs the optional packag
         self.max_length, self.seed = int(max_length), int(seed)
 
     def _encode_batch(self, X: np.ndarray) -> np.ndarray:
-        import anndata as ad
-        import torch
         from scgpt.tasks.cell_emb import get_batch_cell_embeddings
 
         torch.manual_seed(self.seed)
@@ -662,12 +655,13 @@ def get_params(adata, *, key: str = "X_scvi") -> dict:
     """The settings :func:`fit_embedding` stored for ``key_added=key``."""
     params = adata.uns.get("embedding", {})
     if key not in params:
-        raise KeyError(f"adata.uns['embedding'] has no {key!r} (available: {list(params)}); "
-                       "run helpers.embeddings.fit_embedding(adata, method, key_added=...).")
+        raise KeyError(f"adata.uns['embedding'] has no {key!r} (available: "
+                       f"{list(params)}); run helpers.embeddings.fit_embedding(adata, "
+                       "method, key_added=...).")
     return params[key]
 
 
 def get_embedding(adata, *, key: str = "X_scvi") -> np.ndarray:
-    """The ``(n_obs, dim)`` embedding :func:`fit_embedding` wrote with ``key_added=key``."""
+    """The ``(n_obs, dim)`` matrix that :func:`fit_embedding` wrote to ``key``."""
     get_params(adata, key=key)
     return get_matrix(adata, use_rep=key, dense=True)

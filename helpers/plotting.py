@@ -235,36 +235,40 @@ def probe_confusions(res: dict, classes, title: str = ""):
     code = {c: i for i, c in enumerate(classes)}
     for ax, unit in zip(axes, ("concepts", "neurons")):
         r = res[unit]
-        confusion([code[c] for c in r["y_test"]], [code[c] for c in r["y_pred"]], classes,
-                  ax=ax, title=f"{title}: {unit} (acc {r['accuracy']:.2f})")
+        y_true, y_pred = [code[c] for c in r["y_test"]], [code[c] for c in r["y_pred"]]
+        confusion(y_true, y_pred, classes, ax=ax,
+                  title=f"{title}: {unit} (acc {r['accuracy']:.2f})")
     fig.tight_layout()
     return fig
 
 
 def matched_cosines(null, references: dict, across, label: str):
-    """Matched cosines (``helpers.stability.match_dictionaries``) against two chance levels.
+    """Matched cosines (``helpers.stability.match_dictionaries``) vs two chance levels.
 
-    Left: sorted matched cosines of ``across`` (label ``label``) and of each seed-to-seed
+    Left: sorted matched cosines of ``across`` (label ``label``) and of each seed-seed
     reference in ``references`` (``{name: pairs}``) over the 5–95% band of ``null``
     (``random_dictionary_null``); right: their distributions.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     ranks = np.arange(1, null.shape[1] + 1)
     lo, hi = np.percentile(null, [5, 95], axis=0)
-    axes[0].fill_between(ranks, lo, hi, color="0.8", label="random dictionaries (5–95%)")
+    axes[0].fill_between(ranks, lo, hi, color="0.8",
+                         label="random dictionaries (5–95%)")
     axes[0].plot(ranks, null.mean(0), color="0.4", lw=1)
     for name, pairs in references.items():
         axes[0].plot(ranks, pairs["cosine"], ls="--", label=f"seed vs seed, {name}")
     axes[0].plot(ranks, across["cosine"], color="k", lw=2, label=label)
-    axes[0].set(xlabel="matched pair (sorted)", ylabel="cosine", title="matched cosines")
+    axes[0].set(xlabel="matched pair (sorted)", ylabel="cosine",
+                title="matched cosines")
     axes[0].legend(fontsize=7, frameon=False)
     bins = np.linspace(-0.2, 1, 31)
     axes[1].hist(null.ravel(), bins=bins, density=True, color="0.8", label="random")
     axes[1].hist(next(iter(references.values()))["cosine"], bins=bins, density=True,
                  histtype="step", lw=1.5, label="seed vs seed")
-    axes[1].hist(across["cosine"], bins=bins, density=True, histtype="step", color="k", lw=2,
-                 label="across datasets")
-    axes[1].set(xlabel="cosine of matched atoms", ylabel="density", title="distribution")
+    axes[1].hist(across["cosine"], bins=bins, density=True, histtype="step", color="k",
+                 lw=2, label="across datasets")
+    axes[1].set(xlabel="cosine of matched atoms", ylabel="density",
+                title="distribution")
     axes[1].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig

@@ -22,9 +22,9 @@ balanced_indices(labels, n_per_class=None, seed=0, min_class_size=None) -> int n
 probe(features, labels, seed=0, test_size=0.3, ...) -> dict(accuracy, chance, confusion, coef, model, ...)
 top_units(coef, n=3, sign="positive") -> DataFrame(class, rank, unit, coef)
 marker_hits(genes, marker_set) -> list of genes that are markers (case-insensitive)
-fit_run(adata, *, embedding, n_latent, ..., n_concepts, k, sae_settings) -> dict(emb, Z, sae, U, ...)
-probe_task(U, Z, labels, *, seed, test_size, C, max_iter, min_class_size) -> dict(res, summary, ...)
-read_top_units(coef, run, *, concepts, n, n_genes, markers, ...) -> DataFrame of top units' genes
+fit_run(adata, *, embedding, ..., n_concepts, k, sae_settings) -> dict(emb, Z, sae, U)
+probe_task(U, Z, labels, *, seed, test_size, C, ...) -> dict(res, idx, classes, summary)
+read_top_units(coef, run, *, concepts, n, n_genes, markers, ...) -> DataFrame of genes
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def phase_from_scores(s_score, g2m_score) -> np.ndarray:
     """Scanpy's phase rule: G1 if both scores are negative, else G2M if G2M > S, else S.
 
     The one copy of the rule (``scanpy.tl.score_genes_cell_cycle``: G1 when both scores
-    are ``< 0``); wrap it in ``pd.Categorical(..., categories=PHASES)`` for an obs column.
+    are ``< 0``); wrap it in ``pd.Categorical(..., categories=PHASES)`` for obs.
     """
     s = np.asarray(s_score, dtype=float)
     g = np.asarray(g2m_score, dtype=float)
@@ -211,7 +211,7 @@ def cell_cycle_labels(adata, min_genes: int = 10, layer: str | None = None, data
             f"only {found} (need {min_genes} of each) and no obs S_score/G2M_score to fall back "
             "on; score the cells on the full gene space before selecting variable genes."
         )
-    phase = pd.Series(pd.Categorical(np.asarray(phase, dtype=str), categories=list(PHASES)),
+    phase = pd.Series(pd.Categorical(np.asarray(phase, dtype=str), categories=PHASES),
                       index=adata.obs_names, name="phase")
     return phase, source
 
@@ -357,12 +357,12 @@ def marker_hits(genes: Iterable[str], marker_set: Iterable[str]) -> list[str]:
     return [g for g in map(str, genes) if g.upper() in markers]
 
 
-# ---------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------
 # the probes chapter's steps: one call per dataset, per task, per set of top units
-# ---------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------
 def fit_run(adata, *, embedding: str = "scvi", n_latent: int = 16, max_epochs=None,
-            seed: int = 0, device="auto", output_dir=None, n_concepts: int = 64, k: int = 4,
-            sae_settings=None) -> dict:
+            seed: int = 0, device="auto", output_dir=None, n_concepts: int = 64,
+            k: int = 4, sae_settings=None) -> dict:
     """Embed ``adata`` (raw counts in ``layers["counts"]``) and fit a Top-K SAE on it.
 
     ``sae_settings`` is a :class:`helpers.sae.SAETrainSettings`. Returns
@@ -382,7 +382,7 @@ def fit_run(adata, *, embedding: str = "scvi", n_latent: int = 16, max_epochs=No
 
 def probe_task(U, Z, labels, *, seed: int = 0, test_size: float = 0.3, C: float = 1.0,
                max_iter: int = 2000, min_class_size: int | None = None) -> dict:
-    """Probe concepts ``U`` and neurons ``Z`` on the same balanced cells and the same split.
+    """Probe concepts ``U`` and neurons ``Z`` on the same balanced cells and split.
 
     Returns ``dict(res={"concepts": probe(...), "neurons": probe(...)}, idx, classes,
     summary)`` with ``summary`` the row of the accuracy table (classes, cells per class,
@@ -391,22 +391,23 @@ def probe_task(U, Z, labels, *, seed: int = 0, test_size: float = 0.3, C: float 
     labels = np.asarray(labels)
     idx = balanced_indices(labels, seed=seed, min_class_size=min_class_size)
     y = labels[idx]
-    tr, te = train_test_split(np.arange(len(idx)), test_size=test_size, random_state=seed,
-                              stratify=y)
+    tr, te = train_test_split(np.arange(len(idx)), test_size=test_size,
+                              random_state=seed, stratify=y)
     res = {unit: probe(feats[idx], y, seed=seed, C=C, max_iter=max_iter, train_idx=tr,
                        test_idx=te)
            for unit, feats in (("concepts", U), ("neurons", Z))}
     classes = sorted(set(y))
     summary = {"classes": len(classes), "cells per class": len(idx) // len(classes),
                "test cells": len(te), "chance": res["concepts"]["chance"],
-               "concepts": res["concepts"]["accuracy"], "neurons": res["neurons"]["accuracy"]}
+               "concepts": res["concepts"]["accuracy"],
+               "neurons": res["neurons"]["accuracy"]}
     return dict(res=res, idx=idx, classes=classes, summary=summary)
 
 
 def read_top_units(coef: pd.DataFrame, run: dict, *, concepts: bool = True, n: int = 3,
-                   n_genes: int = 10, markers: dict | None = None, n_prototypes: int = 10,
-                   n_counterfactuals: int = 3) -> pd.DataFrame:
-    """The ``n`` top-coefficient units of each class read through their attributed genes.
+                   n_genes: int = 10, markers: dict | None = None,
+                   n_prototypes: int = 10, n_counterfactuals: int = 3) -> pd.DataFrame:
+    """The ``n`` top-coefficient units of each class, read through their genes.
 
     ``run`` is :func:`fit_run`'s dict plus ``adata`` (counts in ``layers["counts"]``);
     ``concepts=False`` reads neurons. Units that never activate get no genes. With
@@ -421,8 +422,9 @@ def read_top_units(coef: pd.DataFrame, run: dict, *, concepts: bool = True, n: i
     acts = run["U"] if concepts else run["Z"]
     live = [u for u in top["unit"].unique() if (acts[:, u] > 0).sum() >= 1]
     attr = unit_attributions(run["adata"].layers["counts"], run["emb"], live,
-                             sae=run["sae"] if concepts else None, space=run["Z"], acts=acts,
-                             n_prototypes=n_prototypes, n_counterfactuals=n_counterfactuals)
+                             sae=run["sae"] if concepts else None, space=run["Z"],
+                             acts=acts, n_prototypes=n_prototypes,
+                             n_counterfactuals=n_counterfactuals)
     genes = [list(attr[u].index[:n_genes]) if u in attr else [] for u in top["unit"]]
     top["top genes"] = [", ".join(g) for g in genes]
     if markers is not None:

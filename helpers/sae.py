@@ -37,11 +37,13 @@ AnnData keys written by :func:`annotate` (scanpy style; read them back with the 
 ``adata.uns[key_added]``
     dict: ``params`` (``use_rep``, ``obsm_key``, ``d``, ``c``, ``k``, ``k_aux`` and the
     :class:`SAETrainSettings` with the training record) and ``metrics``
-    (:func:`sae_metrics` on the annotated cells); :func:`get_params`, :func:`get_metrics`.
+    (:func:`sae_metrics` on the annotated cells); :func:`get_params`,
+    :func:`get_metrics`.
 
-With the default ``key_added="sae"`` the activations go to ``obsm["sae_concepts"]`` and the
-settings to ``uns["sae"]``; another ``key_added`` writes ``obsm[f"{key_added}_concepts"]`` and
-``uns[key_added]`` and leaves the first call's keys alone.
+With the default ``key_added="sae"`` the activations go to ``obsm["sae_concepts"]``
+and the settings to ``uns["sae"]``; another ``key_added`` writes
+``obsm[f"{key_added}_concepts"]`` and ``uns[key_added]`` and leaves the first call's
+keys alone.
 """
 
 from __future__ import annotations
@@ -149,10 +151,10 @@ class TopKSAE(nn.Module):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Random unit-norm atoms, encoder = decoder transpose, zero biases.
 
-        The draws are, in order, those ``nn.Linear``'s default initialisation makes for
-        the encoder (weight, bias) and the decoder (weight), then ``randn(d, c)`` for the
-        atoms; the first three are overwritten but keep the random stream of a seed the
-        same as when the layers drew them themselves.
+        The draws are, in order, those ``nn.Linear``'s default initialisation makes
+        for the encoder (weight, bias) and the decoder (weight), then ``randn(d, c)``
+        for the atoms; the first three are overwritten but keep the random stream of
+        a seed the same as when the layers drew them themselves.
         """
         g = generator
         for lin in (self.encoder, self.decoder):
@@ -220,14 +222,16 @@ class TopKSAE(nn.Module):
         """
         acts, recon = [], []
         for start in range(0, Z.shape[0], batch_size):
-            zb = torch.as_tensor(to_dense(Z[start : start + batch_size]), device=self.device)
+            zb = to_dense(Z[start : start + batch_size])
+            zb = torch.as_tensor(zb, device=self.device)
             z_hat, a, _ = self(zb)
             acts.append(a.float().cpu().numpy())
             recon.append(z_hat.float().cpu().numpy())
         acts = np.concatenate(acts) if acts else np.zeros((0, self.c), np.float32)
         if not reconstruct:
             return acts
-        return acts, (np.concatenate(recon) if recon else np.zeros((0, self.d), np.float32))
+        recon = np.concatenate(recon) if recon else np.zeros((0, self.d), np.float32)
+        return acts, recon
 
     # -- dictionary and dead latents -----------------------------------------
     @property
@@ -275,8 +279,8 @@ def reconstruction_r2(Z: np.ndarray, Z_hat: np.ndarray) -> float:
 def _as_embedding(Z, what: str = "Z") -> np.ndarray:
     Z = to_dense(Z)
     if Z.ndim != 2 or Z.shape[0] < 2:
-        raise ValueError(f"{what} must be a 2-D (cells x dims) matrix with at least 2 cells, "
-                         f"got shape {Z.shape}.")
+        raise ValueError(f"{what} must be a 2-D (cells x dims) matrix with at least "
+                         f"2 cells, got shape {Z.shape}.")
     check_finite(Z, what)
     return Z
 
@@ -373,7 +377,8 @@ class SAETrainSettings:
 
     def __post_init__(self):
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}.")
+            raise ValueError(f"val_fraction must be in [0, 1), got "
+                             f"{self.val_fraction}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive, got "
                              f"{self.epochs}, {self.batch_size}.")
@@ -382,7 +387,7 @@ class SAETrainSettings:
 
 
 class SAELoss(NamedTuple):
-    """The training objective on one batch and its terms: ``total = recon + aux_coef * aux``."""
+    """The objective on one batch and its terms: ``total = recon + aux_coef * aux``."""
 
     total: torch.Tensor
     recon: torch.Tensor
@@ -430,14 +435,14 @@ def _split(n: int, settings: SAETrainSettings) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(settings.seed).permutation(n)
     n_val = int(round(settings.val_fraction * n))
     if settings.val_fraction > 0 and n - n_val < 1:
-        raise ValueError(f"val_fraction={settings.val_fraction} leaves no training cells "
-                         f"out of {n}.")
+        raise ValueError(f"val_fraction={settings.val_fraction} leaves no training "
+                         f"cells out of {n}.")
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def init_sae(Z_train: np.ndarray, c: int, k: int, k_aux: int | None = None, *,
              init: str = "mean", generator: torch.Generator | None = None) -> TopKSAE:
-    """A :class:`TopKSAE` for ``Z_train`` with ``b_pre`` at its mean or geometric median."""
+    """A :class:`TopKSAE` for ``Z_train``, ``b_pre`` at its mean or geometric median."""
     model = TopKSAE(Z_train.shape[1], c, k, k_aux=k_aux, generator=generator)
     center = Z_train.mean(axis=0) if init == "mean" else geometric_median(Z_train)
     with torch.no_grad():
@@ -447,8 +452,9 @@ def init_sae(Z_train: np.ndarray, c: int, k: int, k_aux: int | None = None, *,
 
 def train_step(model: TopKSAE, zb: torch.Tensor, opt: torch.optim.Optimizer, *,
                dead_after: int, aux_coef: float, scale: float) -> SAELoss:
-    """One Adam step on batch ``zb`` under the unit-norm constraint; returns the loss terms."""
-    loss = sae_loss(model, zb, model.dead_mask(dead_after), aux_coef=aux_coef, scale=scale)
+    """One Adam step on ``zb`` under the unit-norm constraint; returns the terms."""
+    dead = model.dead_mask(dead_after)
+    loss = sae_loss(model, zb, dead, aux_coef=aux_coef, scale=scale)
     opt.zero_grad(set_to_none=True)
     loss.total.backward()
     model.project_decoder_grad()
@@ -461,7 +467,7 @@ def train_step(model: TopKSAE, zb: torch.Tensor, opt: torch.optim.Optimizer, *,
 def train_epoch(model: TopKSAE, X: torch.Tensor, opt: torch.optim.Optimizer,
                 order: torch.Tensor, *, batch_size: int, dead_after: int,
                 aux_coef: float, scale: float) -> dict:
-    """One pass over ``X`` in ``order``; per-sample means of ``loss``, ``recon``, ``aux``."""
+    """One pass over ``X`` in ``order``; per-sample means of loss, recon and aux."""
     sums = dict(loss=0.0, recon=0.0, aux=0.0)
     for start in range(0, X.shape[0], batch_size):
         zb = X[order[start : start + batch_size]]
@@ -507,12 +513,14 @@ def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
     dev = get_device(settings.device)
     train_idx, val_idx = _split(Z.shape[0], settings)
     Z_train, Z_val = Z[train_idx], Z[val_idx]
-    dead_after = len(train_idx) if settings.dead_after is None else int(settings.dead_after)
+    dead_after = settings.dead_after
+    dead_after = len(train_idx) if dead_after is None else int(dead_after)
     settings = dataclasses.replace(settings, dead_after=dead_after, device=str(dev))
     # two generators, as before: one draws the initialisation, the other the batch order
     init_gen = torch.Generator().manual_seed(settings.seed)
     order_gen = torch.Generator().manual_seed(settings.seed)
-    model = init_sae(Z_train, c, k, k_aux, init=settings.init, generator=init_gen).to(dev)
+    model = init_sae(Z_train, c, k, k_aux, init=settings.init, generator=init_gen)
+    model.to(dev)
     model.train()
     var = float(((Z_train - Z_train.mean(axis=0)) ** 2).mean())
     step_kw = dict(batch_size=settings.batch_size, dead_after=dead_after,
@@ -544,8 +552,8 @@ def _val_r2(model: TopKSAE, Z_val: np.ndarray) -> float:
 
 
 def scale_sweep(Z, configs: Sequence[tuple] = ((200, 3), (500, 8), (1000, 16)),
-                settings: SAETrainSettings | None = None, *, return_models: bool = False,
-                **overrides):
+                settings: SAETrainSettings | None = None, *,
+                return_models: bool = False, **overrides):
     """Train one SAE per ``(c, k)`` (or ``(c, k, lr)``) and tabulate its metrics.
 
     In the spirit of the paper's Table 3. ``settings``/``overrides`` as in
@@ -565,7 +573,9 @@ def scale_sweep(Z, configs: Sequence[tuple] = ((200, 3), (500, 8), (1000, 16)),
         if len(cfg) not in (2, 3):
             raise ValueError(f"each config must be (c, k) or (c, k, lr), got {cfg!r}.")
         c, k = int(cfg[0]), int(cfg[1])
-        s = dataclasses.replace(settings, lr=float(cfg[2])) if len(cfg) == 3 else settings
+        s = settings
+        if len(cfg) == 3:
+            s = dataclasses.replace(settings, lr=float(cfg[2]))
         t0 = time.perf_counter()
         model, hist = train_sae(Z, c, k, s)
         seconds = time.perf_counter() - t0
@@ -588,7 +598,7 @@ def _obsm_key(key: str) -> str:
 
 def annotate(adata, model: TopKSAE, *, use_rep: str, key_added: str = "sae",
              sparse: bool = False, batch_size: int = 8192):
-    """Write concept activations of the embedding ``adata.obsm[use_rep]`` (scanpy style).
+    """Write concept activations of the embedding ``adata.obsm[use_rep]``, scanpy style.
 
     Writes ``adata.obsm[f"{key_added}_concepts"]`` (``(n_obs, c)``, dense float32, or
     CSR when ``sparse=True``) and ``adata.uns[key_added]`` = ``{"params": ...,
@@ -598,8 +608,8 @@ def annotate(adata, model: TopKSAE, *, use_rep: str, key_added: str = "sae",
     """
     Z = _as_embedding(get_matrix(adata, use_rep=use_rep), f"adata.obsm[{use_rep!r}]")
     if Z.shape[1] != model.d:
-        raise ValueError(f"adata.obsm[{use_rep!r}] has {Z.shape[1]} dimensions but the SAE "
-                         f"was trained on d={model.d}.")
+        raise ValueError(f"adata.obsm[{use_rep!r}] has {Z.shape[1]} dimensions but "
+                         f"the SAE was trained on d={model.d}.")
     acts = model.encode_numpy(Z, batch_size=batch_size)
     adata.obsm[_obsm_key(key_added)] = sp.csr_matrix(acts) if sparse else acts
     train = dataclasses.asdict(model.settings) if model.settings is not None else {}
@@ -612,13 +622,13 @@ def annotate(adata, model: TopKSAE, *, use_rep: str, key_added: str = "sae",
 
 def _uns(adata, key: str) -> dict:
     if key not in adata.uns or "params" not in adata.uns[key]:
-        raise KeyError(f"adata.uns has no SAE results under {key!r}; run "
-                       f"helpers.sae.annotate(adata, model, use_rep=..., key_added={key!r}).")
+        raise KeyError(f"adata.uns has no SAE results under {key!r}; run helpers.sae."
+                       f"annotate(adata, model, use_rep=..., key_added={key!r}).")
     return adata.uns[key]
 
 
 def get_concepts(adata, *, key: str = "sae"):
-    """The ``(n_obs, c)`` concept activations :func:`annotate` wrote with ``key_added=key``."""
+    """The ``(n_obs, c)`` activations :func:`annotate` wrote with ``key_added=key``."""
     return adata.obsm[_uns(adata, key)["params"]["obsm_key"]]
 
 
@@ -628,5 +638,5 @@ def get_params(adata, *, key: str = "sae") -> dict:
 
 
 def get_metrics(adata, *, key: str = "sae") -> dict:
-    """:func:`sae_metrics` on the annotated cells, from ``adata.uns[key]["metrics"]``."""
+    """:func:`sae_metrics` on the annotated cells (``adata.uns[key]["metrics"]``)."""
     return _uns(adata, key)["metrics"]

@@ -29,7 +29,7 @@ between_group_share(Z, groups) -> float, share of the embedding's variance betwe
 top_gene_overlap(scores_1, scores_2, n=10) -> dict(top_1, top_2, shared, n_shared, jaccard)
 matched_gene_table(pairs, scores_1, scores_2, n=10) -> DataFrame, one row per matched pair
 fit_saes(Zs, seeds, *, n_concepts, k, settings=None) -> {name: TopKSAE} or [TopKSAE]
-seed_table(models, spaces) -> DataFrame, one row per pair of seeds of each embedding space
+seed_table(models, spaces) -> DataFrame, one row per pair of seeds of each space
 """
 from __future__ import annotations
 
@@ -282,8 +282,9 @@ def fit_saes(Zs, seeds, *, n_concepts: int, k: int, settings=None):
     """
     names = list(Zs) if isinstance(Zs, Mapping) else None
     mats = [Zs[n] for n in names] if names is not None else list(Zs)
-    models = [train_sae(Z, n_concepts, k, settings, seed=int(s), progress=False)[0].cpu().eval()
+    models = [train_sae(Z, n_concepts, k, settings, seed=int(s), progress=False)[0]
               for Z, s in zip(mats, seeds, strict=True)]
+    models = [m.cpu().eval() for m in models]
     return dict(zip(names, models)) if names is not None else models
 
 
@@ -297,7 +298,8 @@ def seed_table(models: Mapping, spaces: Mapping) -> pd.DataFrame:
     for m, saes in models.items():
         for i, j in combinations(range(len(saes)), 2):
             cos = match_dictionaries(saes[i].dictionary, saes[j].dictionary)["cosine"]
-            rows.append({"embedding": m, "seeds": f"{i} vs {j}", "mean matched cosine": cos.mean(),
+            rows.append({"embedding": m, "seeds": f"{i} vs {j}",
+                         "mean matched cosine": cos.mean(),
                          "pairs > 0.9": int((cos > 0.9).sum()),
                          "R² (seed i)": sae_metrics(saes[i], spaces[m])["r2"]})
     return pd.DataFrame(rows)

@@ -21,7 +21,7 @@ from anndata import AnnData
 
 # ------------------------------------------------------------------ embeddings and dictionaries
 def unit_dictionary(c: int, d: int, *, seed=0) -> np.ndarray:
-    """``(c, d)`` atoms drawn uniformly on the unit sphere of R^d (normalised Gaussians).
+    """``(c, d)`` atoms drawn uniformly on the unit sphere of R^d (normed Gaussians).
 
     ``seed`` is an int or a ``numpy.random.Generator`` (draws continue from it).
     """

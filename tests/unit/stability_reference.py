@@ -6,29 +6,29 @@ from helpers.sae import sae_metrics
 
 
 def cross_r2(model, Z_train, Z_external) -> pd.DataFrame:
-    """Reconstruction metrics of one SAE on its training embeddings and on external ones.
+    """Reconstruction metrics of one SAE on its training embeddings and on other ones.
 
     Parameters
     ----------
     model
         A trained ``helpers.sae.TopKSAE``.
     Z_train, Z_external
-        Embeddings (n x d) of the training cells and of cells from another dataset, in the same
-        embedding space (same encoder).
+        Embeddings (n x d) of the training cells and of cells from another dataset, in
+        the same embedding space (same encoder).
 
     Returns
     -------
     DataFrame with rows ``within`` and ``across`` and the columns of
-    ``helpers.sae.sae_metrics`` (r2, l0, n_dead, n_active). R² uses each evaluation set's own
-    per-feature means, so ``across`` asks how much of the external data's variance the
-    dictionary explains.
+    ``helpers.sae.sae_metrics`` (r2, l0, n_dead, n_active). R² uses each evaluation
+    set's own per-feature means, so ``across`` asks how much of the external data's
+    variance the dictionary explains.
     """
     Z_train = np.asarray(Z_train, dtype=np.float32)
     Z_external = np.asarray(Z_external, dtype=np.float32)
     if Z_train.ndim != 2 or Z_external.ndim != 2 or Z_train.shape[1] != Z_external.shape[1]:
         raise ValueError(
-            f"Z_train {Z_train.shape} and Z_external {Z_external.shape} must be 2-D with the same "
-            "number of columns: encode both datasets with the same embedding model."
+            f"Z_train {Z_train.shape} and Z_external {Z_external.shape} must be 2-D with "
+            "the same number of columns: encode both datasets with the same embedding model."
         )
     rows = {"within": sae_metrics(model, Z_train), "across": sae_metrics(model, Z_external)}
     return pd.DataFrame(rows).T

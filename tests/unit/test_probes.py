@@ -125,7 +125,7 @@ def test_cell_cycle_scoring_refuses_too_few_genes():
 def test_phase_from_scores_rule():
     np.testing.assert_array_equal(phase_from_scores([-1, 0.5, 0.2, -0.1], [-2, 0.1, 0.3, 0.2]),
                                   ["G1", "S", "G2M", "G2M"])
-    # scanpy's rule: G1 only when both scores are strictly negative (a score of 0 is not G1)
+    # scanpy's rule: G1 only when both scores are strictly negative (0 is not G1)
     np.testing.assert_array_equal(phase_from_scores([0.0, -0.5, 0.0], [-0.5, 0.0, 0.0]),
                                   ["S", "G2M", "S"])
 
@@ -138,7 +138,8 @@ def test_probe_task_uses_one_balanced_split_for_concepts_and_neurons():
     Z = rng.standard_normal((270, 4))  # neurons: noise
     r = probe_task(U, Z, labels, seed=0, test_size=0.3)
     assert r["classes"] == ["a", "b", "c"] and len(r["idx"]) == 180
-    np.testing.assert_array_equal(r["res"]["concepts"]["test_idx"], r["res"]["neurons"]["test_idx"])
+    res = r["res"]
+    np.testing.assert_array_equal(res["concepts"]["test_idx"], res["neurons"]["test_idx"])
     assert r["summary"]["cells per class"] == 60 and r["summary"]["test cells"] == 54
     assert r["summary"]["concepts"] == 1.0 and r["summary"]["neurons"] < 0.7
 

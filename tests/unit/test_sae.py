@@ -195,7 +195,7 @@ def test_settings_are_stored_with_the_model():
     Z, _ = planted(n=200, d=8, c=6)
     s = SAETrainSettings(epochs=2, batch_size=64, lr=1e-3, seed=5, progress=False)
     m, _ = train_sae(Z, 12, 2, s, device="cpu")
-    # resolved: dead_after = the training split, the device as a string; the rest as given
+    # resolved: dead_after = the training split, device a string; the rest as given
     assert m.settings == dataclasses.replace(s, dead_after=180, device="cpu")
     assert m.fit_record["n_train"] == 180 and m.fit_record["n_val"] == 20
     with pytest.raises(ValueError, match="init must be"):
@@ -212,7 +212,8 @@ def test_loss_terms_add_up():
     dead = torch.zeros(40, dtype=torch.bool)
     dead[::2] = True
     loss = sae_loss(m, z, dead, aux_coef=0.25, scale=3.0)
-    assert isinstance(loss, SAELoss) and loss._fields == ("total", "recon", "aux", "acts")
+    assert isinstance(loss, SAELoss)
+    assert loss._fields == ("total", "recon", "aux", "acts")
     assert float(loss.aux.detach()) > 0
     torch.testing.assert_close(loss.total, loss.recon + 0.25 * loss.aux)
     z_hat = m(z)[0]
@@ -222,7 +223,7 @@ def test_loss_terms_add_up():
 
 def test_generator_seeding_reproduces_the_global_seed_stream_and_leaves_it_alone():
     d, c = 9, 25
-    # what torch.manual_seed(s) + nn.Linear's own init + randn gave before the generators
+    # what torch.manual_seed(s) + nn.Linear's own init + randn gave before generators
     torch.manual_seed(7)
     nn.Linear(d, c), nn.Linear(c, d, bias=False)
     w = torch.randn(d, c)
@@ -233,7 +234,7 @@ def test_generator_seeding_reproduces_the_global_seed_stream_and_leaves_it_alone
     torch.testing.assert_close(m.decoder.weight.detach(), expected, rtol=0, atol=0)
     Z, _ = planted(n=300, d=d, c=6)
     m1, h1 = train_sae(Z, c, 3, epochs=2, batch_size=64, seed=7, progress=False)
-    assert torch.equal(torch.get_rng_state(), state)  # training never touched the global RNG
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG was not touched
     torch.manual_seed(999)  # another global state: same model
     m2, h2 = train_sae(Z, c, 3, epochs=2, batch_size=64, seed=7, progress=False)
     for (n, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
