@@ -25,10 +25,14 @@ def cross_r2(model, Z_train, Z_external) -> pd.DataFrame:
     """
     Z_train = np.asarray(Z_train, dtype=np.float32)
     Z_external = np.asarray(Z_external, dtype=np.float32)
-    if Z_train.ndim != 2 or Z_external.ndim != 2 or Z_train.shape[1] != Z_external.shape[1]:
+    two_d = Z_train.ndim == Z_external.ndim == 2
+    same_space = two_d and Z_train.shape[1] == Z_external.shape[1]
+    if not same_space:
         raise ValueError(
-            f"Z_train {Z_train.shape} and Z_external {Z_external.shape} must be 2-D with "
-            "the same number of columns: encode both datasets with the same embedding model."
+            f"Z_train {Z_train.shape} and Z_external {Z_external.shape} must be 2-D "
+            "with the same number of columns: encode both datasets with the same "
+            "embedding model."
         )
-    rows = {"within": sae_metrics(model, Z_train), "across": sae_metrics(model, Z_external)}
+    rows = {"within": sae_metrics(model, Z_train),
+            "across": sae_metrics(model, Z_external)}
     return pd.DataFrame(rows).T

@@ -138,8 +138,8 @@ def test_probe_task_uses_one_balanced_split_for_concepts_and_neurons():
     Z = rng.standard_normal((270, 4))  # neurons: noise
     r = probe_task(U, Z, labels, seed=0, test_size=0.3)
     assert r["classes"] == ["a", "b", "c"] and len(r["idx"]) == 180
-    res = r["res"]
-    np.testing.assert_array_equal(res["concepts"]["test_idx"], res["neurons"]["test_idx"])
+    test_idx = [r["res"][unit]["test_idx"] for unit in ("concepts", "neurons")]
+    np.testing.assert_array_equal(*test_idx)
     assert r["summary"]["cells per class"] == 60 and r["summary"]["test cells"] == 54
     assert r["summary"]["concepts"] == 1.0 and r["summary"]["neurons"] < 0.7
 
