@@ -22,6 +22,7 @@ balanced_indices(labels, n_per_class=None, seed=0, min_class_size=None) -> int n
 probe(features, labels, seed=0, test_size=0.3, ...) -> dict(accuracy, chance, confusion, coef, model, ...)
 top_units(coef, n=3, sign="positive") -> DataFrame(class, rank, unit, coef)
 marker_hits(genes, marker_set) -> list of genes that are markers (case-insensitive)
+load_tasks(dataset, *, layer, cell_type_key, ...) -> dict(adata, tasks, ...)
 fit_run(adata, *, embedding, ..., n_concepts, k, sae_settings) -> dict(emb, Z, sae, U)
 probe_task(U, Z, labels, *, seed, test_size, C, ...) -> dict(res, idx, classes, summary)
 read_top_units(coef, run, *, concepts, n, n_genes, markers, ...) -> DataFrame of genes
@@ -42,9 +43,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .attribution import unit_attributions
+from .data import check_labels, get_matrix, is_integer_counts, load_dataset
 from .data import data_dir as _data_dir
-from .data import get_matrix, is_integer_counts
 from .embeddings import fit_embedding
+from .preprocess import prepare, subsample
 from .sae import sae_metrics, train_sae
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "probe",
     "top_units",
     "marker_hits",
+    "load_tasks",
     "fit_run",
     "probe_task",
     "read_top_units",
@@ -360,7 +363,39 @@ def marker_hits(genes: Iterable[str], marker_set: Iterable[str]) -> list[str]:
 # ------------------------------------------------------------------------------------
 # the probes chapter's steps: one call per dataset, per task, per set of top units
 # ------------------------------------------------------------------------------------
-def fit_run(adata, *, embedding: str = "scvi", n_latent: int = 16, max_epochs=None,
+def load_tasks(dataset, *, layer: str | None = None, cell_type_key: str | None = None,
+               max_cells: int | None = None, min_genes: int = 10,
+               n_top_genes: int | None = 2000, seed: int = 0) -> dict:
+    """Load one dataset, label its cells (phase, cell type), prepare it for embedding.
+
+    Subsamples to ``max_cells`` (:func:`helpers.preprocess.subsample`), labels phases by
+    :func:`cell_cycle_labels`, tries :func:`score_cell_cycle` (its refusal, a string, is
+    returned as ``refused``), then :func:`helpers.preprocess.prepare` (raw counts in
+    ``layers["counts"]``, at most ``n_top_genes`` variable genes).
+
+    Returns
+    -------
+    ``dict(adata, tasks={"cell cycle": labels[, "cell type": labels]}, phase_source,
+    refused)``, labels as string arrays aligned with ``adata``.
+    """
+    raw = subsample(load_dataset(dataset), max_cells, seed=seed)
+    phase, source = cell_cycle_labels(raw, min_genes=min_genes, layer=layer, seed=seed)
+    try:
+        score_cell_cycle(raw.copy(), layer=layer, min_genes=min_genes)
+        refused = None
+    except ValueError as err:
+        refused = str(err)
+    adata = prepare(raw, layer=layer,
+                    n_top_genes=n_top_genes if raw.n_vars > n_top_genes else None)
+    tasks = {"cell cycle": phase.loc[adata.obs_names].astype(str).to_numpy()}
+    if cell_type_key:
+        labels = check_labels(raw, cell_type_key).loc[adata.obs_names]
+        tasks["cell type"] = labels.astype(str).to_numpy()
+    return dict(adata=adata, tasks=tasks, phase_source=source, refused=refused)
+
+
+def load_tasks(dataset, *, layer, cell_type_key, ...) -> dict(adata, tasks, ...)
+fit_run(adata, *, embedding: str = "scvi", n_latent: int = 16, max_epochs=None,
             seed: int = 0, device="auto", output_dir=None, n_concepts: int = 64,
             k: int = 4, sae_settings=None) -> dict:
     """Embed ``adata`` (raw counts in ``layers["counts"]``) and fit a Top-K SAE on it.

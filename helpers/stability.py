@@ -16,7 +16,7 @@ cosine has no meaning. Across spaces, :func:`match_activations` pairs concepts b
 correlation of their activations over the same cells instead.
 
 All functions are pure (no AnnData is modified); this module writes no ``.obsm``/``.uns``
-keys.
+keys (:func:`shared_gene_union` returns a new AnnData).
 
 Public API
 ----------
@@ -30,16 +30,19 @@ top_gene_overlap(scores_1, scores_2, n=10) -> dict(top_1, top_2, shared, n_share
 matched_gene_table(pairs, scores_1, scores_2, n=10) -> DataFrame, one row per matched pair
 fit_saes(Zs, seeds, *, n_concepts, k, settings=None) -> {name: TopKSAE} or [TopKSAE]
 seed_table(models, spaces) -> DataFrame, one row per pair of seeds of each space
+shared_gene_union(adatas, layers) -> AnnData of all cells over the shared genes
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from itertools import combinations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from .data import get_matrix
 from .sae import sae_metrics, train_sae
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "matched_gene_table",
     "fit_saes",
     "seed_table",
+    "shared_gene_union",
 ]
 
 
@@ -303,3 +307,24 @@ def seed_table(models: Mapping, spaces: Mapping) -> pd.DataFrame:
                          "pairs > 0.9": int((cos > 0.9).sum()),
                          "R² (seed i)": sae_metrics(saes[i], spaces[m])["r2"]})
     return pd.DataFrame(rows)
+
+
+def shared_gene_union(adatas: Mapping, layers: Mapping | None = None) -> ad.AnnData:
+    """The cells of several datasets over their shared genes, for one embedding model.
+
+    ``adatas`` is ``{name: AnnData}``, ``layers`` ``{name: raw-count layer}``
+    (missing or ``None``: X). Genes keep the first dataset's order. Returns an AnnData
+    with ``obs["dataset"]`` (the names), counts in ``X`` and ``layers["counts"]``, obs
+    names suffixed ``-<name>``.
+    """
+    layers = layers or {}
+    first = next(iter(adatas.values()))
+    var_sets = [set(a.var_names) for a in adatas.values()]
+    shared = [g for g in first.var_names if all(g in v for v in var_sets)]
+    parts = {name: ad.AnnData(X=get_matrix(a, layer=layers.get(name)),
+                              obs=pd.DataFrame(index=a.obs_names),
+                              var=pd.DataFrame(index=a.var_names))[:, shared].copy()
+             for name, a in adatas.items()}
+    union = ad.concat(parts, label="dataset", index_unique="-")
+    union.layers["counts"] = union.X.copy()
+    return union
