@@ -394,8 +394,7 @@ def load_tasks(dataset, *, layer: str | None = None, cell_type_key: str | None =
     return dict(adata=adata, tasks=tasks, phase_source=source, refused=refused)
 
 
-def load_tasks(dataset, *, layer, cell_type_key, ...) -> dict(adata, tasks, ...)
-fit_run(adata, *, embedding: str = "scvi", n_latent: int = 16, max_epochs=None,
+def fit_run(adata, *, embedding: str = "scvi", n_latent: int = 16, max_epochs=None,
             seed: int = 0, device="auto", output_dir=None, n_concepts: int = 64,
             k: int = 4, sae_settings=None) -> dict:
     """Embed ``adata`` (raw counts in ``layers["counts"]``) and fit a Top-K SAE on it.
