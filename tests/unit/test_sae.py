@@ -156,6 +156,11 @@ def test_sweep_and_annotate():
     assert table["lr"].tolist() == [1e-4, 3e-3]
     assert {"r2", "l0", "n_active", "n_dead", "seconds"} <= set(table.columns)
     assert (table["n_active"] + table["n_dead"] == table["c"]).all()
+    table, models = scale_sweep(Z, configs=[(20, 2)], epochs=2, progress=False,
+                                return_models=True, min_active_cells=5)
+    n_cells = (models[(20, 2)].encode_numpy(Z) > 0).sum(0)
+    assert table.loc[0, "median cells/concept"] == np.median(n_cells)
+    assert table.loc[0, "concepts >= 5 cells"] == (n_cells >= 5).sum()
 
     m, _ = train_sae(Z, c=20, k=2, epochs=2, progress=False)
     adata = ad.AnnData(np.zeros((400, 3), dtype=np.float32))

@@ -13,6 +13,7 @@ from helpers.stability import (
     r2_table,
     random_dictionary_null,
     seed_table,
+    shared_gene_union,
     shuffled_activation_null,
     top_gene_overlap,
 )
@@ -177,3 +178,20 @@ def test_fit_saes_and_seed_table():
     assert table[["embedding", "seeds"]].values.tolist() == [["emb", "0 vs 1"]]
     pairs = match_dictionaries(again[0].dictionary, again[1].dictionary)
     assert table.loc[0, "mean matched cosine"] == pytest.approx(pairs["cosine"].mean())
+
+
+def test_shared_gene_union_keeps_shared_genes_and_reads_each_layer():
+    import anndata as ad
+    import scipy.sparse as sp
+
+    a = ad.AnnData(np.arange(12, dtype=np.float32).reshape(3, 4))
+    a.var_names = ["g1", "g2", "g3", "g4"]
+    b = ad.AnnData(np.zeros((2, 3), dtype=np.float32))
+    b.var_names = ["g4", "g2", "gx"]
+    b.layers["counts"] = sp.csr_matrix(np.array([[1, 2, 3], [4, 5, 6]], np.float32))
+    u = shared_gene_union({"a": a, "b": b}, {"b": "counts"})
+    assert list(u.var_names) == ["g2", "g4"]
+    assert u.obs["dataset"].tolist() == ["a"] * 3 + ["b"] * 2
+    X = u.layers["counts"]
+    X = X.toarray() if sp.issparse(X) else X
+    np.testing.assert_array_equal(X, [[1, 3], [5, 7], [9, 11], [2, 1], [5, 4]])
