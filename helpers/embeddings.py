@@ -70,6 +70,7 @@ __all__ = [
     "ScgptEmbedding",
     "ObsmEmbedding",
     "fit_embedding",
+    "fit_embeddings",
     "get_embedding",
     "get_params",
     "METHODS",
@@ -665,3 +666,11 @@ def get_embedding(adata, *, key: str = "X_scvi") -> np.ndarray:
     """The ``(n_obs, dim)`` matrix that :func:`fit_embedding` wrote to ``key``."""
     get_params(adata, key=key)
     return get_matrix(adata, use_rep=key, dense=True)
+
+
+def fit_embeddings(adata, methods, **kwargs) -> dict:
+    """:func:`fit_embedding` with each of ``methods`` (same ``kwargs``), in order.
+
+    Returns ``{method: (n_obs, dim) matrix}`` (each also written to ``adata.obsm``).
+    """
+    return {m: adata.obsm[fit_embedding(adata, m, **kwargs).key] for m in methods}

@@ -23,6 +23,7 @@ probe(features, labels, seed=0, test_size=0.3, ...) -> dict(accuracy, chance, co
 top_units(coef, n=3, sign="positive") -> DataFrame(class, rank, unit, coef)
 marker_hits(genes, marker_set) -> list of genes that are markers (case-insensitive)
 load_tasks(dataset, *, layer, cell_type_key, ...) -> dict(adata, tasks, ...)
+prepare_runs(datasets, *, layers, cell_type_keys, ..., **fit_kw) -> {name: run dict}
 fit_run(adata, *, embedding, ..., n_concepts, k, sae_settings) -> dict(emb, Z, sae, U)
 probe_task(U, Z, labels, *, seed, test_size, C, ...) -> dict(res, idx, classes, summary)
 read_top_units(coef, run, *, concepts, n, n_genes, markers, ...) -> DataFrame of genes
@@ -60,6 +61,7 @@ __all__ = [
     "marker_hits",
     "load_tasks",
     "fit_run",
+    "prepare_runs",
     "probe_task",
     "read_top_units",
 ]
@@ -467,3 +469,42 @@ def read_top_units(coef: pd.DataFrame, run: dict, *, concepts: bool = True, n: i
         top["hits own phase"] = [", ".join(marker_hits(g, markers.get(cls, [])))
                                  for g, cls in zip(genes, top["class"])]
     return top
+
+
+def prepare_runs(datasets, *, layers: dict | None = None, cell_type_keys: dict | None = None,
+                 max_cells: int | None = None, min_genes: int = 10,
+                 n_top_genes: int | None = 2000, seed: int = 0, markers: dict | None = None,
+                 **fit_kw) -> dict:
+    """:func:`load_tasks` then :func:`fit_run` for every dataset, saying what each found.
+
+    ``layers`` and ``cell_type_keys`` are keyed by dataset name (a path's file name
+    without ``.h5ad``); ``markers`` (``{"S": genes, "G2M": genes}``) are looked up in each
+    model's input genes for the printout; ``fit_kw`` go to :func:`fit_run`.
+
+    Returns
+    -------
+    ``{name: dict(adata, tasks, phase_source, refused, emb, Z, sae, U, sae_metrics)}``.
+    """
+    layers, cell_type_keys, markers = layers or {}, cell_type_keys or {}, markers or {}
+    runs = {}
+    for ds in datasets:
+        name = Path(ds).stem if str(ds).endswith(".h5ad") else str(ds)
+        run = runs[name] = load_tasks(
+            ds, layer=layers.get(name), cell_type_key=cell_type_keys.get(name),
+            max_cells=max_cells, min_genes=min_genes, n_top_genes=n_top_genes, seed=seed)
+        if run["refused"]:
+            print(f"{name}: score_cell_cycle refused: {run['refused']}")
+        run.update(fit_run(run["adata"], seed=seed, **fit_kw))
+        _print_run(name, run, markers)
+    return runs
+
+
+def _print_run(name: str, run: dict, markers: dict) -> None:
+    genes, m = run["emb"].genes, run["sae_metrics"]
+    print(f"{name}: {run['adata'].n_obs} cells, {len(genes)} genes in the model; "
+          f"phase labels: {run['phase_source']}")
+    if markers:
+        found = {p: marker_hits(genes, g) for p, g in markers.items()}
+        print("   Regev genes in the model input: " + ", ".join(
+            f"{p} {len(found[p])}/{len(g)} {found[p]}" for p, g in markers.items()))
+    print(f"   SAE: R² {m['r2']:.3f}, active concepts {m['n_active']}/{run['sae'].c}")

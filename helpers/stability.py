@@ -29,6 +29,7 @@ between_group_share(Z, groups) -> float, share of the embedding's variance betwe
 top_gene_overlap(scores_1, scores_2, n=10) -> dict(top_1, top_2, shared, n_shared, jaccard)
 matched_gene_table(pairs, scores_1, scores_2, n=10) -> DataFrame, one row per matched pair
 fit_saes(Zs, seeds, *, n_concepts, k, settings=None) -> {name: TopKSAE} or [TopKSAE]
+fit_seed_saes(spaces, seeds, **kwargs) -> {space: [TopKSAE per seed]}
 seed_table(models, spaces) -> DataFrame, one row per pair of seeds of each space
 shared_gene_union(adatas, layers) -> AnnData of all cells over the shared genes
 """
@@ -56,6 +57,7 @@ __all__ = [
     "matched_gene_table",
     "fit_saes",
     "seed_table",
+    "fit_seed_saes",
     "shared_gene_union",
 ]
 
@@ -328,3 +330,9 @@ def shared_gene_union(adatas: Mapping, layers: Mapping | None = None) -> ad.AnnD
     union = ad.concat(parts, label="dataset", index_unique="-")
     union.layers["counts"] = union.X.copy()
     return union
+
+
+def fit_seed_saes(spaces: Mapping, seeds, **kwargs) -> dict:
+    """:func:`fit_saes` with every seed on every embedding: ``{space: [SAE per seed]}``."""
+    seeds = list(seeds)
+    return {m: fit_saes([Z] * len(seeds), seeds, **kwargs) for m, Z in spaces.items()}
