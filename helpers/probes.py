@@ -471,15 +471,15 @@ def read_top_units(coef: pd.DataFrame, run: dict, *, concepts: bool = True, n: i
     return top
 
 
-def prepare_runs(datasets, *, layers: dict | None = None, cell_type_keys: dict | None = None,
-                 max_cells: int | None = None, min_genes: int = 10,
-                 n_top_genes: int | None = 2000, seed: int = 0, markers: dict | None = None,
-                 **fit_kw) -> dict:
-    """:func:`load_tasks` then :func:`fit_run` for every dataset, saying what each found.
+def prepare_runs(datasets, *, layers: dict | None = None,
+                 cell_type_keys: dict | None = None, max_cells: int | None = None,
+                 min_genes: int = 10, n_top_genes: int | None = 2000, seed: int = 0,
+                 markers: dict | None = None, **fit_kw) -> dict:
+    """:func:`load_tasks` then :func:`fit_run` for each dataset, saying what each found.
 
     ``layers`` and ``cell_type_keys`` are keyed by dataset name (a path's file name
-    without ``.h5ad``); ``markers`` (``{"S": genes, "G2M": genes}``) are looked up in each
-    model's input genes for the printout; ``fit_kw`` go to :func:`fit_run`.
+    without ``.h5ad``); ``markers`` (``{"S": genes, "G2M": genes}``) are looked up in
+    each model's input genes for the printout; ``fit_kw`` go to :func:`fit_run`.
 
     Returns
     -------
@@ -491,7 +491,8 @@ def prepare_runs(datasets, *, layers: dict | None = None, cell_type_keys: dict |
         name = Path(ds).stem if str(ds).endswith(".h5ad") else str(ds)
         run = runs[name] = load_tasks(
             ds, layer=layers.get(name), cell_type_key=cell_type_keys.get(name),
-            max_cells=max_cells, min_genes=min_genes, n_top_genes=n_top_genes, seed=seed)
+            max_cells=max_cells, min_genes=min_genes, n_top_genes=n_top_genes,
+            seed=seed)
         if run["refused"]:
             print(f"{name}: score_cell_cycle refused: {run['refused']}")
         run.update(fit_run(run["adata"], seed=seed, **fit_kw))

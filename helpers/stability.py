@@ -333,6 +333,6 @@ def shared_gene_union(adatas: Mapping, layers: Mapping | None = None) -> ad.AnnD
 
 
 def fit_seed_saes(spaces: Mapping, seeds, **kwargs) -> dict:
-    """:func:`fit_saes` with every seed on every embedding: ``{space: [SAE per seed]}``."""
+    """:func:`fit_saes` with every seed on every embedding: ``{space: [SAEs]}``."""
     seeds = list(seeds)
     return {m: fit_saes([Z] * len(seeds), seeds, **kwargs) for m, Z in spaces.items()}
