@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from helpers import attribution as at
+from reference import PairSumEmbedding
 
 N_CELLS, N_GENES, PLANTED = 300, 60, np.arange(6)
 
@@ -155,23 +156,9 @@ def test_scvi_concept_attribution_fast_route_equals_loop(tmp_path):
     np.testing.assert_allclose(fast.sort_index().to_numpy(), slow.sort_index().to_numpy(), rtol=0, atol=1e-5 * scale)
 
 
-class _LinearEmbedding:
-    """A toy 'embedding': neuron j = sum of genes 2j and 2j+1 minus a constant."""
-
-    def __init__(self, n_genes):
-        self.genes = [f"g{i}" for i in range(n_genes)]
-        self.W = np.zeros((n_genes, n_genes // 2))
-        for j in range(n_genes // 2):
-            self.W[2 * j: 2 * j + 2, j] = 1.0
-
-    def encode(self, X, batch_size=1024):
-        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-        return (X @ self.W - 3.0).astype(np.float32)
-
-
 def test_unit_attributions_of_neurons_rank_their_own_genes_first():
     rng = np.random.default_rng(0)
-    emb = _LinearEmbedding(12)
+    emb = PairSumEmbedding(12)
     X = rng.poisson(2.0, size=(200, 12)).astype(np.float32)
     attr = at.unit_attributions(X, emb, [1, 4], n_prototypes=5, n_counterfactuals=2)
     assert set(attr) == {1, 4}

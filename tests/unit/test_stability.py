@@ -18,7 +18,7 @@ from helpers.stability import (
     top_gene_overlap,
 )
 from helpers.synthetic import planted_sparse_codes, unit_dictionary
-from stability_reference import cross_r2
+from reference import cross_r2
 
 
 def _unit_rows(rng, c, d):

@@ -1,8 +1,22 @@
-"""Test-only reference code for helpers.stability (no chapter or benchmark uses it)."""
+"""Test-only reference code and toy models (no chapter or benchmark uses them)."""
 import numpy as np
 import pandas as pd
 
 from helpers.sae import sae_metrics
+
+
+class PairSumEmbedding:
+    """A toy 'embedding' with planted genes: neuron j = genes 2j + 2j+1, minus 3."""
+
+    def __init__(self, n_genes):
+        self.genes = [f"g{i}" for i in range(n_genes)]
+        self.W = np.zeros((n_genes, n_genes // 2))
+        for j in range(n_genes // 2):
+            self.W[2 * j: 2 * j + 2, j] = 1.0
+
+    def encode(self, X, batch_size=1024):
+        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+        return (X @ self.W - 3.0).astype(np.float32)
 
 
 def cross_r2(model, Z_train, Z_external) -> pd.DataFrame:
