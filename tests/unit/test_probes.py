@@ -176,11 +176,14 @@ def test_read_top_units_reads_each_class_top_neuron_through_its_genes():
     adata = ad.AnnData(X)
     adata.layers["counts"] = X
     run = dict(adata=adata, emb=emb, Z=emb.encode(X), sae=None, U=None)
-    coef = pd.DataFrame([[3.0, 0.1, 0.0, 0.0], [0.0, 0.2, 2.0, 0.0]], index=["S", "G2M"])
+    coef = pd.DataFrame([[3.0, 0.1, 0.0, 0.0], [0.0, 0.2, 2.0, 0.0]],
+                        index=["S", "G2M"])
     top = read_top_units(coef, run, concepts=False, n=1, n_genes=2, n_prototypes=5,
-                         n_counterfactuals=2, markers={"S": ["G0"], "G2M": ["G5", "G0"]})
+                         n_counterfactuals=2,
+                         markers={"S": ["G0"], "G2M": ["G5", "G0"]})
     assert top["unit"].tolist() == [0, 2]
     # neuron j is driven by genes 2j and 2j+1 only
-    assert [set(g.split(", ")) for g in top["top genes"]] == [{"g0", "g1"}, {"g4", "g5"}]
+    genes = [set(g.split(", ")) for g in top["top genes"]]
+    assert genes == [{"g0", "g1"}, {"g4", "g5"}]
     assert top["Regev hits"].tolist() == ["g0", "g5"]
     assert top["hits own phase"].tolist() == ["g0", "g5"]
