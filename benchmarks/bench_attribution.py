@@ -35,9 +35,8 @@ def _counts(n_genes: int = 2000, seed: int = 0):
         from helpers import data
 
         adata = data.load_dataset("pancreas")
-        X = adata.layers["counts"] if "counts" in adata.layers else adata.X
-        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-        return np.asarray(X[:, :n_genes], dtype=np.float32), "pancreas (real counts)"
+        X = data.get_matrix(adata, layer="counts" if "counts" in adata.layers else None)
+        return data.to_dense(X[:, :n_genes]), "pancreas (real counts)"
     except Exception as err:  # offline data absent: synthetic counts of the same size
         rng = np.random.default_rng(seed)
         mu = rng.gamma(0.3, 2.0, size=n_genes)
@@ -59,7 +58,7 @@ def main(n_genes: int = 2000, n_prototypes: int = 10, n_counterfactuals: int = 3
     emb = fit_embedding(adata, "scvi", n_latent=10, max_epochs=3, seed=seed, progress=False, device="cpu")
     Z = adata.obsm["X_scvi"]
     sae = TopKSAE(Z.shape[1], 100, 5).eval()
-    A = np.asarray(sae.encode(Z))
+    A = sae.encode_numpy(Z)
     concept = int(np.argmin(np.abs((A > 0).sum(0) - 0.1 * len(X))))  # a concept active in ~10% of cells
     f = at.concept_activation(emb, sae, concept)
     generic = lambda X_: f(X_)  # the same function without the swap route: whole-encoder passes

@@ -16,23 +16,22 @@ import time
 import numpy as np
 import torch
 
-from helpers.sae import sae_metrics, scale_sweep, train_sae
+from helpers.sae import SAETrainSettings, sae_metrics, scale_sweep, train_sae
+from helpers.synthetic import planted_sparse_codes, unit_dictionary
 
 
-def synthetic(n: int = 20_000, d: int = 50, n_atoms: int = 200, k: int = 4, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    D = rng.normal(size=(n_atoms, d))
-    D /= np.linalg.norm(D, axis=1, keepdims=True)
-    idx = np.argsort(rng.random((n, n_atoms)), axis=1)[:, :k]
-    A = np.zeros((n, n_atoms), dtype=np.float32)
-    np.put_along_axis(A, idx, rng.uniform(0.5, 2.0, (n, k)).astype(np.float32), axis=1)
-    return (A @ D + 0.05 * rng.normal(size=(n, d))).astype(np.float32)
+def synthetic(n: int = 20_000, d: int = 50, n_atoms: int = 200, k: int = 4,
+              seed: int = 0) -> np.ndarray:
+    D = unit_dictionary(n_atoms, d, seed=seed)
+    return planted_sparse_codes(n, D, k, noise=0.05, seed=seed + 1)[0]
 
 
 def throughput(Z, c, k, epochs, aux_coef=1 / 32, batch_size=1024):
+    settings = SAETrainSettings(epochs=epochs, batch_size=batch_size, lr=1e-3,
+                                device="cpu", val_fraction=0.0, aux_coef=aux_coef,
+                                progress=False)
     t0, c0 = time.perf_counter(), time.process_time()
-    model, hist = train_sae(Z, c, k, lr=1e-3, epochs=epochs, batch_size=batch_size, device="cpu",
-                            val_fraction=0.0, aux_coef=aux_coef, progress=False)
+    model, hist = train_sae(Z, c, k, settings)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return len(Z) * epochs / seconds, seconds, cpu, model
 
@@ -50,7 +49,8 @@ def main(n_cells: int = 10_000, epochs: int = 5, sweep_epochs: int = 5) -> dict:
           f"x{cpu / cpu_noaux:.2f} (the aux term only runs once latents are dead)")
     configs = [(200, 3), (500, 8), (1000, 16)]
     t0 = time.perf_counter()
-    table = scale_sweep(Z, configs, lr=1e-3, epochs=sweep_epochs, device="cpu", progress=False)
+    sweep = SAETrainSettings(epochs=sweep_epochs, lr=1e-3, device="cpu", progress=False)
+    table = scale_sweep(Z, configs, sweep)
     total = time.perf_counter() - t0
     table["cells/s"] = len(Z) * 0.9 * sweep_epochs / table["seconds"]  # 90% train split
     print(f"scale sweep ({sweep_epochs} epochs each, {total:.1f} s total):")

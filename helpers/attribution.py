@@ -37,9 +37,14 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import anndata as ad
 import numpy as np
 import pandas as pd
+import scanpy as sc
 import scipy.sparse as sp
+import torch
+
+from .data import get_matrix, to_dense
 
 ActivationFn = Callable[[np.ndarray], np.ndarray]
 
@@ -51,6 +56,8 @@ __all__ = [
     "occlusion_scores",
     "attribute",
     "attribute_loop",
+    "unit_attributions",
+    "unit_deletion_curves",
     "deletion_curve",
     "deletion_curves",
     "deg",
@@ -63,9 +70,7 @@ __all__ = [
 # activation functions
 # ---------------------------------------------------------------------------
 def _to_numpy(a) -> np.ndarray:
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a)
+    return to_dense(a, dtype=None)
 
 
 def concept_activation(embedding, sae, concept: int, batch_size: int = 4096) -> ActivationFn:
@@ -88,8 +93,6 @@ def concept_activation(embedding, sae, concept: int, batch_size: int = 4096) -> 
     callable
         ``f(X_counts) -> (n,)`` numpy float64: ``sae.encode(embedding.encode(X))[:, i]``.
     """
-    import torch
-
     def through_sae(Z):
         param = next(iter(sae.parameters()), None) if hasattr(sae, "parameters") else None
         if param is not None:
@@ -222,12 +225,6 @@ def counterfactuals(space, acts, prototype_idx, n_counterfactuals: int = 3,
 # ---------------------------------------------------------------------------
 # occlusion (Eq. 2)
 # ---------------------------------------------------------------------------
-def _dense(X) -> np.ndarray:
-    if sp.issparse(X):
-        X = X.toarray()
-    return np.asarray(X)
-
-
 def _call(f: ActivationFn, X: np.ndarray, expected: int) -> np.ndarray:
     out = np.asarray(_to_numpy(f(X)), dtype=np.float64).ravel()
     if out.shape[0] != expected:
@@ -271,8 +268,8 @@ def occlusion_scores(f: ActivationFn, X_proto, X_cf, batch_size: int = 4096) -> 
     ``encode_swaps``), the perturbed cells are never materialised: it is called once with the
     distinct prototypes and the ``(prototype, gene, new value)`` triples.
     """
-    P = _dense(X_proto)
-    C = _dense(X_cf)
+    P = to_dense(X_proto, dtype=None)
+    C = to_dense(X_cf, dtype=None)
     if P.ndim == 1:
         P, C = P[None, :], np.asarray(C).reshape(1, -1)
     if P.shape != C.shape:
@@ -328,7 +325,7 @@ def _genes_and_matrix(X_counts, genes, layer):
         adata = X_counts
         if genes is None:
             genes = adata.var_names
-        X = adata.layers[layer] if layer is not None else adata.X
+        X = get_matrix(adata, layer=layer)
     else:
         X = X_counts
     n_genes = X.shape[1]
@@ -341,7 +338,7 @@ def _genes_and_matrix(X_counts, genes, layer):
 
 
 def _rows(X, idx) -> np.ndarray:
-    return _dense(X[np.asarray(idx)])
+    return to_dense(X[np.asarray(idx)], dtype=None)
 
 
 def attribute(X_counts, f: ActivationFn, space, acts, n_prototypes: int = 10,
@@ -436,8 +433,8 @@ def deletion_curve(f: ActivationFn, x_proto, x_cf, order, steps: int | Sequence[
     numpy.ndarray
         Activation after swapping each number of genes (first entry: no swap).
     """
-    xp = _dense(x_proto).ravel()
-    xc = _dense(x_cf).ravel()
+    xp = to_dense(x_proto, dtype=None).ravel()
+    xc = to_dense(x_cf, dtype=None).ravel()
     order = np.asarray(order, dtype=int).ravel()
     counts = np.arange(int(steps) + 1) if np.isscalar(steps) else np.asarray(steps, dtype=int)
     counts = np.minimum(counts, order.size)
@@ -482,9 +479,6 @@ def deg(X_counts, active_idx, cf_idx, genes: Sequence[str] | None = None,
     pandas.DataFrame
         Indexed by gene: ``logfoldchange``, ``pval``, ``pval_adj``, ``score``.
     """
-    import anndata as ad
-    import scanpy as sc
-
     X, genes = _genes_and_matrix(X_counts, genes, layer)
     active_idx = np.asarray(active_idx, dtype=int)
     cf_idx = np.asarray(cf_idx, dtype=int)
@@ -551,3 +545,72 @@ def deletion_curves(X_counts, f: ActivationFn, space, acts, attribution: pd.Seri
         "attribution": np.mean(curves["attribution"], axis=0),
         "deg": np.mean(curves["deg"], axis=0),
     })
+
+
+def unit_attributions(X_counts, embedding, units, sae=None, space=None, acts=None,
+                      n_prototypes: int = 10, n_counterfactuals: int = 3, genes=None,
+                      batch_size: int = 4096) -> dict:
+    """Counterfactual gene attribution (:func:`attribute`) of several units.
+
+    Parameters
+    ----------
+    X_counts
+        (n, g) counts in ``embedding.genes`` order.
+    embedding
+        A ``helpers.embeddings.Embedding`` (its ``encode`` maps counts to the space).
+    units
+        Concept indices when ``sae`` is given, else embedding dimensions ("neurons").
+    sae
+        A ``helpers.sae.TopKSAE`` or None (neurons).
+    space, acts
+        (n, d) embedding of the cells and (n, n_units_total) activations of all
+        units; computed from ``X_counts`` when None.
+    genes
+        Gene names (default ``embedding.genes``).
+
+    Returns
+    -------
+    ``{unit: Series of gene attribution scores, sorted descending}``.
+    """
+    genes = list(embedding.genes) if genes is None else list(genes)
+    if space is None:
+        space = embedding.encode(X_counts)
+    if acts is None:
+        acts = sae.encode_numpy(space) if sae is not None else space
+    acts = np.asarray(acts)
+    out = {}
+    for u in units:
+        u = int(u)
+        if sae is not None:
+            f = concept_activation(embedding, sae, u, batch_size=batch_size)
+        else:
+            f = neuron_activation(embedding, u, batch_size=batch_size)
+        out[u] = attribute(X_counts, f, space, acts[:, u], n_prototypes=n_prototypes,
+                           n_counterfactuals=n_counterfactuals, genes=genes,
+                           batch_size=batch_size)
+    return out
+
+
+def unit_deletion_curves(X_counts, embedding, sae, space, acts, attributions: dict, *,
+                         steps: int = 50, n_prototypes: int = 10,
+                         n_counterfactuals: int = 3, genes=None,
+                         max_cells: int = 1000) -> pd.DataFrame:
+    """:func:`deletion_curves` of several concepts against a DEG between their
+    activating cells and counterfactuals (:func:`activating_and_counterfactual_cells`,
+    :func:`deg`).
+
+    ``attributions`` is ``{concept: gene-score Series}`` (:func:`unit_attributions`);
+    ``acts`` the ``(n, c)`` activations of all concepts. Returns the curves stacked,
+    with a ``unit`` column.
+    """
+    curves = []
+    for c, scores in attributions.items():
+        f = concept_activation(embedding, sae, c)
+        act_idx, cf_idx = activating_and_counterfactual_cells(
+            space, acts[:, c], max_cells=max_cells, n_counterfactuals=n_counterfactuals)
+        deg_table = deg(X_counts, act_idx, cf_idx, genes=genes)
+        curve = deletion_curves(X_counts, f, space, acts[:, c], scores, deg_table,
+                                steps=steps, n_prototypes=n_prototypes,
+                                n_counterfactuals=n_counterfactuals, genes=genes)
+        curves.append(curve.assign(unit=c))
+    return pd.concat(curves, ignore_index=True)

@@ -19,7 +19,7 @@ interpretable biological concepts in single-cell RNA-seq foundation models*:
   activating cells highlighted.
 
 This module writes nothing into AnnData objects; inputs are obs tables and
-activation matrices (``adata.obsm["sae_concepts"]`` from :mod:`helpers.sae`).
+activation matrices (``helpers.sae.get_concepts(adata)`` from :mod:`helpers.sae`).
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .chapter import jsonable
+from .data import to_dense
+from .enrichment import prerank as _prerank
+from .runtime import jsonable
 
 __all__ = [
     "characterise",
     "summary",
-    "phase_from_scores",
-    "gene_terms",
     "gsea_annotate",
     "gsea_summary",
     "composition",
@@ -55,11 +55,7 @@ STATUSES = ("specific", "not specific", "not enough data")
 # metadata characterisation (Section 3.1, Figure 2.B)
 # ---------------------------------------------------------------------------
 def _acts_matrix(acts) -> np.ndarray:
-    if hasattr(acts, "detach"):
-        acts = acts.detach().cpu().numpy()
-    if hasattr(acts, "toarray"):
-        acts = acts.toarray()
-    a = np.asarray(acts)
+    a = to_dense(acts, dtype=None)
     if a.ndim == 1:
         a = a[:, None]
     if a.ndim != 2:
@@ -169,40 +165,9 @@ def summary(table: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFr
     return out
 
 
-def phase_from_scores(obs: pd.DataFrame, s_key: str = "S_score", g2m_key: str = "G2M_score") -> pd.Series:
-    """Cell-cycle phase from S/G2M scores with scanpy's rule (``score_genes_cell_cycle``).
-
-    G1 when both scores are <= 0, else the phase of the larger score.
-    """
-    for key in (s_key, g2m_key):
-        if key not in obs.columns:
-            raise ValueError(f"obs has no column {key!r}; run scanpy.tl.score_genes_cell_cycle first.")
-    s, g = obs[s_key].to_numpy(), obs[g2m_key].to_numpy()
-    phase = np.where(g > s, "G2M", "S")
-    phase = np.where((s <= 0) & (g <= 0), "G1", phase)
-    return pd.Series(pd.Categorical(phase, categories=["G1", "S", "G2M"]), index=obs.index, name="phase")
-
-
 # ---------------------------------------------------------------------------
 # attribution-based GSEA (Section 3.4, Figure 3.A.b)
 # ---------------------------------------------------------------------------
-def gene_terms(genes: Sequence[str], library: Mapping[str, Sequence[str]], max_terms: int = 8) -> dict:
-    """GO terms of each gene from a local library (case-insensitive symbols).
-
-    Mouse symbols match human library symbols upper-cased (what Enrichr does).
-    Terms are listed smallest gene set first (most specific), at most ``max_terms``.
-    """
-    by_gene: dict[str, list[tuple[int, str]]] = {}
-    for term, members in library.items():
-        for g in members:
-            by_gene.setdefault(str(g).upper(), []).append((len(members), term))
-    out = {}
-    for g in genes:
-        terms = sorted(by_gene.get(str(g).upper(), []))
-        out[str(g)] = [t for _, t in terms[:max_terms]]
-    return out
-
-
 def _col(df: pd.DataFrame, *names: str) -> str:
     low = {c.lower().replace("_", " ").replace("-", " "): c for c in df.columns}
     for n in names:
@@ -274,7 +239,6 @@ def gsea_annotate(attributions: Mapping, library, organism: str = "human", stron
     (p <= 5e-5) therefore means p = 0.
     """
     if prerank is None:
-        from helpers.enrichment import prerank as _prerank
         prerank = _prerank
     rows = {}
     for unit, scores in attributions.items():
@@ -453,7 +417,7 @@ def explorer_html(concepts_table: pd.DataFrame, attributions: Mapping, gene_term
         ``{concept: pandas.Series}`` attribution scores by gene; the top
         ``n_genes`` (by value) are drawn as bars.
     gene_terms
-        ``{gene: [GO terms]}`` (:func:`gene_terms`), shown on hover.
+        ``{gene: [GO terms]}`` (:func:`helpers.enrichment.gene_terms`), shown on hover.
     composition
         ``{concept: {key: {label: count}}}`` (:func:`composition`).
     umap_xy

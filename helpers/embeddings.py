@@ -35,12 +35,15 @@ AnnData keys written
 --------------------
 ``adata.obsm[key_added]`` (default ``"X_<method>"``, e.g. ``X_scvi``, ``X_pca``,
 ``X_scgpt``; for ``obsm:<key>`` nothing unless ``key_added`` differs from ``<key>``)
-and ``adata.uns["embedding"][key_added]`` = the settings.
+and ``adata.uns["embedding"][key_added]`` = the settings; a call with another
+``key_added`` leaves earlier ones alone. Read them back with :func:`get_embedding` and
+:func:`get_params`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -49,9 +52,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+import anndata as ad
 import numpy as np
 import scipy.sparse as sp
+import torch
+from sklearn.decomposition import PCA
+from torch import nn
 
+from .data import get_matrix, to_dense
 from .runtime import get_device
 
 
@@ -62,7 +70,9 @@ __all__ = [
     "ScgptEmbedding",
     "ObsmEmbedding",
     "fit_embedding",
-    "get_counts",
+    "fit_embeddings",
+    "get_embedding",
+    "get_params",
     "METHODS",
     "SCGPT_ENV",
 ]
@@ -129,9 +139,8 @@ class Embedding:
         n = X_counts.shape[0]
         out = np.empty((n, self.dim), dtype=np.float32)
         for start in range(0, n, batch_size):
-            xb = X_counts[start : start + batch_size]
-            xb = xb.toarray() if sp.issparse(xb) else np.asarray(xb)
-            out[start : start + xb.shape[0]] = self._encode_batch(xb.astype(np.float32, copy=False))
+            xb = to_dense(X_counts[start : start + batch_size])
+            out[start : start + xb.shape[0]] = self._encode_batch(xb)
         return out
 
     def _encode_batch(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
@@ -144,7 +153,7 @@ class Embedding:
         ``x[genes[r]] = values[r]``. This generic version builds the perturbed rows in batches
         and calls :meth:`encode`; embeddings whose first layer is linear override it.
         """
-        X_base = np.asarray(X_base.toarray() if sp.issparse(X_base) else X_base, dtype=np.float32)
+        X_base = to_dense(X_base)
         rows, genes = np.asarray(rows, dtype=np.int64), np.asarray(genes, dtype=np.int64)
         values = np.asarray(values, dtype=np.float32)
         out = np.empty((rows.size, self.dim), dtype=np.float32)
@@ -162,50 +171,6 @@ class Embedding:
 # ----------------------------------------------------------------------------
 # counts
 # ----------------------------------------------------------------------------
-def _fix_hint(layer) -> str:
-    return (
-        "store raw integer counts there, e.g. adata.layers['counts'] = adata.X.copy() when X holds "
-        "raw counts (helpers.data.load_dataset does this), or pass layer=None to read adata.X"
-        if layer is not None
-        else "pass layer='counts' (or the layer that holds raw integer counts)"
-    )
-
-
-def get_counts(adata, layer: str | None = "counts", check: bool = True):
-    """Return the raw count matrix ``adata.layers[layer]`` (``adata.X`` when ``layer=None``).
-
-    Raises
-    ------
-    ValueError
-        When the layer is missing, or (``check=True``) holds negative or
-        non-integer values; the message names the layer and the fix.
-    """
-    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-    if layer is None:
-        X = adata.X
-    elif layer not in adata.layers:
-        raise ValueError(
-            f"No counts: adata.layers has no {layer!r} layer (available: {list(adata.layers)}); "
-            f"{_fix_hint(layer)}."
-        )
-    else:
-        X = adata.layers[layer]
-    if X is None:
-        raise ValueError(f"No counts: {where} is empty; {_fix_hint(layer)}.")
-    if check:
-        vals = X.data if sp.issparse(X) else np.asarray(X).ravel()
-        vals = vals[: 5_000_000]
-        bad = (vals < 0) | (np.abs(vals - np.round(vals)) > 1e-6) | ~np.isfinite(vals)
-        if bad.any():
-            example = vals[np.flatnonzero(bad)[0]]
-            raise ValueError(
-                f"{where} does not hold raw counts (found a negative, non-integer or non-finite value, "
-                f"e.g. {example!r}); scVI and the PCA baseline need raw integer UMI counts: "
-                f"{_fix_hint(layer)}."
-            )
-    return X
-
-
 def _data_fingerprint(adata, X) -> dict:
     genes_hash = hashlib.sha1("\n".join(map(str, adata.var_names)).encode()).hexdigest()[:12]
     total = float(X.sum())
@@ -268,8 +233,6 @@ class ScviEmbedding(Embedding):
         self.model = model
 
     def _encode_batch(self, X: np.ndarray) -> np.ndarray:
-        import torch
-
         module = self.model.module
         module.eval()
         dev = next(module.parameters()).device
@@ -286,8 +249,6 @@ class ScviEmbedding(Embedding):
 
     def _first_layer_route(self):
         """The encoder's pieces when it is ``Linear → elementwise ops → … → mean``, else None."""
-        from torch import nn
-
         module = self.model.module
         enc = getattr(module, "z_encoder", None)
         fc = getattr(getattr(enc, "encoder", None), "fc_layers", None)
@@ -312,7 +273,6 @@ class ScviEmbedding(Embedding):
         :meth:`encode` on the perturbed rows up to float32 rounding. Falls back to the generic
         route for encoders of another shape.
         """
-        import torch
 
         route = self._first_layer_route()
         if route is None:
@@ -321,7 +281,7 @@ class ScviEmbedding(Embedding):
         module = self.model.module
         module.eval()
         dev = first.weight.device
-        X_base = np.asarray(X_base.toarray() if sp.issparse(X_base) else X_base, dtype=np.float32)
+        X_base = to_dense(X_base)
         rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=dev)
         genes_t = torch.as_tensor(np.asarray(genes, dtype=np.int64), device=dev)
         vals_t = torch.as_tensor(np.asarray(values, dtype=np.float32), device=dev)
@@ -343,7 +303,6 @@ class ScviEmbedding(Embedding):
 
 def _fit_scvi(adata, X, n_latent, output_dir, seed, max_epochs, device, progress,
               model_kwargs, train_kwargs, batch_key=None):
-    import anndata as ad
     import scvi
 
     if (model_kwargs or {}).get("encode_covariates"):
@@ -423,8 +382,6 @@ class PcaEmbedding(Embedding):
 
 
 def _fit_pca(adata, X, n_latent, seed):
-    from sklearn.decomposition import PCA
-
     n, g = X.shape
     n_comp = int(min(n_latent, n - 1, g))
     if n_comp < n_latent:
@@ -452,8 +409,6 @@ def _fit_pca(adata, X, n_latent, seed):
 # scGPT (optional)
 # ----------------------------------------------------------------------------
 def _scgpt_missing(scgpt_dir) -> list[str]:
-    import importlib.util
-
     missing = []
     if importlib.util.find_spec("scgpt") is None:
         missing.append("the `scgpt` package is not installed")
@@ -492,7 +447,6 @@ class ScgptEmbedding(Embedding):  # pragma: no cover - needs the optional packag
 
     def __init__(self, scgpt_dir, genes, device="auto", max_length=1200, settings=None, key=None,
                  seed=0):
-        import torch
         from scgpt.model import TransformerModel
         from scgpt.tokenizer import GeneVocab
         from scgpt.utils import load_pretrained
@@ -531,8 +485,6 @@ class ScgptEmbedding(Embedding):  # pragma: no cover - needs the optional packag
         self.max_length, self.seed = int(max_length), int(seed)
 
     def _encode_batch(self, X: np.ndarray) -> np.ndarray:
-        import anndata as ad
-        import torch
         from scgpt.tasks.cell_emb import get_batch_cell_embeddings
 
         torch.manual_seed(self.seed)
@@ -577,6 +529,7 @@ class ObsmEmbedding(Embedding):
 def fit_embedding(
     adata,
     method: str,
+    *,
     layer: str | None = "counts",
     n_latent: int = 50,
     output_dir=None,
@@ -584,7 +537,6 @@ def fit_embedding(
     max_epochs: int | None = None,
     device="auto",
     key_added: str | None = None,
-    *,
     progress: bool = True,
     scgpt_dir=None,
     encoder: Callable | None = None,
@@ -638,9 +590,12 @@ def fit_embedding(
 
     Raises
     ------
+    KeyError
+        The layer or the ``obsm`` key does not exist (:func:`helpers.data.get_matrix`;
+        the message lists what exists).
     ValueError
-        Unknown method; missing or non-integer counts (message names the layer
-        and the fix); missing obsm key.
+        Unknown method; values that are not raw counts (the message names the
+        matrix and the fix).
     RuntimeError
         ``scgpt`` without the package or the weights (message says what to
         install and where to put the weights).
@@ -652,11 +607,7 @@ def fit_embedding(
                          "Pass batch_key=None, or correct the batches before embedding.")
     if method.startswith("obsm:"):
         key = method.split(":", 1)[1]
-        if key not in adata.obsm:
-            raise ValueError(
-                f"method={method!r}: adata.obsm has no {key!r} (available: {list(adata.obsm)})."
-            )
-        Z = np.asarray(adata.obsm[key], dtype=np.float32)
+        Z = get_matrix(adata, use_rep=key, dense=True)
         key_added = key_added or key
         emb = ObsmEmbedding(key, adata.var_names, Z.shape[1], encoder,
                             dict(method=method, n_latent=int(Z.shape[1])))
@@ -666,20 +617,20 @@ def fit_embedding(
         scgpt_dir = scgpt_dir or os.environ.get(SCGPT_ENV)
         if _scgpt_missing(scgpt_dir):
             raise RuntimeError(scgpt_requirements_message(scgpt_dir))
-        X = get_counts(adata, layer)  # pragma: no cover - optional path
+        X = get_matrix(adata, layer=layer, counts=True)  # pragma: no cover
         emb = ScgptEmbedding(scgpt_dir, adata.var_names, device=device, seed=seed,  # pragma: no cover
                              settings=dict(method="scgpt", scgpt_dir=str(scgpt_dir), seed=int(seed)))
         Z = emb.encode(X)  # pragma: no cover
         key_added = key_added or "X_scgpt"
         adata.obsm[key_added] = Z
     elif method == "scvi":
-        X = get_counts(adata, layer)
+        X = get_matrix(adata, layer=layer, counts=True)
         emb = _fit_scvi(adata, X, n_latent, output_dir, seed, max_epochs, device, progress,
                         model_kwargs, train_kwargs, batch_key)
         key_added = key_added or "X_scvi"
         adata.obsm[key_added] = emb.encode(X)
     elif method == "pca":
-        X = get_counts(adata, layer)
+        X = get_matrix(adata, layer=layer, counts=True)
         emb, Z = _fit_pca(adata, X, n_latent, seed)
         key_added = key_added or "X_pca"
         adata.obsm[key_added] = Z
@@ -699,3 +650,27 @@ def _h5ad_safe(d: dict) -> dict:
             return {k: drop(v) for k, v in x.items() if v is not None}
         return x
     return drop(json.loads(json.dumps(d, default=str)))
+
+
+def get_params(adata, *, key: str = "X_scvi") -> dict:
+    """The settings :func:`fit_embedding` stored for ``key_added=key``."""
+    params = adata.uns.get("embedding", {})
+    if key not in params:
+        raise KeyError(f"adata.uns['embedding'] has no {key!r} (available: "
+                       f"{list(params)}); run helpers.embeddings.fit_embedding(adata, "
+                       "method, key_added=...).")
+    return params[key]
+
+
+def get_embedding(adata, *, key: str = "X_scvi") -> np.ndarray:
+    """The ``(n_obs, dim)`` matrix that :func:`fit_embedding` wrote to ``key``."""
+    get_params(adata, key=key)
+    return get_matrix(adata, use_rep=key, dense=True)
+
+
+def fit_embeddings(adata, methods, **kwargs) -> dict:
+    """:func:`fit_embedding` with each of ``methods`` (same ``kwargs``), in order.
+
+    Returns ``{method: (n_obs, dim) matrix}`` (each also written to ``adata.obsm``).
+    """
+    return {m: adata.obsm[fit_embedding(adata, m, **kwargs).key] for m in methods}

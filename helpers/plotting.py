@@ -206,3 +206,85 @@ def composition_bars(table: pd.DataFrame, ax=None, title: str = "composition"):
 
 
 # ------------------------------------------------------------------ concept chapters' figures
+def umaps(adata, keys, title_prefix: str = ""):
+    """One :func:`umap` panel per obs column, side by side."""
+    keys = list(keys)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.3 * len(keys), 3.6))
+    for ax, key in zip(np.atleast_1d(axes), keys):
+        umap(adata, key, ax=ax, title=f"{title_prefix}{key}")
+    fig.tight_layout()
+    return fig
+
+
+def gsea_bars(table: pd.DataFrame, title: str = "attribution-based GSEA"):
+    """Stacked shares of strong / weak / no annotation per unit group
+    (``helpers.concepts.gsea_summary``; paper Figure 3.A.b)."""
+    fig, ax = plt.subplots(figsize=(4.5, 2.6))
+    table[["strong", "weak", "none"]].plot.barh(stacked=True, ax=ax,
+                                                color=["#2a6f3a", "#8cc78f", "#d0d0d0"])
+    ax.set(xlabel="share of units", xlim=(0, 1), title=title)
+    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def probe_confusions(res: dict, classes, title: str = ""):
+    """Confusion matrices of the concept and the neuron probe of one task, side by side
+    (``helpers.probes.probe_task(...)["res"]``; paper Figure 10)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    code = {c: i for i, c in enumerate(classes)}
+    for ax, unit in zip(axes, ("concepts", "neurons")):
+        r = res[unit]
+        y_true, y_pred = [code[c] for c in r["y_test"]], [code[c] for c in r["y_pred"]]
+        confusion(y_true, y_pred, classes, ax=ax,
+                  title=f"{title}: {unit} (acc {r['accuracy']:.2f})")
+    fig.tight_layout()
+    return fig
+
+
+def matched_cosines(null, references: dict, across, label: str):
+    """Matched cosines (``helpers.stability.match_dictionaries``) vs two chance levels.
+
+    Left: sorted matched cosines of ``across`` (label ``label``) and of each seed-seed
+    reference in ``references`` (``{name: pairs}``) over the 5–95% band of ``null``
+    (``random_dictionary_null``); right: their distributions.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    ranks = np.arange(1, null.shape[1] + 1)
+    lo, hi = np.percentile(null, [5, 95], axis=0)
+    axes[0].fill_between(ranks, lo, hi, color="0.8",
+                         label="random dictionaries (5–95%)")
+    axes[0].plot(ranks, null.mean(0), color="0.4", lw=1)
+    for name, pairs in references.items():
+        axes[0].plot(ranks, pairs["cosine"], ls="--", label=f"seed vs seed, {name}")
+    axes[0].plot(ranks, across["cosine"], color="k", lw=2, label=label)
+    axes[0].set(xlabel="matched pair (sorted)", ylabel="cosine",
+                title="matched cosines")
+    axes[0].legend(fontsize=7, frameon=False)
+    bins = np.linspace(-0.2, 1, 31)
+    axes[1].hist(null.ravel(), bins=bins, density=True, color="0.8", label="random")
+    axes[1].hist(next(iter(references.values()))["cosine"], bins=bins, density=True,
+                 histtype="step", lw=1.5, label="seed vs seed")
+    axes[1].hist(across["cosine"], bins=bins, density=True, histtype="step", color="k",
+                 lw=2, label="across datasets")
+    axes[1].set(xlabel="cosine of matched atoms", ylabel="density",
+                title="distribution")
+    axes[1].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def matched_correlations(curves: dict, null):
+    """Sorted matched activation correlations (``helpers.stability.match_activations``),
+    one line per ``{label: pairs}``, beside the shuffled-cells mean ``null``."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ranks = np.arange(1, null.shape[1] + 1)
+    for i, (label, pairs) in enumerate(curves.items()):
+        style = dict(color="k", lw=2) if i == 0 else dict(ls="--")
+        ax.plot(ranks, pairs["correlation"], label=label, **style)
+    ax.plot(ranks, null.mean(0), color="0.5", label="cells shuffled")
+    ax.set(xlabel="matched pair (sorted)", ylabel="activation correlation",
+           title="concepts matched by activations")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig

@@ -18,32 +18,55 @@ cell_cycle_genes(data_dir=None, path=None) -> (s_genes, g2m_genes)
 score_cell_cycle(adata, s_genes=None, g2m_genes=None, layer=None, min_genes=10, ...) -> DataFrame
 phase_from_scores(s_score, g2m_score) -> ndarray of "G1"/"S"/"G2M" (scanpy's rule)
 cell_cycle_labels(adata, min_genes=10, ...) -> (phase Series, source sentence)
-unit_attributions(X_counts, embedding, units, sae=None, ...) -> {unit: gene-score Series}
 balanced_indices(labels, n_per_class=None, seed=0, min_class_size=None) -> int ndarray
 probe(features, labels, seed=0, test_size=0.3, ...) -> dict(accuracy, chance, confusion, coef, model, ...)
 top_units(coef, n=3, sign="positive") -> DataFrame(class, rank, unit, coef)
 marker_hits(genes, marker_set) -> list of genes that are markers (case-insensitive)
+load_tasks(dataset, *, layer, cell_type_key, ...) -> dict(adata, tasks, ...)
+prepare_runs(datasets, *, layers, cell_type_keys, ..., **fit_kw) -> {name: run dict}
+fit_run(adata, *, embedding, ..., n_concepts, k, sae_settings) -> dict(emb, Z, sae, U)
+probe_task(U, Z, labels, *, seed, test_size, C, ...) -> dict(res, idx, classes, summary)
+read_top_units(coef, run, *, concepts, n, n_genes, markers, ...) -> DataFrame of genes
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
+import scanpy as sc
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, confusion_matrix
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .attribution import unit_attributions
+from .data import check_labels, get_matrix, is_integer_counts, load_dataset
+from .data import data_dir as _data_dir
+from .embeddings import fit_embedding
+from .preprocess import prepare, subsample
+from .sae import sae_metrics, train_sae
 
 __all__ = [
     "cell_cycle_genes",
     "score_cell_cycle",
     "phase_from_scores",
     "cell_cycle_labels",
-    "unit_attributions",
     "balanced_indices",
     "probe",
     "top_units",
     "marker_hits",
+    "load_tasks",
+    "fit_run",
+    "prepare_runs",
+    "probe_task",
+    "read_top_units",
 ]
 
+PHASES = ("G1", "S", "G2M")  # the categories of a phase column, in scanpy's order
 REGEV_FILE = "genesets/regev_lab_cell_cycle_genes.txt"
 N_S_GENES = 43  # the file lists 43 S-phase genes, then 54 G2M genes
 
@@ -64,8 +87,6 @@ def cell_cycle_genes(data_dir=None, path=None) -> tuple[list[str], list[str]]:
     (s_genes, g2m_genes): the first 43 and the last 54 human symbols of the file.
     """
     if path is None:
-        from helpers.data import data_dir as _data_dir
-
         root = _data_dir(data_dir)
         if root is None:
             raise FileNotFoundError(
@@ -93,7 +114,11 @@ def _match_case_insensitive(genes: Iterable[str], var_names) -> list[str]:
 
 
 def phase_from_scores(s_score, g2m_score) -> np.ndarray:
-    """Scanpy's phase rule: G1 if both scores are negative, else G2M if G2M > S, else S."""
+    """Scanpy's phase rule: G1 if both scores are negative, else G2M if G2M > S, else S.
+
+    The one copy of the rule (``scanpy.tl.score_genes_cell_cycle``: G1 when both scores
+    are ``< 0``); wrap it in ``pd.Categorical(..., categories=PHASES)`` for obs.
+    """
     s = np.asarray(s_score, dtype=float)
     g = np.asarray(g2m_score, dtype=float)
     return np.where((s < 0) & (g < 0), "G1", np.where(g > s, "G2M", "S"))
@@ -128,11 +153,6 @@ def score_cell_cycle(adata, s_genes=None, g2m_genes=None, layer: str | None = No
     -------
     DataFrame (index = cells) with S_score, G2M_score and the phase, also written to ``adata.obs``.
     """
-    import anndata as ad
-    import scanpy as sc
-
-    from helpers.data import check_layer, is_integer_counts
-
     if s_genes is None or g2m_genes is None:
         s_default, g2m_default = cell_cycle_genes(data_dir)
         s_genes = s_default if s_genes is None else s_genes
@@ -147,8 +167,7 @@ def score_cell_cycle(adata, s_genes=None, g2m_genes=None, layer: str | None = No
             "space), make sure var_names are gene symbols, or use precomputed scores with "
             "phase_from_scores(obs['S_score'], obs['G2M_score'])."
         )
-    check_layer(adata, layer)
-    X = adata.X if layer in (None, "X") else adata.layers[layer]
+    X = get_matrix(adata, layer=layer)
     tmp = ad.AnnData(X=X.copy(), obs=pd.DataFrame(index=adata.obs_names),
                      var=pd.DataFrame(index=adata.var_names))
     if is_integer_counts(tmp.X):
@@ -158,7 +177,7 @@ def score_cell_cycle(adata, s_genes=None, g2m_genes=None, layer: str | None = No
     out = pd.DataFrame({"S_score": tmp.obs["S_score"].to_numpy(),
                         "G2M_score": tmp.obs["G2M_score"].to_numpy()}, index=adata.obs_names)
     out[key_added] = pd.Categorical(tmp.obs["phase"].astype(str).to_numpy(),
-                                    categories=["G1", "S", "G2M"])
+                                    categories=list(PHASES))
     for col in out:
         adata.obs[col] = out[col].to_numpy()
     adata.obs[key_added] = out[key_added].values
@@ -197,52 +216,9 @@ def cell_cycle_labels(adata, min_genes: int = 10, layer: str | None = None, data
             f"only {found} (need {min_genes} of each) and no obs S_score/G2M_score to fall back "
             "on; score the cells on the full gene space before selecting variable genes."
         )
-    phase = pd.Series(pd.Categorical(np.asarray(phase, dtype=str), categories=["G1", "S", "G2M"]),
+    phase = pd.Series(pd.Categorical(np.asarray(phase, dtype=str), categories=PHASES),
                       index=adata.obs_names, name="phase")
     return phase, source
-
-
-def unit_attributions(X_counts, embedding, units, sae=None, space=None, acts=None,
-                      n_prototypes: int = 10, n_counterfactuals: int = 3, genes=None,
-                      batch_size: int = 4096) -> dict:
-    """Counterfactual gene attribution (``helpers.attribution.attribute``) of several units.
-
-    Parameters
-    ----------
-    X_counts
-        (n, g) counts in ``embedding.genes`` order.
-    embedding
-        A ``helpers.embeddings.Embedding`` (its ``encode`` maps counts to the space).
-    units
-        Concept indices when ``sae`` is given, else embedding dimensions ("neurons").
-    sae
-        A ``helpers.sae.TopKSAE`` or None (neurons).
-    space, acts
-        (n, d) embedding of the cells and (n, n_units_total) activations of all units; computed
-        from ``X_counts`` when None.
-    genes
-        Gene names (default ``embedding.genes``).
-
-    Returns
-    -------
-    ``{unit: Series of gene attribution scores, sorted descending}``.
-    """
-    from helpers.attribution import attribute, concept_activation, neuron_activation
-
-    genes = list(embedding.genes) if genes is None else list(genes)
-    if space is None:
-        space = embedding.encode(X_counts)
-    if acts is None:
-        acts = sae.encode(space) if sae is not None else space
-    acts = np.asarray(acts)
-    out = {}
-    for u in units:
-        u = int(u)
-        f = (concept_activation(embedding, sae, u, batch_size=batch_size) if sae is not None
-             else neuron_activation(embedding, u, batch_size=batch_size))
-        out[u] = attribute(X_counts, f, space, acts[:, u], n_prototypes=n_prototypes,
-                           n_counterfactuals=n_counterfactuals, genes=genes, batch_size=batch_size)
-    return out
 
 
 def balanced_indices(labels, n_per_class: int | None = None, seed: int = 0,
@@ -316,12 +292,6 @@ def probe(features, labels, seed: int = 0, test_size: float = 0.3, feature_names
     class x unit), ``model`` (fitted sklearn Pipeline), ``train_idx``, ``test_idx``,
     ``y_test``, ``y_pred``.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, confusion_matrix
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     X = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=object).astype(str)
     if X.ndim != 2 or X.shape[0] != y.shape[0]:
@@ -390,3 +360,152 @@ def marker_hits(genes: Iterable[str], marker_set: Iterable[str]) -> list[str]:
     """The genes (in their given order) that are in ``marker_set``, compared case-insensitively."""
     markers = {str(m).upper() for m in marker_set}
     return [g for g in map(str, genes) if g.upper() in markers]
+
+
+# ------------------------------------------------------------------------------------
+# the probes chapter's steps: one call per dataset, per task, per set of top units
+# ------------------------------------------------------------------------------------
+def load_tasks(dataset, *, layer: str | None = None, cell_type_key: str | None = None,
+               max_cells: int | None = None, min_genes: int = 10,
+               n_top_genes: int | None = 2000, seed: int = 0) -> dict:
+    """Load one dataset, label its cells (phase, cell type), prepare it for embedding.
+
+    Subsamples to ``max_cells`` (:func:`helpers.preprocess.subsample`), labels phases by
+    :func:`cell_cycle_labels`, tries :func:`score_cell_cycle` (its refusal, a string, is
+    returned as ``refused``), then :func:`helpers.preprocess.prepare` (raw counts in
+    ``layers["counts"]``, at most ``n_top_genes`` variable genes).
+
+    Returns
+    -------
+    ``dict(adata, tasks={"cell cycle": labels[, "cell type": labels]}, phase_source,
+    refused)``, labels as string arrays aligned with ``adata``.
+    """
+    raw = subsample(load_dataset(dataset), max_cells, seed=seed)
+    phase, source = cell_cycle_labels(raw, min_genes=min_genes, layer=layer, seed=seed)
+    try:
+        score_cell_cycle(raw.copy(), layer=layer, min_genes=min_genes)
+        refused = None
+    except ValueError as err:
+        refused = str(err)
+    adata = prepare(raw, layer=layer,
+                    n_top_genes=n_top_genes if raw.n_vars > n_top_genes else None)
+    tasks = {"cell cycle": phase.loc[adata.obs_names].astype(str).to_numpy()}
+    if cell_type_key:
+        labels = check_labels(raw, cell_type_key).loc[adata.obs_names]
+        tasks["cell type"] = labels.astype(str).to_numpy()
+    return dict(adata=adata, tasks=tasks, phase_source=source, refused=refused)
+
+
+def fit_run(adata, *, embedding: str = "scvi", n_latent: int = 16, max_epochs=None,
+            seed: int = 0, device="auto", output_dir=None, n_concepts: int = 64,
+            k: int = 4, sae_settings=None) -> dict:
+    """Embed ``adata`` (raw counts in ``layers["counts"]``) and fit a Top-K SAE on it.
+
+    ``sae_settings`` is a :class:`helpers.sae.SAETrainSettings`. Returns
+    ``dict(emb, Z, sae, U, sae_metrics)``: the embedding, its ``(n, d)`` matrix, the SAE
+    (on CPU, eval mode), its ``(n, c)`` activations and :func:`helpers.sae.sae_metrics`.
+    """
+    emb = fit_embedding(adata, embedding, layer="counts", n_latent=n_latent, seed=seed,
+                        max_epochs=max_epochs, device=device, output_dir=output_dir,
+                        progress=False)
+    Z = adata.obsm[emb.key]
+    model, _ = train_sae(Z, c=n_concepts, k=k, settings=sae_settings, seed=seed,
+                         device=device, progress=False)
+    model = model.cpu().eval()
+    return dict(emb=emb, Z=Z, sae=model, U=model.encode_numpy(Z),
+                sae_metrics=sae_metrics(model, Z))
+
+
+def probe_task(U, Z, labels, *, seed: int = 0, test_size: float = 0.3, C: float = 1.0,
+               max_iter: int = 2000, min_class_size: int | None = None) -> dict:
+    """Probe concepts ``U`` and neurons ``Z`` on the same balanced cells and split.
+
+    Returns ``dict(res={"concepts": probe(...), "neurons": probe(...)}, idx, classes,
+    summary)`` with ``summary`` the row of the accuracy table (classes, cells per class,
+    test cells, chance, concepts, neurons).
+    """
+    labels = np.asarray(labels)
+    idx = balanced_indices(labels, seed=seed, min_class_size=min_class_size)
+    y = labels[idx]
+    tr, te = train_test_split(np.arange(len(idx)), test_size=test_size,
+                              random_state=seed, stratify=y)
+    res = {unit: probe(feats[idx], y, seed=seed, C=C, max_iter=max_iter, train_idx=tr,
+                       test_idx=te)
+           for unit, feats in (("concepts", U), ("neurons", Z))}
+    classes = sorted(set(y))
+    summary = {"classes": len(classes), "cells per class": len(idx) // len(classes),
+               "test cells": len(te), "chance": res["concepts"]["chance"],
+               "concepts": res["concepts"]["accuracy"],
+               "neurons": res["neurons"]["accuracy"]}
+    return dict(res=res, idx=idx, classes=classes, summary=summary)
+
+
+def read_top_units(coef: pd.DataFrame, run: dict, *, concepts: bool = True, n: int = 3,
+                   n_genes: int = 10, markers: dict | None = None,
+                   n_prototypes: int = 10, n_counterfactuals: int = 3) -> pd.DataFrame:
+    """The ``n`` top-coefficient units of each class, read through their genes.
+
+    ``run`` is :func:`fit_run`'s dict plus ``adata`` (counts in ``layers["counts"]``);
+    ``concepts=False`` reads neurons. Units that never activate get no genes. With
+    ``markers`` (``{class: genes}``) two columns count marker genes among the top genes:
+    ``Regev hits`` (any class's markers) and ``hits own phase`` (the unit's class).
+
+    Returns
+    -------
+    DataFrame with class, rank, unit, coef, top genes (and the two hit columns).
+    """
+    top = top_units(coef, n=n)
+    acts = run["U"] if concepts else run["Z"]
+    live = [u for u in top["unit"].unique() if (acts[:, u] > 0).sum() >= 1]
+    attr = unit_attributions(run["adata"].layers["counts"], run["emb"], live,
+                             sae=run["sae"] if concepts else None, space=run["Z"],
+                             acts=acts, n_prototypes=n_prototypes,
+                             n_counterfactuals=n_counterfactuals)
+    genes = [list(attr[u].index[:n_genes]) if u in attr else [] for u in top["unit"]]
+    top["top genes"] = [", ".join(g) for g in genes]
+    if markers is not None:
+        every = [m for ms in markers.values() for m in ms]
+        top["Regev hits"] = [", ".join(marker_hits(g, every)) for g in genes]
+        top["hits own phase"] = [", ".join(marker_hits(g, markers.get(cls, [])))
+                                 for g, cls in zip(genes, top["class"])]
+    return top
+
+
+def prepare_runs(datasets, *, layers: dict | None = None,
+                 cell_type_keys: dict | None = None, max_cells: int | None = None,
+                 min_genes: int = 10, n_top_genes: int | None = 2000, seed: int = 0,
+                 markers: dict | None = None, **fit_kw) -> dict:
+    """:func:`load_tasks` then :func:`fit_run` for each dataset, saying what each found.
+
+    ``layers`` and ``cell_type_keys`` are keyed by dataset name (a path's file name
+    without ``.h5ad``); ``markers`` (``{"S": genes, "G2M": genes}``) are looked up in
+    each model's input genes for the printout; ``fit_kw`` go to :func:`fit_run`.
+
+    Returns
+    -------
+    ``{name: dict(adata, tasks, phase_source, refused, emb, Z, sae, U, sae_metrics)}``.
+    """
+    layers, cell_type_keys, markers = layers or {}, cell_type_keys or {}, markers or {}
+    runs = {}
+    for ds in datasets:
+        name = Path(ds).stem if str(ds).endswith(".h5ad") else str(ds)
+        run = runs[name] = load_tasks(
+            ds, layer=layers.get(name), cell_type_key=cell_type_keys.get(name),
+            max_cells=max_cells, min_genes=min_genes, n_top_genes=n_top_genes,
+            seed=seed)
+        if run["refused"]:
+            print(f"{name}: score_cell_cycle refused: {run['refused']}")
+        run.update(fit_run(run["adata"], seed=seed, **fit_kw))
+        _print_run(name, run, markers)
+    return runs
+
+
+def _print_run(name: str, run: dict, markers: dict) -> None:
+    genes, m = run["emb"].genes, run["sae_metrics"]
+    print(f"{name}: {run['adata'].n_obs} cells, {len(genes)} genes in the model; "
+          f"phase labels: {run['phase_source']}")
+    if markers:
+        found = {p: marker_hits(genes, g) for p, g in markers.items()}
+        print("   Regev genes in the model input: " + ", ".join(
+            f"{p} {len(found[p])}/{len(g)} {found[p]}" for p, g in markers.items()))
+    print(f"   SAE: R² {m['r2']:.3f}, active concepts {m['n_active']}/{run['sae'].c}")

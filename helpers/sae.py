@@ -29,19 +29,30 @@ The reconstruction term is the normalised MSE ``mean((z - ẑ)²) / mean((z - z�
 with ``z̄`` the per-feature mean of the training split, i.e. ``1 - R²`` on the
 batch, so the learning rate does not depend on the scale of the embedding.
 
-AnnData keys written by :func:`annotate`
----------------------------------------
-``adata.obsm["sae_concepts"]``
-    ``(n_obs, c)`` concept activations (dense float32, or CSR when ``sparse=True``).
-``adata.uns["sae"]``
-    dict: ``use_rep``, ``d``, ``c``, ``k``, ``k_aux``, the training settings
-    (``train``) and :func:`sae_metrics` on the annotated cells (``metrics``).
+AnnData keys written by :func:`annotate` (scanpy style; read them back with the getters)
+------------------------------------------------------------------------------------
+``adata.obsm[key_added]``
+    ``(n_obs, c)`` concept activations (dense float32, or CSR when ``sparse=True``);
+    :func:`get_concepts`.
+``adata.uns[key_added]``
+    dict: ``params`` (``use_rep``, ``obsm_key``, ``d``, ``c``, ``k``, ``k_aux`` and the
+    :class:`SAETrainSettings` with the training record) and ``metrics``
+    (:func:`sae_metrics` on the annotated cells); :func:`get_params`,
+    :func:`get_metrics`.
+
+With the default ``key_added="sae"`` the activations go to ``obsm["sae_concepts"]``
+and the settings to ``uns["sae"]``; another ``key_added`` writes
+``obsm[f"{key_added}_concepts"]`` and ``uns[key_added]`` and leaves the first call's
+keys alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
-from typing import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,18 +61,28 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .runtime import get_device
+from .data import check_finite, get_matrix, to_dense
+from .runtime import get_device, jsonable
 
 
 __all__ = [
     "TopKSAE",
+    "SAETrainSettings",
+    "SAELoss",
     "train_sae",
+    "train_epoch",
+    "train_step",
+    "init_sae",
     "sae_metrics",
     "scale_sweep",
     "annotate",
+    "get_concepts",
+    "get_params",
+    "get_metrics",
     "reconstruction_r2",
     "sae_loss",
     "geometric_median",
+    "paper_table3",
 ]
 
 
@@ -83,6 +104,8 @@ class TopKSAE(nn.Module):
     k_aux
         Number of dead latents used by the auxiliary loss; default ``d // 2``
         (at least 1, at most ``c``).
+    generator
+        ``torch.Generator`` of the initialisation (default: torch's global one).
 
     Attributes
     ----------
@@ -92,36 +115,55 @@ class TopKSAE(nn.Module):
     samples_since_active : buffer ``(c,)`` int64
         Training samples seen since each latent was last active (updated by
         :meth:`update_activity`, used by :meth:`dead_mask`).
+    settings : SAETrainSettings or None
+        How :func:`train_sae` trained it (``None`` before training).
+    fit_record : dict
+        What :func:`train_sae` measured: ``n_train``, ``n_val``, ``seconds``.
 
     Notes
     -----
-    :meth:`encode`, :meth:`decode` and :meth:`forward` accept a tensor (then
-    return tensors, differentiable) or a numpy/scipy array (then return numpy
-    float32 arrays, computed without gradients in batches on the model's
-    device).
+    :meth:`encode`, :meth:`decode` and :meth:`forward` work on tensors
+    (differentiable); :meth:`encode_numpy` is the one entry for numpy/scipy
+    arrays (batched, without gradients).
     """
 
-    def __init__(self, d: int, c: int, k: int, k_aux: int | None = None):
+    def __init__(self, d: int, c: int, k: int, k_aux: int | None = None, *,
+                 generator: torch.Generator | None = None):
         super().__init__()
         d, c, k = int(d), int(c), int(k)
         if d < 1 or c < 1:
             raise ValueError(f"d and c must be positive, got d={d}, c={c}.")
         if not 1 <= k <= c:
-            raise ValueError(f"k must be in [1, c={c}], got k={k}; choose fewer active concepts.")
+            raise ValueError(f"k must be in [1, c={c}], got k={k}; "
+                             "choose fewer active concepts.")
         if k_aux is None:
             k_aux = max(1, d // 2)
         self.d, self.c, self.k, self.k_aux = d, c, k, int(min(max(1, k_aux), c))
         self.b_pre = nn.Parameter(torch.zeros(d))
-        self.encoder = nn.Linear(d, c, bias=True)
-        self.decoder = nn.Linear(c, d, bias=False)
+        # no draw here: reset_parameters makes every random draw, from ``generator``
+        self.encoder = nn.utils.skip_init(nn.Linear, d, c, bias=True)
+        self.decoder = nn.utils.skip_init(nn.Linear, c, d, bias=False)
         self.register_buffer("samples_since_active", torch.zeros(c, dtype=torch.long))
-        self.reset_parameters()
-        self.train_settings: dict = {}
+        self.reset_parameters(generator)
+        self.settings: SAETrainSettings | None = None
+        self.fit_record: dict = {}
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """Random unit-norm atoms, encoder = decoder transpose, zero biases."""
-        w = torch.randn(self.d, self.c)
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Random unit-norm atoms, encoder = decoder transpose, zero biases.
+
+        The draws are, in order, those ``nn.Linear``'s default initialisation makes
+        for the encoder (weight, bias) and the decoder (weight), then ``randn(d, c)``
+        for the atoms; the first three are overwritten but keep the random stream of
+        a seed the same as when the layers drew them themselves.
+        """
+        g = generator
+        for lin in (self.encoder, self.decoder):
+            nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=g)
+            if lin.bias is not None:
+                bound = 1 / math.sqrt(lin.in_features)
+                nn.init.uniform_(lin.bias, -bound, bound, generator=g)
+        w = torch.randn(self.d, self.c, generator=g)
         self.decoder.weight.copy_(w / w.norm(dim=0, keepdim=True).clamp_min(1e-12))
         self.encoder.weight.copy_(self.decoder.weight.t())
         self.encoder.bias.zero_()
@@ -158,46 +200,39 @@ class TopKSAE(nn.Module):
         vals, idx = pre.topk(self.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
 
-    def _encode_t(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pre = self.pre_activations(z)
-        return self._topk_relu(pre), pre
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """Concept activations ``ReLU(TopK(W_enc(z - b_pre) + b_enc))``, ``(n, c)``."""
+        return self._topk_relu(self.pre_activations(z))
 
-    def _decode_t(self, acts: torch.Tensor) -> torch.Tensor:
+    def decode(self, acts: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``W_dec acts + b_pre``, ``(n, d)``."""
         return self.decoder(acts) + self.b_pre
 
-    def encode(self, z, batch_size: int = 8192):
-        """Concept activations ``ReLU(TopK(W_enc(z - b_pre) + b_enc))``, ``(n, c)``."""
-        if torch.is_tensor(z):
-            return self._encode_t(z)[0]
-        return self._numpy_apply(z, lambda t: self._encode_t(t)[0], batch_size)
-
-    def decode(self, acts, batch_size: int = 8192):
-        """Reconstruction ``W_dec acts + b_pre``, ``(n, d)``."""
-        if torch.is_tensor(acts):
-            return self._decode_t(acts)
-        return self._numpy_apply(acts, self._decode_t, batch_size)
-
-    def forward(self, z):
+    def forward(self, z: torch.Tensor):
         """Return ``(z_hat, acts, pre_acts)``."""
-        if not torch.is_tensor(z):
-            d, c = self.d, self.c
-            both = self._numpy_apply(z, lambda t: torch.cat(self.forward(t), dim=1), 8192)
-            return both[:, :d], both[:, d : d + c], both[:, d + c :]
-        acts, pre = self._encode_t(z)
-        return self._decode_t(acts), acts, pre
+        pre = self.pre_activations(z)
+        acts = self._topk_relu(pre)
+        return self.decode(acts), acts, pre
 
     @torch.no_grad()
-    def _numpy_apply(self, x, fn, batch_size: int) -> np.ndarray:
-        n = x.shape[0]
-        out = []
-        for start in range(0, n, batch_size):
-            xb = x[start : start + batch_size]
-            xb = xb.toarray() if sp.issparse(xb) else np.asarray(xb)
-            t = torch.as_tensor(xb, dtype=torch.float32, device=self.device)
-            out.append(fn(t).float().cpu().numpy())
-        if not out:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.concatenate(out, axis=0).astype(np.float32, copy=False)
+    def encode_numpy(self, Z, batch_size: int = 8192, *, reconstruct: bool = False):
+        """Activations of a numpy/scipy ``(n, d)`` array, in batches, without gradients.
+
+        Returns the ``(n, c)`` float32 activations, or ``(acts, Z_hat)`` with
+        ``reconstruct=True`` (``Z_hat`` the ``(n, d)`` float32 reconstruction).
+        """
+        acts, recon = [], []
+        for start in range(0, Z.shape[0], batch_size):
+            zb = to_dense(Z[start : start + batch_size])
+            zb = torch.as_tensor(zb, device=self.device)
+            z_hat, a, _ = self(zb)
+            acts.append(a.float().cpu().numpy())
+            recon.append(z_hat.float().cpu().numpy())
+        acts = np.concatenate(acts) if acts else np.zeros((0, self.c), np.float32)
+        if not reconstruct:
+            return acts
+        recon = np.concatenate(recon) if recon else np.zeros((0, self.d), np.float32)
+        return acts, recon
 
     # -- dictionary and dead latents -----------------------------------------
     @property
@@ -243,17 +278,11 @@ def reconstruction_r2(Z: np.ndarray, Z_hat: np.ndarray) -> float:
 
 
 def _as_embedding(Z, what: str = "Z") -> np.ndarray:
-    if sp.issparse(Z):
-        Z = Z.toarray()
-    Z = np.asarray(Z, dtype=np.float32)
+    Z = to_dense(Z)
     if Z.ndim != 2 or Z.shape[0] < 2:
-        raise ValueError(
-            f"{what} must be a 2-D (cells x dims) matrix with at least 2 cells, got shape {Z.shape}."
-        )
-    if not np.isfinite(Z).all():
-        raise ValueError(
-            f"{what} contains NaN or infinite values; drop those cells or recompute the embedding."
-        )
+        raise ValueError(f"{what} must be a 2-D (cells x dims) matrix with at least "
+                         f"2 cells, got shape {Z.shape}.")
+    check_finite(Z, what)
     return Z
 
 
@@ -272,8 +301,8 @@ def sae_metrics(model: TopKSAE, Z, batch_size: int = 8192) -> dict:
     dict with
 
     ``r2``
-        R² = 1 − Σᵢ‖zᵢ − ẑᵢ‖² / Σᵢ‖zᵢ − z̄‖², sums over cells and dimensions,
-        ``z̄`` the per-feature (per-dimension) mean of ``Z``: the share of the
+        :func:`reconstruction_r2`: 1 − Σᵢ‖zᵢ − ẑᵢ‖² / Σᵢ‖zᵢ − z̄‖², sums over cells and
+        dimensions, ``z̄`` the per-dimension mean of ``Z``: the share of the
         embedding's total variance that the reconstruction explains.
     ``mse``
         Mean squared error per entry.
@@ -288,8 +317,7 @@ def sae_metrics(model: TopKSAE, Z, batch_size: int = 8192) -> dict:
         raise ValueError(f"Z has {Z.shape[1]} dimensions but the SAE expects d={model.d}.")
     was_training = model.training
     model.eval()
-    acts = model.encode(Z, batch_size=batch_size)
-    Z_hat = model.decode(acts, batch_size=batch_size)
+    acts, Z_hat = model.encode_numpy(Z, batch_size=batch_size, reconstruct=True)
     model.train(was_training)
     nnz = acts > 0
     n_active = int(nnz.any(axis=0).sum())
@@ -309,6 +337,65 @@ def sae_metrics(model: TopKSAE, Z, batch_size: int = 8192) -> dict:
 # ----------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SAETrainSettings:
+    """How :func:`train_sae` trains a :class:`TopKSAE` (stored as ``model.settings``).
+
+    Attributes
+    ----------
+    epochs, batch_size, lr
+        Passes over the training split, minibatch size, Adam learning rate.
+    aux_coef
+        Weight of the auxiliary dead-latent loss (Gao et al.: 1/32); 0 disables it.
+    dead_after
+        A latent is dead when inactive on the last ``dead_after`` training samples;
+        ``None``: the size of the training split (one epoch). The stored settings
+        hold the resolved number.
+    val_fraction
+        Share of cells held out to report the validation R² per epoch (0: none).
+    init
+        ``b_pre`` initialisation: ``"mean"`` or ``"median"`` (geometric median) of the
+        training split.
+    seed
+        Seeds the split (numpy), the initialisation and the batch order (two local
+        ``torch.Generator``s); the global random state is not touched.
+    device
+        ``"auto"`` (GPU when available), ``"cpu"``, ``"cuda"``...; stored resolved.
+    progress
+        Show a tqdm bar over epochs.
+    """
+
+    epochs: int = 100
+    batch_size: int = 1024
+    lr: float = 1e-4
+    aux_coef: float = 1 / 32
+    dead_after: int | None = None
+    val_fraction: float = 0.1
+    init: str = "mean"
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self):
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got "
+                             f"{self.val_fraction}.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be positive, got "
+                             f"{self.epochs}, {self.batch_size}.")
+        if self.init not in ("mean", "median"):
+            raise ValueError(f"init must be 'mean' or 'median', got {self.init!r}.")
+
+
+class SAELoss(NamedTuple):
+    """The objective on one batch and its terms: ``total = recon + aux_coef * aux``."""
+
+    total: torch.Tensor
+    recon: torch.Tensor
+    aux: torch.Tensor
+    acts: torch.Tensor
+
+
 def geometric_median(X: np.ndarray, n_iter: int = 100, tol: float = 1e-6) -> np.ndarray:
     """Geometric median of the rows of ``X`` (Weiszfeld iterations)."""
     X = np.asarray(X, dtype=np.float64)
@@ -323,22 +410,15 @@ def geometric_median(X: np.ndarray, n_iter: int = 100, tol: float = 1e-6) -> np.
     return y
 
 
-def sae_loss(
-    model: TopKSAE,
-    z: torch.Tensor,
-    dead: torch.Tensor | None = None,
-    aux_coef: float = 1 / 32,
-    scale: float = 1.0,
-):
+def sae_loss(model: TopKSAE, z: torch.Tensor, dead: torch.Tensor | None = None,
+             aux_coef: float = 1 / 32, scale: float = 1.0) -> SAELoss:
     """Training objective on one batch.
 
-    ``loss = scale * mean((z - ẑ)²) + aux_coef * ||e - ê||² / ||e||²`` where
+    ``total = scale * mean((z - ẑ)²) + aux_coef * ||e - ê||² / ||e||²`` where
     ``e = z - ẑ`` (detached) and ``ê = W_dec ReLU(TopK_{k_aux}(pre[dead]))``;
     the auxiliary term is 0 when no latent is dead or ``aux_coef == 0``.
-
-    Returns
-    -------
-    ``(loss, recon, aux, acts)`` tensors (``acts`` the batch's activations).
+    ``recon`` is the first term (scaled), ``aux`` the unweighted second one and
+    ``acts`` the batch's activations.
     """
     z_hat, acts, pre = model(z)
     recon = ((z - z_hat) ** 2).mean() * scale
@@ -348,25 +428,61 @@ def sae_loss(
         e_hat = model.decoder(model.aux_activations(pre, dead))
         aux = ((resid - e_hat) ** 2).sum() / (resid**2).sum().clamp_min(1e-12)
         aux = torch.nan_to_num(aux, nan=0.0)
-    return recon + aux_coef * aux, recon, aux, acts
+    return SAELoss(recon + aux_coef * aux, recon, aux, acts)
 
 
-def train_sae(
-    Z,
-    c: int,
-    k: int,
-    lr: float = 1e-4,
-    epochs: int = 100,
-    batch_size: int = 1024,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    k_aux: int | None = None,
-    aux_coef: float = 1 / 32,
-    dead_after: int | None = None,
-    val_fraction: float = 0.1,
-    b_pre_init: str = "mean",
-    progress: bool = True,
-) -> tuple[TopKSAE, pd.DataFrame]:
+def _split(n: int, settings: SAETrainSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, validation) cell indices of a seeded permutation."""
+    perm = np.random.default_rng(settings.seed).permutation(n)
+    n_val = int(round(settings.val_fraction * n))
+    if settings.val_fraction > 0 and n - n_val < 1:
+        raise ValueError(f"val_fraction={settings.val_fraction} leaves no training "
+                         f"cells out of {n}.")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def init_sae(Z_train: np.ndarray, c: int, k: int, k_aux: int | None = None, *,
+             init: str = "mean", generator: torch.Generator | None = None) -> TopKSAE:
+    """A :class:`TopKSAE` for ``Z_train``, ``b_pre`` at its mean or geometric median."""
+    model = TopKSAE(Z_train.shape[1], c, k, k_aux=k_aux, generator=generator)
+    center = Z_train.mean(axis=0) if init == "mean" else geometric_median(Z_train)
+    with torch.no_grad():
+        model.b_pre.copy_(torch.as_tensor(center, dtype=torch.float32))
+    return model
+
+
+def train_step(model: TopKSAE, zb: torch.Tensor, opt: torch.optim.Optimizer, *,
+               dead_after: int, aux_coef: float, scale: float) -> SAELoss:
+    """One Adam step on ``zb`` under the unit-norm constraint; returns the terms."""
+    dead = model.dead_mask(dead_after)
+    loss = sae_loss(model, zb, dead, aux_coef=aux_coef, scale=scale)
+    opt.zero_grad(set_to_none=True)
+    loss.total.backward()
+    model.project_decoder_grad()
+    opt.step()
+    model.normalize_decoder()
+    model.update_activity(loss.acts.detach())
+    return loss
+
+
+def train_epoch(model: TopKSAE, X: torch.Tensor, opt: torch.optim.Optimizer,
+                order: torch.Tensor, *, batch_size: int, dead_after: int,
+                aux_coef: float, scale: float) -> dict:
+    """One pass over ``X`` in ``order``; per-sample means of loss, recon and aux."""
+    sums = dict(loss=0.0, recon=0.0, aux=0.0)
+    for start in range(0, X.shape[0], batch_size):
+        zb = X[order[start : start + batch_size]]
+        loss = train_step(model, zb, opt, dead_after=dead_after, aux_coef=aux_coef,
+                          scale=scale)
+        m = zb.shape[0]
+        sums["aux"] += float(loss.aux.detach()) * m
+        sums["loss"] += float(loss.total.detach()) * m
+        sums["recon"] += float(loss.recon.detach()) * m
+    return {key: v / X.shape[0] for key, v in sums.items()}
+
+
+def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
+              k_aux: int | None = None, **overrides) -> tuple[TopKSAE, pd.DataFrame]:
     """Train a :class:`TopKSAE` on embeddings ``Z`` with Adam.
 
     Parameters
@@ -375,214 +491,171 @@ def train_sae(
         ``(n, d)`` embeddings (numpy or scipy sparse), finite.
     c, k, k_aux
         See :class:`TopKSAE` (``k_aux`` default ``d // 2``).
-    lr, epochs, batch_size
-        Adam learning rate, passes over the training split, minibatch size.
-    seed
-        Seeds the initialisation, the train/validation split and the batch
-        order; on CPU two runs with the same seed give identical weights.
-    device
-        ``"auto"`` (GPU when available), ``"cpu"``, ``"cuda"``...
-    aux_coef
-        Weight of the auxiliary dead-latent loss (Gao et al.: 1/32); 0 disables it.
-    dead_after
-        A latent is dead when inactive on the last ``dead_after`` training
-        samples. Default: the size of the training split (one epoch).
-    val_fraction
-        Share of cells held out to report the validation R² per epoch
-        (0 to train on all cells).
-    b_pre_init
-        ``"mean"`` or ``"median"`` (geometric median) of the training split.
-    progress
-        Show a tqdm bar over epochs.
+    settings
+        :class:`SAETrainSettings` (default: its defaults).
+    **overrides
+        Fields of :class:`SAETrainSettings` replaced for this call, e.g.
+        ``train_sae(Z, 500, 8, lr=1e-3, epochs=30)``.
 
     Returns
     -------
     model
-        The trained SAE in eval mode; ``model.train_settings`` holds the settings.
+        The trained SAE in eval mode; ``model.settings`` holds the (resolved)
+        settings, ``model.fit_record`` the split sizes and the time taken. On CPU
+        two runs with the same seed give identical weights.
     history
         One row per epoch: ``epoch``, ``loss``, ``recon`` (normalised MSE =
-        1 − batch R²), ``aux`` (auxiliary loss), ``val_r2`` (NaN without a
-        validation split), ``n_dead`` (by the ``dead_after`` counter), ``seconds``
-        (cumulative).
+        1 − batch R²), ``aux`` (auxiliary loss), ``val_r2`` (:func:`reconstruction_r2`
+        on the validation split, NaN without one), ``n_dead`` (by the ``dead_after``
+        counter), ``seconds`` (cumulative).
     """
+    settings = dataclasses.replace(settings or SAETrainSettings(), **overrides)
     Z = _as_embedding(Z)
-    n, d = Z.shape
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be positive, got {epochs}, {batch_size}.")
-    if b_pre_init not in ("mean", "median"):
-        raise ValueError(f"b_pre_init must be 'mean' or 'median', got {b_pre_init!r}.")
-    dev = get_device(device)
-
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    n_val = int(round(val_fraction * n))
-    if val_fraction > 0 and n - n_val < 1:
-        raise ValueError(f"val_fraction={val_fraction} leaves no training cells out of {n}.")
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    dev = get_device(settings.device)
+    train_idx, val_idx = _split(Z.shape[0], settings)
     Z_train, Z_val = Z[train_idx], Z[val_idx]
-    n_train = len(train_idx)
-    dead_after = n_train if dead_after is None else int(dead_after)
-
-    torch.manual_seed(seed)
-    model = TopKSAE(d, c, k, k_aux=k_aux)
-    center = Z_train.mean(axis=0) if b_pre_init == "mean" else geometric_median(Z_train)
-    with torch.no_grad():
-        model.b_pre.copy_(torch.as_tensor(center, dtype=torch.float32))
+    dead_after = settings.dead_after
+    dead_after = len(train_idx) if dead_after is None else int(dead_after)
+    settings = dataclasses.replace(settings, dead_after=dead_after, device=str(dev))
+    # two generators, as before: one draws the initialisation, the other the batch order
+    init_gen = torch.Generator().manual_seed(settings.seed)
+    order_gen = torch.Generator().manual_seed(settings.seed)
+    model = init_sae(Z_train, c, k, k_aux, init=settings.init, generator=init_gen)
     model.to(dev)
     model.train()
-
     var = float(((Z_train - Z_train.mean(axis=0)) ** 2).mean())
-    scale = 1.0 / var if var > 0 else 1.0
+    step_kw = dict(batch_size=settings.batch_size, dead_after=dead_after,
+                   aux_coef=settings.aux_coef, scale=1.0 / var if var > 0 else 1.0)
     X = torch.as_tensor(Z_train, device=dev)
-    X_val = torch.as_tensor(Z_val, device=dev) if n_val else None
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-
-    rows = []
-    t0 = time.perf_counter()
-    bar = tqdm(range(1, epochs + 1), desc=f"SAE c={c} k={k}", disable=not progress, leave=False)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    rows, t0 = [], time.perf_counter()
+    bar = tqdm(range(1, settings.epochs + 1), desc=f"SAE c={c} k={k}",
+               disable=not settings.progress, leave=False)
     for epoch in bar:
-        order = torch.randperm(n_train, generator=gen).to(dev)
-        tot = rec_tot = aux_tot = 0.0
-        n_seen = 0
-        for start in range(0, n_train, batch_size):
-            zb = X[order[start : start + batch_size]]
-            loss, recon, aux, acts = sae_loss(
-                model, zb, model.dead_mask(dead_after), aux_coef=aux_coef, scale=scale
-            )
-            aux_val = float(aux.detach())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            model.project_decoder_grad()
-            opt.step()
-            model.normalize_decoder()
-            model.update_activity(acts.detach())
-            m = zb.shape[0]
-            n_seen += m
-            tot += float(loss.detach()) * m
-            rec_tot += float(recon.detach()) * m
-            aux_tot += aux_val * m
-        val_r2 = float("nan")
-        if X_val is not None:
-            with torch.no_grad():
-                zh = model(X_val)[0]
-                val_r2 = 1.0 - float(((X_val - zh) ** 2).sum()) / float(
-                    ((X_val - X_val.mean(0)) ** 2).sum().clamp_min(1e-12)
-                )
-        n_dead = int(model.dead_mask(dead_after).sum())
-        rows.append(
-            dict(
-                epoch=epoch,
-                loss=tot / n_seen,
-                recon=rec_tot / n_seen,
-                aux=aux_tot / n_seen,
-                val_r2=val_r2,
-                n_dead=n_dead,
-                seconds=time.perf_counter() - t0,
-            )
-        )
-        if progress:
-            bar.set_postfix(loss=f"{tot / n_seen:.4f}", val_r2=f"{val_r2:.3f}", dead=n_dead)
+        order = torch.randperm(len(train_idx), generator=order_gen).to(dev)
+        row = dict(epoch=epoch, **train_epoch(model, X, opt, order, **step_kw))
+        row["val_r2"] = _val_r2(model, Z_val)
+        row["n_dead"] = int(model.dead_mask(dead_after).sum())
+        rows.append({**row, "seconds": time.perf_counter() - t0})
+        bar.set_postfix(loss=f"{row['loss']:.4f}", val_r2=f"{row['val_r2']:.3f}",
+                        dead=row["n_dead"])
     model.eval()
-    model.train_settings = dict(
-        c=int(c), k=int(k), k_aux=model.k_aux, lr=float(lr), epochs=int(epochs),
-        batch_size=int(batch_size), seed=int(seed), aux_coef=float(aux_coef),
-        dead_after=int(dead_after), val_fraction=float(val_fraction), b_pre_init=b_pre_init,
-        n_train=int(n_train), n_val=int(n_val), device=str(dev),
-        seconds=float(time.perf_counter() - t0),
-    )
-    history = pd.DataFrame(rows)
-    return model, history
+    model.settings = settings
+    model.fit_record = dict(n_train=len(train_idx), n_val=len(val_idx),
+                            seconds=float(time.perf_counter() - t0))
+    return model, pd.DataFrame(rows)
 
 
-def scale_sweep(
-    Z,
-    configs: Sequence[tuple] = ((200, 3), (500, 8), (1000, 16)),
-    lr: float = 1e-4,
-    epochs: int = 100,
-    batch_size: int = 1024,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    progress: bool = True,
-    return_models: bool = False,
-    **train_kwargs,
-):
+def _val_r2(model: TopKSAE, Z_val: np.ndarray) -> float:
+    if len(Z_val) == 0:
+        return float("nan")
+    return reconstruction_r2(Z_val, model.encode_numpy(Z_val, reconstruct=True)[1])
+
+
+def scale_sweep(Z, configs: Sequence[tuple] = ((200, 3), (500, 8), (1000, 16)),
+                settings: SAETrainSettings | None = None, *,
+                return_models: bool = False, min_active_cells: int | None = None,
+                **overrides):
     """Train one SAE per ``(c, k)`` (or ``(c, k, lr)``) and tabulate its metrics.
 
-    In the spirit of the paper's Table 3. Metrics are computed on all cells of
-    ``Z`` with :func:`sae_metrics`.
+    In the spirit of the paper's Table 3. ``settings``/``overrides`` as in
+    :func:`train_sae` (a config's ``lr`` replaces the settings' one). Metrics are
+    computed on all cells of ``Z`` with :func:`sae_metrics`.
 
     Returns
     -------
     DataFrame with columns ``c``, ``k``, ``lr``, ``epochs``, ``r2``, ``val_r2``
     (last epoch), ``l0``, ``n_active``, ``n_dead``, ``frac_active``, ``seconds``;
-    with ``return_models=True`` also a dict ``{(c, k): model}``.
+    with ``min_active_cells`` also ``median cells/concept`` and ``concepts >=
+    {min_active_cells} cells`` (how many cells activate each concept); with
+    ``return_models=True`` also a dict ``{(c, k): model}``.
     """
     Z = _as_embedding(Z)
+    settings = dataclasses.replace(settings or SAETrainSettings(), **overrides)
     rows, models = [], {}
     for cfg in configs:
         if len(cfg) not in (2, 3):
             raise ValueError(f"each config must be (c, k) or (c, k, lr), got {cfg!r}.")
         c, k = int(cfg[0]), int(cfg[1])
-        lr_i = float(cfg[2]) if len(cfg) == 3 else lr
+        s = settings
+        if len(cfg) == 3:
+            s = dataclasses.replace(settings, lr=float(cfg[2]))
         t0 = time.perf_counter()
-        model, hist = train_sae(
-            Z, c, k, lr=lr_i, epochs=epochs, batch_size=batch_size, seed=seed,
-            device=device, progress=progress, **train_kwargs,
-        )
+        model, hist = train_sae(Z, c, k, s)
         seconds = time.perf_counter() - t0
         m = sae_metrics(model, Z)
-        rows.append(
-            dict(
-                c=c, k=k, lr=lr_i, epochs=epochs, r2=m["r2"], val_r2=float(hist["val_r2"].iloc[-1]),
-                l0=m["l0"], n_active=m["n_active"], n_dead=m["n_dead"],
-                frac_active=m["frac_active"], seconds=seconds,
-            )
-        )
+        rows.append(dict(c=c, k=k, lr=s.lr, epochs=s.epochs, r2=m["r2"],
+                         val_r2=float(hist["val_r2"].iloc[-1]), l0=m["l0"],
+                         n_active=m["n_active"], n_dead=m["n_dead"],
+                         frac_active=m["frac_active"], seconds=seconds))
         models[(c, k)] = model
     table = pd.DataFrame(rows)
+    if min_active_cells is not None:
+        cells = [(models[(r["c"], r["k"])].encode_numpy(Z) > 0).sum(0) for r in rows]
+        table["median cells/concept"] = [float(np.median(n)) for n in cells]
+        table[f"concepts >= {min_active_cells} cells"] = [
+            int((n >= min_active_cells).sum()) for n in cells]
     return (table, models) if return_models else table
 
 
 # ----------------------------------------------------------------------------
 # AnnData
 # ----------------------------------------------------------------------------
-def annotate(
-    adata,
-    model: TopKSAE,
-    use_rep: str,
-    key_added: str = "sae_concepts",
-    sparse: bool = False,
-    batch_size: int = 8192,
-):
-    """Write concept activations of the embedding ``adata.obsm[use_rep]``.
+def _obsm_key(key: str) -> str:
+    return f"{key}_concepts"
 
-    Writes ``adata.obsm[key_added]`` (``(n_obs, c)``, dense float32, or CSR
-    when ``sparse=True``) and ``adata.uns["sae"]`` (settings and
-    :func:`sae_metrics` on these cells). Returns ``adata``.
+
+def annotate(adata, model: TopKSAE, *, use_rep: str, key_added: str = "sae",
+             sparse: bool = False, batch_size: int = 8192):
+    """Write concept activations of the embedding ``adata.obsm[use_rep]``, scanpy style.
+
+    Writes ``adata.obsm[f"{key_added}_concepts"]`` (``(n_obs, c)``, dense float32, or
+    CSR when ``sparse=True``) and ``adata.uns[key_added]`` = ``{"params": ...,
+    "metrics": sae_metrics(...)}``; other ``key_added`` values leave these alone.
+    Read them back with :func:`get_concepts`, :func:`get_params`, :func:`get_metrics`.
+    Returns ``adata``.
     """
-    if use_rep not in adata.obsm:
-        raise KeyError(
-            f"adata.obsm has no {use_rep!r} (available: {list(adata.obsm)}); compute the "
-            "embedding first, e.g. helpers.embeddings.fit_embedding(adata, 'scvi')."
-        )
-    Z = _as_embedding(adata.obsm[use_rep], f"adata.obsm[{use_rep!r}]")
+    Z = _as_embedding(get_matrix(adata, use_rep=use_rep), f"adata.obsm[{use_rep!r}]")
     if Z.shape[1] != model.d:
-        raise ValueError(
-            f"adata.obsm[{use_rep!r}] has {Z.shape[1]} dimensions but the SAE was trained on d={model.d}."
-        )
-    acts = model.encode(Z, batch_size=batch_size)
-    adata.obsm[key_added] = sp.csr_matrix(acts) if sparse else acts.astype(np.float32)
-    adata.uns["sae"] = dict(
-        use_rep=use_rep,
-        key=key_added,
-        d=model.d,
-        c=model.c,
-        k=model.k,
-        k_aux=model.k_aux,
-        train=dict(model.train_settings),
-        metrics=sae_metrics(model, Z, batch_size=batch_size),
-    )
+        raise ValueError(f"adata.obsm[{use_rep!r}] has {Z.shape[1]} dimensions but "
+                         f"the SAE was trained on d={model.d}.")
+    acts = model.encode_numpy(Z, batch_size=batch_size)
+    adata.obsm[_obsm_key(key_added)] = sp.csr_matrix(acts) if sparse else acts
+    train = dataclasses.asdict(model.settings) if model.settings is not None else {}
+    params = dict(use_rep=use_rep, obsm_key=_obsm_key(key_added), d=model.d, c=model.c,
+                  k=model.k, k_aux=model.k_aux, train={**train, **model.fit_record})
+    adata.uns[key_added] = dict(params=jsonable(params),
+                                metrics=sae_metrics(model, Z, batch_size=batch_size))
     return adata
+
+
+def _uns(adata, key: str) -> dict:
+    if key not in adata.uns or "params" not in adata.uns[key]:
+        raise KeyError(f"adata.uns has no SAE results under {key!r}; run helpers.sae."
+                       f"annotate(adata, model, use_rep=..., key_added={key!r}).")
+    return adata.uns[key]
+
+
+def get_concepts(adata, *, key: str = "sae"):
+    """The ``(n_obs, c)`` activations :func:`annotate` wrote with ``key_added=key``."""
+    return adata.obsm[_uns(adata, key)["params"]["obsm_key"]]
+
+
+def get_params(adata, *, key: str = "sae") -> dict:
+    """The settings :func:`annotate` stored under ``adata.uns[key]["params"]``."""
+    return _uns(adata, key)["params"]
+
+
+def get_metrics(adata, *, key: str = "sae") -> dict:
+    """:func:`sae_metrics` on the annotated cells (``adata.uns[key]["metrics"]``)."""
+    return _uns(adata, key)["metrics"]
+
+
+def paper_table3() -> pd.DataFrame:
+    """The scVI rows of the paper's Table 3: its SAEs' size, R² and active concepts."""
+    return pd.DataFrame({
+        "dataset": (["Tabula Sapiens Immune"] * 5
+                    + ["Cross-tissue Immune Cell Atlas"] * 5),
+        "c": [200, 500, 1000, 2000, 5000] * 2, "k": [3, 8, 16, 32, 80] * 2,
+        "R2": [0.936, 0.988, 0.991, 0.997, 0.998, 0.946, 0.982, 0.992, 0.997, 0.999],
+        "active concepts": [199, 489, 972, 1634, 4108, 198, 487, 974, 1607, 3399]})

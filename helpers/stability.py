@@ -16,7 +16,7 @@ cosine has no meaning. Across spaces, :func:`match_activations` pairs concepts b
 correlation of their activations over the same cells instead.
 
 All functions are pure (no AnnData is modified); this module writes no ``.obsm``/``.uns``
-keys.
+keys (:func:`shared_gene_union` returns a new AnnData).
 
 Public API
 ----------
@@ -24,30 +24,41 @@ match_dictionaries(D1, D2, absolute=False) -> DataFrame(atom_1, atom_2, cosine)
 match_activations(U1, U2) -> DataFrame(atom_1, atom_2, correlation)
 random_dictionary_null(c, d, n_draws, seed, c2=None) -> ndarray (n_draws, min(c, c2))
 shuffled_activation_null(U1, U2, n_draws, seed) -> ndarray (n_draws, min(c1, c2))
-cross_r2(model, Z_train, Z_external) -> DataFrame (rows within/across, sae_metrics columns)
 r2_table(models, embeddings) -> DataFrame (train dataset x evaluation dataset) of R²
 between_group_share(Z, groups) -> float, share of the embedding's variance between groups
 top_gene_overlap(scores_1, scores_2, n=10) -> dict(top_1, top_2, shared, n_shared, jaccard)
 matched_gene_table(pairs, scores_1, scores_2, n=10) -> DataFrame, one row per matched pair
+fit_saes(Zs, seeds, *, n_concepts, k, settings=None) -> {name: TopKSAE} or [TopKSAE]
+fit_seed_saes(spaces, seeds, **kwargs) -> {space: [TopKSAE per seed]}
+seed_table(models, spaces) -> DataFrame, one row per pair of seeds of each space
+shared_gene_union(adatas, layers) -> AnnData of all cells over the shared genes
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import combinations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
+
+from .data import get_matrix
+from .sae import sae_metrics, train_sae
 
 __all__ = [
     "match_dictionaries",
     "match_activations",
     "random_dictionary_null",
     "shuffled_activation_null",
-    "cross_r2",
     "r2_table",
     "between_group_share",
     "top_gene_overlap",
     "matched_gene_table",
+    "fit_saes",
+    "seed_table",
+    "fit_seed_saes",
+    "shared_gene_union",
 ]
 
 
@@ -178,37 +189,6 @@ def shuffled_activation_null(U1, U2, n_draws: int = 20, seed: int = 0) -> np.nda
     return np.vstack(rows)
 
 
-def cross_r2(model, Z_train, Z_external) -> pd.DataFrame:
-    """Reconstruction metrics of one SAE on its training embeddings and on external ones.
-
-    Parameters
-    ----------
-    model
-        A trained ``helpers.sae.TopKSAE``.
-    Z_train, Z_external
-        Embeddings (n x d) of the training cells and of cells from another dataset, in the same
-        embedding space (same encoder).
-
-    Returns
-    -------
-    DataFrame with rows ``within`` and ``across`` and the columns of
-    ``helpers.sae.sae_metrics`` (r2, l0, n_dead, n_active). R² uses each evaluation set's own
-    per-feature means, so ``across`` asks how much of the external data's variance the
-    dictionary explains.
-    """
-    from helpers.sae import sae_metrics
-
-    Z_train = np.asarray(Z_train, dtype=np.float32)
-    Z_external = np.asarray(Z_external, dtype=np.float32)
-    if Z_train.ndim != 2 or Z_external.ndim != 2 or Z_train.shape[1] != Z_external.shape[1]:
-        raise ValueError(
-            f"Z_train {Z_train.shape} and Z_external {Z_external.shape} must be 2-D with the same "
-            "number of columns: encode both datasets with the same embedding model."
-        )
-    rows = {"within": sae_metrics(model, Z_train), "across": sae_metrics(model, Z_external)}
-    return pd.DataFrame(rows).T
-
-
 def r2_table(models: Mapping, embeddings: Mapping) -> pd.DataFrame:
     """R² of every SAE on every dataset: rows = training dataset, columns = evaluation dataset.
 
@@ -219,8 +199,6 @@ def r2_table(models: Mapping, embeddings: Mapping) -> pd.DataFrame:
     embeddings
         ``{dataset name: embedding matrix}``, all in the same embedding space.
     """
-    from helpers.sae import sae_metrics
-
     table = pd.DataFrame(index=list(models), columns=list(embeddings), dtype=float)
     for a, model in models.items():
         for b, Z in embeddings.items():
@@ -299,3 +277,62 @@ def matched_gene_table(pairs: pd.DataFrame, scores_1: Mapping, scores_2: Mapping
                      "shared": ", ".join(ov["shared"]), "n_shared": ov["n_shared"]})
     return pd.DataFrame(rows, columns=["atom_1", "atom_2", sim, "top_genes_1", "top_genes_2",
                                        "shared", "n_shared"])
+
+
+def fit_saes(Zs, seeds, *, n_concepts: int, k: int, settings=None):
+    """One Top-K SAE per embedding matrix and seed, on CPU in eval mode.
+
+    ``Zs`` is a mapping ``{name: Z}`` (returns ``{name: model}``) or a sequence of
+    matrices (returns a list), paired in order with ``seeds``; ``settings`` a
+    :class:`helpers.sae.SAETrainSettings` (its seed is replaced by each seed).
+    """
+    names = list(Zs) if isinstance(Zs, Mapping) else None
+    mats = [Zs[n] for n in names] if names is not None else list(Zs)
+    models = [train_sae(Z, n_concepts, k, settings, seed=int(s), progress=False)[0]
+              for Z, s in zip(mats, seeds, strict=True)]
+    models = [m.cpu().eval() for m in models]
+    return dict(zip(names, models)) if names is not None else models
+
+
+def seed_table(models: Mapping, spaces: Mapping) -> pd.DataFrame:
+    """Every pair of seeds of every space matched (:func:`match_dictionaries`).
+
+    ``models`` is ``{space: [SAE per seed]}``, ``spaces`` ``{space: embedding matrix}``.
+    One row per pair: embedding, seeds, mean matched cosine, pairs > 0.9, R² (seed i).
+    """
+    rows = []
+    for m, saes in models.items():
+        for i, j in combinations(range(len(saes)), 2):
+            cos = match_dictionaries(saes[i].dictionary, saes[j].dictionary)["cosine"]
+            rows.append({"embedding": m, "seeds": f"{i} vs {j}",
+                         "mean matched cosine": cos.mean(),
+                         "pairs > 0.9": int((cos > 0.9).sum()),
+                         "R² (seed i)": sae_metrics(saes[i], spaces[m])["r2"]})
+    return pd.DataFrame(rows)
+
+
+def shared_gene_union(adatas: Mapping, layers: Mapping | None = None) -> ad.AnnData:
+    """The cells of several datasets over their shared genes, for one embedding model.
+
+    ``adatas`` is ``{name: AnnData}``, ``layers`` ``{name: raw-count layer}``
+    (missing or ``None``: X). Genes keep the first dataset's order. Returns an AnnData
+    with ``obs["dataset"]`` (the names), counts in ``X`` and ``layers["counts"]``, obs
+    names suffixed ``-<name>``.
+    """
+    layers = layers or {}
+    first = next(iter(adatas.values()))
+    var_sets = [set(a.var_names) for a in adatas.values()]
+    shared = [g for g in first.var_names if all(g in v for v in var_sets)]
+    parts = {name: ad.AnnData(X=get_matrix(a, layer=layers.get(name)),
+                              obs=pd.DataFrame(index=a.obs_names),
+                              var=pd.DataFrame(index=a.var_names))[:, shared].copy()
+             for name, a in adatas.items()}
+    union = ad.concat(parts, label="dataset", index_unique="-")
+    union.layers["counts"] = union.X.copy()
+    return union
+
+
+def fit_seed_saes(spaces: Mapping, seeds, **kwargs) -> dict:
+    """:func:`fit_saes` with every seed on every embedding: ``{space: [SAEs]}``."""
+    seeds = list(seeds)
+    return {m: fit_saes([Z] * len(seeds), seeds, **kwargs) for m, Z in spaces.items()}

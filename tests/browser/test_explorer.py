@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from helpers import concepts as cc
+from helpers.enrichment import gene_terms
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -59,7 +60,7 @@ def _page(tmp_path):
     t = cc.characterise(obs, A, ["cell_type"], min_active_cells=10)
     attr = {0: pd.Series({"Gcg": 1.0, "Irx2": 0.4, "Arx": 0.2}),
             2: pd.Series({"Ins1": 0.9, "Pdx1": 0.5, "Nkx6-1": -0.1})}
-    terms = cc.gene_terms(["Gcg", "Ins1"], {"glucagon secretion (GO:0070091)": ["GCG"],
+    terms = gene_terms(["Gcg", "Ins1"], {"glucagon secretion (GO:0070091)": ["GCG"],
                                             "insulin secretion (GO:0030073)": ["INS1", "PDX1"]})
     comp = cc.composition(obs, A, ["cell_type"], [0, 2])
     xy = rng.normal(size=(n, 2))

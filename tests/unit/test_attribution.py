@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from helpers import attribution as at
+from reference import PairSumEmbedding
 
 N_CELLS, N_GENES, PLANTED = 300, 60, np.arange(6)
 
@@ -144,7 +145,7 @@ def test_scvi_concept_attribution_fast_route_equals_loop(tmp_path):
     emb = fit_embedding(adata, "scvi", n_latent=4, max_epochs=2, seed=0, progress=False)
     Z = adata.obsm["X_scvi"]
     sae = TopKSAE(4, 12, 3).eval()
-    A = sae.encode(Z)
+    A = sae.encode_numpy(Z)
     c = int(np.argmin(np.abs((A > 0).sum(0) - 0.3 * len(X))))
     f = at.concept_activation(emb, sae, c)
     assert hasattr(f, "swaps") and emb._first_layer_route() is not None  # the fast route is under test
@@ -153,3 +154,14 @@ def test_scvi_concept_attribution_fast_route_equals_loop(tmp_path):
     slow = at.attribute_loop(X, f, Z, acts, n_prototypes=3, n_counterfactuals=2)
     scale = np.abs(slow).max()
     np.testing.assert_allclose(fast.sort_index().to_numpy(), slow.sort_index().to_numpy(), rtol=0, atol=1e-5 * scale)
+
+
+def test_unit_attributions_of_neurons_rank_their_own_genes_first():
+    rng = np.random.default_rng(0)
+    emb = PairSumEmbedding(12)
+    X = rng.poisson(2.0, size=(200, 12)).astype(np.float32)
+    attr = at.unit_attributions(X, emb, [1, 4], n_prototypes=5, n_counterfactuals=2)
+    assert set(attr) == {1, 4}
+    assert set(attr[1].index[:2]) == {"g2", "g3"}
+    assert set(attr[4].index[:2]) == {"g8", "g9"}
+    assert (attr[4].drop(["g8", "g9"]) == 0).all()

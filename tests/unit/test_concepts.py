@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from helpers import concepts as cc
+from helpers.enrichment import gene_terms
 
 
 def _table():
@@ -56,11 +57,6 @@ def test_characterise_dead_concept_and_errors():
         cc.characterise(obs, A, ["score"])
 
 
-def test_phase_from_scores_rule():
-    obs = pd.DataFrame({"S_score": [-1, 0.5, 0.2, 0.1], "G2M_score": [-0.2, 0.1, 0.9, -0.3]})
-    assert cc.phase_from_scores(obs).astype(str).tolist() == ["G1", "S", "G2M", "S"]
-
-
 def test_gsea_annotate_levels_with_stub_prerank():
     lib = {"A": ["g1"], "B": ["g2"]}
     fake = {
@@ -85,7 +81,7 @@ def test_gsea_annotate_levels_with_stub_prerank():
 
 def test_gene_terms_case_insensitive():
     lib = {"big set": ["CDK1", "MKI67", "TOP2A"], "small set": ["CDK1"]}
-    gt = cc.gene_terms(["Cdk1", "Foo"], lib)
+    gt = gene_terms(["Cdk1", "Foo"], lib)
     assert gt == {"Cdk1": ["small set", "big set"], "Foo": []}
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from helpers.embeddings import Embedding, fit_embedding, get_counts
+from helpers.embeddings import Embedding, fit_embedding, get_embedding, get_params
 
 
 def toy_counts(n=240, g=60, seed=0):
@@ -32,7 +32,15 @@ def test_pca_encode_equals_obsm():
     np.testing.assert_allclose(emb.encode(X, batch_size=50), Z, atol=1e-4)
     # dense input, a subset in another batch size: the same rows
     np.testing.assert_allclose(emb.encode(X[10:37].toarray(), batch_size=7), Z[10:37], atol=1e-4)
-    assert a.uns["embedding"]["X_pca"]["method"] == "pca"
+    assert get_params(a, key="X_pca")["method"] == "pca"
+    np.testing.assert_array_equal(get_embedding(a, key="X_pca"), Z)
+    # a second call with another key_added keeps the first one's results
+    fit_embedding(a, "pca", n_latent=4, key_added="X_pca4")
+    assert get_params(a, key="X_pca")["n_latent"] == 8
+    assert get_params(a, key="X_pca4")["n_latent"] == 4
+    np.testing.assert_array_equal(a.obsm["X_pca"], Z)
+    with pytest.raises(KeyError, match="fit_embedding"):
+        get_params(a, key="X_other")
 
 
 def test_scvi_encode_equals_latent_representation(tmp_path):
@@ -97,13 +105,13 @@ def test_encode_swaps_equals_encoding_the_perturbed_rows(method, tmp_path):
 def test_no_counts_errors():
     a = toy_counts()
     del a.layers["counts"]
-    with pytest.raises(ValueError, match=r"no 'counts' layer.*adata.layers\['counts'\] = adata.X.copy\(\)"):
+    with pytest.raises(KeyError, match=r"layer 'counts' not found.*layer=None"):
         fit_embedding(a, "scvi")
     a.X = np.log1p(a.X)  # log-normalised values are not counts
-    with pytest.raises(ValueError, match=r"adata.X does not hold raw counts.*layer='counts'"):
+    with pytest.raises(ValueError, match=r"X holds non-integer values.*layer='counts'"):
         fit_embedding(a, "pca", layer=None)
-    with pytest.raises(ValueError, match="raw counts"):
-        get_counts(a, None)
+    with pytest.raises(KeyError, match=r"obsm\['X_nothing'\] not found"):
+        fit_embedding(a, "obsm:X_nothing")
 
 
 def test_scgpt_without_package_or_weights(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from reference import PairSumEmbedding
 
 from helpers.probes import (
     balanced_indices,
@@ -10,6 +11,7 @@ from helpers.probes import (
     marker_hits,
     phase_from_scores,
     probe,
+    probe_task,
     score_cell_cycle,
     top_units,
 )
@@ -124,6 +126,23 @@ def test_cell_cycle_scoring_refuses_too_few_genes():
 def test_phase_from_scores_rule():
     np.testing.assert_array_equal(phase_from_scores([-1, 0.5, 0.2, -0.1], [-2, 0.1, 0.3, 0.2]),
                                   ["G1", "S", "G2M", "G2M"])
+    # scanpy's rule: G1 only when both scores are strictly negative (0 is not G1)
+    np.testing.assert_array_equal(phase_from_scores([0.0, -0.5, 0.0], [-0.5, 0.0, 0.0]),
+                                  ["S", "G2M", "S"])
+
+
+def test_probe_task_uses_one_balanced_split_for_concepts_and_neurons():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], [120, 60, 90])
+    U = np.zeros((270, 6))
+    U[np.arange(270), pd.factorize(labels)[0]] = 1.0  # concept i fires on class i only
+    Z = rng.standard_normal((270, 4))  # neurons: noise
+    r = probe_task(U, Z, labels, seed=0, test_size=0.3)
+    assert r["classes"] == ["a", "b", "c"] and len(r["idx"]) == 180
+    test_idx = [r["res"][unit]["test_idx"] for unit in ("concepts", "neurons")]
+    np.testing.assert_array_equal(*test_idx)
+    assert r["summary"]["cells per class"] == 60 and r["summary"]["test cells"] == 54
+    assert r["summary"]["concepts"] == 1.0 and r["summary"]["neurons"] < 0.7
 
 
 def test_marker_hits_case_insensitive_and_ordered():
@@ -148,28 +167,23 @@ def test_cell_cycle_labels_rescore_or_fall_back_to_shipped_scores():
         cell_cycle_labels(cut)
 
 
-class _LinearEmbedding:
-    """A toy 'embedding': neuron j = sum of genes 2j and 2j+1 minus a constant."""
-
-    def __init__(self, n_genes):
-        self.genes = [f"g{i}" for i in range(n_genes)]
-        self.W = np.zeros((n_genes, n_genes // 2))
-        for j in range(n_genes // 2):
-            self.W[2 * j: 2 * j + 2, j] = 1.0
-
-    def encode(self, X, batch_size=1024):
-        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-        return (X @ self.W - 3.0).astype(np.float32)
-
-
-def test_unit_attributions_of_neurons_rank_their_own_genes_first():
-    from helpers.probes import unit_attributions
+def test_read_top_units_reads_each_class_top_neuron_through_its_genes():
+    from helpers.probes import read_top_units
 
     rng = np.random.default_rng(0)
-    emb = _LinearEmbedding(12)
-    X = rng.poisson(2.0, size=(200, 12)).astype(np.float32)
-    attr = unit_attributions(X, emb, [1, 4], n_prototypes=5, n_counterfactuals=2)
-    assert set(attr) == {1, 4}
-    assert set(attr[1].index[:2]) == {"g2", "g3"}
-    assert set(attr[4].index[:2]) == {"g8", "g9"}
-    assert (attr[4].drop(["g8", "g9"]) == 0).all()
+    emb = PairSumEmbedding(8)
+    X = rng.poisson(2.0, size=(150, 8)).astype(np.float32)
+    adata = ad.AnnData(X)
+    adata.layers["counts"] = X
+    run = dict(adata=adata, emb=emb, Z=emb.encode(X), sae=None, U=None)
+    coef = pd.DataFrame([[3.0, 0.1, 0.0, 0.0], [0.0, 0.2, 2.0, 0.0]],
+                        index=["S", "G2M"])
+    top = read_top_units(coef, run, concepts=False, n=1, n_genes=2, n_prototypes=5,
+                         n_counterfactuals=2,
+                         markers={"S": ["G0"], "G2M": ["G5", "G0"]})
+    assert top["unit"].tolist() == [0, 2]
+    # neuron j is driven by genes 2j and 2j+1 only
+    genes = [set(g.split(", ")) for g in top["top genes"]]
+    assert genes == [{"g0", "g1"}, {"g4", "g5"}]
+    assert top["Regev hits"].tolist() == ["g0", "g5"]
+    assert top["hits own phase"].tolist() == ["g0", "g5"]

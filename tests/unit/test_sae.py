@@ -1,31 +1,35 @@
 """Top-K SAE: exact identities, the unit-norm constraint, planted dictionary, aux loss."""
 
+import dataclasses
+import math
+
 import anndata as ad
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from helpers.sae import (
+    SAELoss,
+    SAETrainSettings,
     TopKSAE,
     annotate,
+    get_concepts,
+    get_metrics,
+    get_params,
     reconstruction_r2,
     sae_loss,
     sae_metrics,
     scale_sweep,
     train_sae,
 )
+from helpers.synthetic import planted_sparse_codes, unit_dictionary
 
 
 def planted(n=3000, d=32, c=48, k=3, seed=0):
     """Embeddings that are sparse non-negative combinations of c unit atoms."""
-    rng = np.random.default_rng(seed)
-    D = rng.normal(size=(c, d))
-    D /= np.linalg.norm(D, axis=1, keepdims=True)
-    A = np.zeros((n, c))
-    for i in range(n):
-        idx = rng.choice(c, k, replace=False)
-        A[i, idx] = rng.uniform(0.5, 2.0, k)
-    return (A @ D).astype(np.float32), D
+    D = unit_dictionary(c, d, seed=seed)
+    return planted_sparse_codes(n, D, k, seed=seed + 1)[0], D
 
 
 def test_k_equals_c_is_a_relu_autoencoder():
@@ -48,9 +52,12 @@ def test_k_equals_c_is_a_relu_autoencoder():
     np.testing.assert_allclose(pre_t.detach().numpy(), pre, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(acts_t.detach().numpy(), acts, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(z_hat_t.detach().numpy(), z_hat, rtol=1e-5, atol=1e-5)
-    # numpy in, numpy out, same numbers
-    np.testing.assert_allclose(m.encode(z), acts, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(m.decode(m.encode(z)), z_hat, rtol=1e-5, atol=1e-5)
+    # numpy in, numpy out (batched, no gradient), same numbers
+    acts_np, z_hat_np = m.encode_numpy(z, batch_size=7, reconstruct=True)
+    np.testing.assert_allclose(acts_np, acts, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(z_hat_np, z_hat, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(m.encode_numpy(z), acts_np, rtol=1e-5, atol=1e-5)
+    assert acts_np.dtype == np.float32
 
 
 def test_topk_keeps_k_largest_then_relu():
@@ -82,7 +89,7 @@ def test_decoder_columns_stay_unit_norm_and_grad_projection():
     assert len(hist) == 5 and {"loss", "recon", "aux", "val_r2", "n_dead"} <= set(hist.columns)
     # the projected gradient has no component along its column
     m.train()
-    loss = sae_loss(m, torch.from_numpy(Z[:64]))[0]
+    loss = sae_loss(m, torch.from_numpy(Z[:64])).total
     loss.backward()
     m.project_decoder_grad()
     W, G = m.decoder.weight.detach(), m.decoder.weight.grad
@@ -110,7 +117,7 @@ def test_aux_loss_reaches_dead_latents_only():
     grads = {}
     for coef in (0.0, 1 / 32):
         m.zero_grad()
-        sae_loss(m, z, dead, aux_coef=coef)[0].backward()
+        sae_loss(m, z, dead, aux_coef=coef).total.backward()
         grads[coef] = m.encoder.weight.grad[dead].abs().sum(1)
     # without the aux loss, latents outside every top-k get no gradient at all
     assert torch.all(grads[0.0] == 0)
@@ -149,17 +156,95 @@ def test_sweep_and_annotate():
     assert table["lr"].tolist() == [1e-4, 3e-3]
     assert {"r2", "l0", "n_active", "n_dead", "seconds"} <= set(table.columns)
     assert (table["n_active"] + table["n_dead"] == table["c"]).all()
+    table, models = scale_sweep(Z, configs=[(20, 2)], epochs=2, progress=False,
+                                return_models=True, min_active_cells=5)
+    n_cells = (models[(20, 2)].encode_numpy(Z) > 0).sum(0)
+    assert table.loc[0, "median cells/concept"] == np.median(n_cells)
+    assert table.loc[0, "concepts >= 5 cells"] == (n_cells >= 5).sum()
 
     m, _ = train_sae(Z, c=20, k=2, epochs=2, progress=False)
     adata = ad.AnnData(np.zeros((400, 3), dtype=np.float32))
     adata.obsm["X_emb"] = Z
-    annotate(adata, m, "X_emb")
-    acts = adata.obsm["sae_concepts"]
+    annotate(adata, m, use_rep="X_emb")
+    acts = get_concepts(adata)
+    assert acts is adata.obsm["sae_concepts"]
     assert acts.shape == (400, 20) and acts.dtype == np.float32
-    np.testing.assert_array_equal(acts, m.encode(Z))
-    assert adata.uns["sae"]["k"] == 2 and "r2" in adata.uns["sae"]["metrics"]
-    with pytest.raises(KeyError, match="fit_embedding"):
-        annotate(adata, m, "X_missing")
+    np.testing.assert_array_equal(acts, m.encode_numpy(Z))
+    params = get_params(adata)
+    assert params["k"] == 2 and params["use_rep"] == "X_emb"
+    assert params["train"]["epochs"] == 2 and params["train"]["n_train"] == 360
+    assert get_metrics(adata) == sae_metrics(m, Z)
+    with pytest.raises(KeyError, match="obsm\\['X_missing'\\] not found"):
+        annotate(adata, m, use_rep="X_missing")
+
+
+def test_second_key_added_does_not_overwrite_the_first():
+    Z, _ = planted(n=300, d=12, c=10)
+    m1, _ = train_sae(Z, c=20, k=2, epochs=2, progress=False)
+    m2, _ = train_sae(Z, c=30, k=3, epochs=2, seed=1, progress=False)
+    adata = ad.AnnData(np.zeros((300, 3), dtype=np.float32))
+    adata.obsm["X_emb"] = Z
+    annotate(adata, m1, use_rep="X_emb")
+    first = get_concepts(adata).copy()
+    annotate(adata, m2, use_rep="X_emb", key_added="sae_big", sparse=True)
+    np.testing.assert_array_equal(get_concepts(adata), first)
+    assert get_params(adata)["c"] == 20 and get_params(adata, key="sae_big")["c"] == 30
+    big = get_concepts(adata, key="sae_big")
+    assert big is adata.obsm["sae_big_concepts"] and big.shape == (300, 30)
+    np.testing.assert_array_equal(big.toarray(), m2.encode_numpy(Z))
+    with pytest.raises(KeyError, match="annotate"):
+        get_concepts(adata, key="nothing")
+
+
+def test_settings_are_stored_with_the_model():
+    Z, _ = planted(n=200, d=8, c=6)
+    s = SAETrainSettings(epochs=2, batch_size=64, lr=1e-3, seed=5, progress=False)
+    m, _ = train_sae(Z, 12, 2, s, device="cpu")
+    # resolved: dead_after = the training split, device a string; the rest as given
+    assert m.settings == dataclasses.replace(s, dead_after=180, device="cpu")
+    assert m.fit_record["n_train"] == 180 and m.fit_record["n_val"] == 20
+    with pytest.raises(ValueError, match="init must be"):
+        SAETrainSettings(init="mode")
+    with pytest.raises(ValueError, match="val_fraction"):
+        train_sae(Z, 12, 2, s, val_fraction=1.0)
+
+
+def test_loss_terms_add_up():
+    Z, _ = planted(n=200, d=8, c=6)
+    torch.manual_seed(0)
+    m = TopKSAE(8, 40, k=2, k_aux=4)
+    z = torch.from_numpy(Z[:50])
+    dead = torch.zeros(40, dtype=torch.bool)
+    dead[::2] = True
+    loss = sae_loss(m, z, dead, aux_coef=0.25, scale=3.0)
+    assert isinstance(loss, SAELoss)
+    assert loss._fields == ("total", "recon", "aux", "acts")
+    assert float(loss.aux.detach()) > 0
+    torch.testing.assert_close(loss.total, loss.recon + 0.25 * loss.aux)
+    z_hat = m(z)[0]
+    torch.testing.assert_close(loss.recon, 3.0 * ((z - z_hat) ** 2).mean())
+    assert torch.equal(loss.acts, m.encode(z))
+
+
+def test_generator_seeding_reproduces_the_global_seed_stream_and_leaves_it_alone():
+    d, c = 9, 25
+    # what torch.manual_seed(s) + nn.Linear's own init + randn gave before generators
+    torch.manual_seed(7)
+    nn.Linear(d, c), nn.Linear(c, d, bias=False)
+    w = torch.randn(d, c)
+    expected = w / w.norm(dim=0, keepdim=True)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    m = TopKSAE(d, c, 3, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(m.decoder.weight.detach(), expected, rtol=0, atol=0)
+    Z, _ = planted(n=300, d=d, c=6)
+    m1, h1 = train_sae(Z, c, 3, epochs=2, batch_size=64, seed=7, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG was not touched
+    torch.manual_seed(999)  # another global state: same model
+    m2, h2 = train_sae(Z, c, 3, epochs=2, batch_size=64, seed=7, progress=False)
+    for (n, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(p1, p2), n
+    assert math.isfinite(h1["val_r2"].iloc[-1])
 
 
 def test_errors():

@@ -3,19 +3,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.sae import train_sae
 from helpers.stability import (
+    between_group_share,
+    fit_saes,
     match_activations,
     match_dictionaries,
     matched_gene_table,
+    r2_table,
     random_dictionary_null,
+    seed_table,
+    shared_gene_union,
     shuffled_activation_null,
     top_gene_overlap,
 )
+from helpers.synthetic import planted_sparse_codes, unit_dictionary
+from reference import cross_r2
 
 
 def _unit_rows(rng, c, d):
-    D = rng.standard_normal((c, d))
-    return D / np.linalg.norm(D, axis=1, keepdims=True)
+    return unit_dictionary(c, d, seed=rng)
 
 
 def test_matching_recovers_a_known_permutation_exactly():
@@ -124,18 +131,10 @@ def test_matched_gene_table_skips_pairs_without_scores():
 
 
 def _sparse_data(rng, D, n, k=2):
-    c = D.shape[0]
-    codes = np.zeros((n, c))
-    for i in range(n):
-        codes[i, rng.choice(c, size=k, replace=False)] = rng.exponential(1.0, size=k) + 0.5
-    return (codes @ D).astype(np.float32)
+    return planted_sparse_codes(n, D, k, seed=rng)[0]
 
 
 def test_cross_r2_drops_on_data_from_another_dictionary():
-    from helpers.sae import train_sae
-
-    from helpers.stability import cross_r2, r2_table
-
     rng = np.random.default_rng(6)
     D_a, D_b = _unit_rows(rng, 12, 8), _unit_rows(rng, 12, 8)
     Z_a, Z_a2, Z_b = (_sparse_data(rng, D_a, 1500), _sparse_data(rng, D_a, 500),
@@ -156,8 +155,6 @@ def test_cross_r2_drops_on_data_from_another_dictionary():
 
 
 def test_between_group_share_is_zero_for_identical_groups_and_one_for_points():
-    from helpers.stability import between_group_share
-
     rng = np.random.default_rng(7)
     Z = rng.standard_normal((50, 3))
     assert between_group_share(np.vstack([Z, Z]), np.r_[np.zeros(50), np.ones(50)]) == pytest.approx(0.0)
@@ -165,3 +162,36 @@ def test_between_group_share_is_zero_for_identical_groups_and_one_for_points():
     assert between_group_share(pts, np.r_[np.zeros(10), np.ones(10)]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="one group label per row"):
         between_group_share(Z, np.zeros(3))
+
+
+def test_fit_saes_and_seed_table():
+    rng = np.random.default_rng(3)
+    Z = _sparse_data(rng, _unit_rows(rng, 10, 6), 400)
+    kw = dict(n_concepts=12, k=2, settings=None)
+    models = fit_saes({"a": Z, "b": Z}, [0, 1], **kw)
+    again = fit_saes([Z, Z], [0, 1], **kw)
+    assert list(models) == ["a", "b"] and len(again) == 2
+    # the same seed gives the same dictionary, another seed another one
+    np.testing.assert_array_equal(models["a"].dictionary, again[0].dictionary)
+    assert not np.allclose(models["a"].dictionary, models["b"].dictionary)
+    table = seed_table({"emb": again}, {"emb": Z})
+    assert table[["embedding", "seeds"]].values.tolist() == [["emb", "0 vs 1"]]
+    pairs = match_dictionaries(again[0].dictionary, again[1].dictionary)
+    assert table.loc[0, "mean matched cosine"] == pytest.approx(pairs["cosine"].mean())
+
+
+def test_shared_gene_union_keeps_shared_genes_and_reads_each_layer():
+    import anndata as ad
+    import scipy.sparse as sp
+
+    a = ad.AnnData(np.arange(12, dtype=np.float32).reshape(3, 4))
+    a.var_names = ["g1", "g2", "g3", "g4"]
+    b = ad.AnnData(np.zeros((2, 3), dtype=np.float32))
+    b.var_names = ["g4", "g2", "gx"]
+    b.layers["counts"] = sp.csr_matrix(np.array([[1, 2, 3], [4, 5, 6]], np.float32))
+    u = shared_gene_union({"a": a, "b": b}, {"b": "counts"})
+    assert list(u.var_names) == ["g2", "g4"]
+    assert u.obs["dataset"].tolist() == ["a"] * 3 + ["b"] * 2
+    X = u.layers["counts"]
+    X = X.toarray() if sp.issparse(X) else X
+    np.testing.assert_array_equal(X, [[1, 3], [5, 7], [9, 11], [2, 1], [5, 4]])
