@@ -21,7 +21,7 @@ from helpers import spectral, synthetic
 
 
 def trajectory(n, seed=0):
-    """The shared branching trajectory (helpers.synthetic), float32 like expression data."""
+    """The shared branching trajectory (helpers.synthetic), as float32 expression."""
     return synthetic.trajectory(n, seed=seed)[0].astype(np.float32)
 
 

@@ -14,7 +14,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 def logistic(X: np.ndarray, y: np.ndarray, split: dict, C: float = 1.0,
              seed: int = 0) -> np.ndarray:
-    """Multinomial logistic regression fit on ``split["train"]``; predicted classes, all cells."""
+    """Multinomial logistic regression fit on ``split["train"]``; predicted classes, all
+    cells."""
     model = LogisticRegression(C=C, max_iter=3000, random_state=seed)
     model.fit(X[split["train"]], y[split["train"]])
     return model.predict(X)
@@ -29,8 +30,8 @@ def ridge(X: np.ndarray, Y: np.ndarray, split: dict, *,
 
     Returns
     -------
-    ``(predictions, alpha)``: predictions (cells × outputs) for every row of ``X`` and the
-    penalty used.
+    ``(predictions, alpha)``: predictions (cells × outputs) for every row of ``X`` and
+    the penalty used.
     """
     X = np.asarray(X, np.float64)
     Y = np.asarray(Y, np.float64).reshape(len(X), -1)

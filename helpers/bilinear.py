@@ -11,19 +11,22 @@ its rank is at most 2h. With ``U = Q R`` (thin QR, shared by every output) the n
 A bias, when asked for, is a constant 1 appended to x, so the model stays an exact quadratic form
 (the last coordinate of every loading is then the constant's weight, not a gene's).
 
-AnnData keys written by :func:`annotate` (``key_added`` defaults to ``"bilinear"``; ``<out>``
-is the output name with characters other than letters, digits, ``-`` and ``_`` replaced by
-``_``); read them back with :func:`get_modules` rather than rebuilding the names:
+AnnData keys written by :func:`annotate` (``key_added`` defaults to ``"bilinear"``;
+``<out>`` is the output name with characters other than letters, digits, ``-`` and ``_``
+replaced by ``_``); read them back with :func:`get_modules` rather than rebuilding the
+names:
 
 - ``adata.varm["<key_added>_<out>_loadings"]``: genes × modules, sorted by |eigenvalue|;
-- ``adata.obsm["<key_added>_<out>_scores"]``: cells × modules, projections of the features;
-- ``adata.uns["<key_added>"]``: ``outputs`` (names), ``eigenvalues`` (dict: output → all 2h
+- ``adata.obsm["<key_added>_<out>_scores"]``: cells × modules, projections of the
+  features;
+- ``adata.uns["<key_added>"]``: ``outputs`` (names), ``eigenvalues`` (dict: output → all
+  2h
   eigenvalues, sorted by |λ|) and ``params`` (``n_modules``, ``hidden``, ``bias``,
   ``oriented``).
 
 Training settings are a :class:`BilinearTrainSettings`, stored with the model
-(``model.settings``); :func:`fit` builds and trains in one call, :func:`fit_repeats` once per
-seed.
+(``model.settings``); :func:`fit` builds and trains in one call, :func:`fit_repeats`
+once per seed.
 """
 
 from __future__ import annotations
@@ -99,13 +102,15 @@ class BilinearMLP(nn.Module):
 
 @dataclass(frozen=True)
 class BilinearTrainSettings:
-    """How :func:`train_bilinear` trains: stored with the trained model as ``model.settings``.
+    """How :func:`train_bilinear` trains: stored with the trained model as
+    ``model.settings``.
 
     ``task`` is ``"classification"`` (cross-entropy, ``loss="ce"``) or ``"regression"``
     (``loss="mse"`` or ``"huber"`` with ``huber_delta``); ``loss=None`` picks the task's
-    default. ``class_weight="balanced"`` weighs the cross-entropy by inverse class frequency in
-    the training split; ``noise_std`` adds Gaussian noise to training inputs. ``seed`` seeds the
-    batch order, the noise and dropout (see :func:`train_bilinear`).
+    default. ``class_weight="balanced"`` weighs the cross-entropy by inverse class
+    frequency in the training split; ``noise_std`` adds Gaussian noise to training
+    inputs. ``seed`` seeds the batch order, the noise and dropout (see
+    :func:`train_bilinear`).
     """
 
     task: str = "classification"
@@ -122,10 +127,12 @@ class BilinearTrainSettings:
 
     def __post_init__(self):
         if self.task not in ("classification", "regression"):
-            raise ValueError(f"task={self.task!r}; use 'classification' or 'regression'.")
+            raise ValueError(f"task={self.task!r}; use 'classification' or "
+                             "'regression'.")
 
 
-def _settings(settings: BilinearTrainSettings | None, overrides: dict) -> BilinearTrainSettings:
+def _settings(settings: BilinearTrainSettings | None,
+              overrides: dict) -> BilinearTrainSettings:
     return replace(settings or BilinearTrainSettings(), **overrides)
 
 
@@ -151,7 +158,8 @@ def _check_inputs(X, Y, split) -> None:
 
 
 def _tensors(model, X, Y, split, s: BilinearTrainSettings, dev):
-    """Features, targets and the loss (class weights from the training split) on ``dev``."""
+    """Features, targets and the loss (class weights from the training split) on
+    ``dev``."""
     Xt = torch.as_tensor(np.asarray(X, np.float32), device=dev)
     weight = None
     if s.task == "classification":
@@ -183,8 +191,8 @@ def _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen) -> Non
 
 
 def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict,
-                   settings: BilinearTrainSettings | None = None, *, progress: bool = True,
-                   **overrides):
+                   settings: BilinearTrainSettings | None = None, *,
+                   progress: bool = True, **overrides):
     """Train with AdamW and a cosine learning-rate schedule; returns ``(model, history)``.
 
     Parameters
@@ -196,13 +204,14 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
     split
         ``{"train": idx, "val": idx, ...}`` (see :func:`helpers.preprocess.split_indices`).
     settings
-        :class:`BilinearTrainSettings` (default: its defaults); keyword ``overrides`` replace
-        single fields (``epochs=30``). The settings used are stored as ``model.settings``.
+        :class:`BilinearTrainSettings` (default: its defaults); keyword ``overrides``
+        replace single fields (``epochs=30``). The settings used are stored as
+        ``model.settings``.
 
     Seeding: the batch order and noise come from a local ``torch.Generator`` seeded with
-    ``settings.seed``; dropout draws from torch's global generator, so the loop runs inside
-    ``torch.random.fork_rng`` after ``torch.manual_seed(seed)``: the run is reproducible and
-    the caller's global random state is the same afterwards as before.
+    ``settings.seed``; dropout draws from torch's global generator, so the loop runs
+    inside ``torch.random.fork_rng`` after ``torch.manual_seed(seed)``: the run is
+    reproducible and the caller's global random state is the same afterwards as before.
 
     Returns
     -------
@@ -231,7 +240,8 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
             row = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0]}
             row.update(_evaluate(model, Xt, Yt, split, criterion, s.task))
             rows.append(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("val_")})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
+                             if k.startswith("val_")})
     model.to("cpu").eval()
     model.settings = s
     history = pd.DataFrame(rows)
@@ -239,15 +249,17 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
     return model, history
 
 
-def fit(X: np.ndarray, Y: np.ndarray, split: dict, *, hidden: int = 128, bias: bool = False,
-        dropout: float = 0.0, n_out: int | None = None,
-        settings: BilinearTrainSettings | None = None, progress: bool = True, **overrides):
-    """Build a :class:`BilinearMLP` sized for ``X`` and ``Y`` and train it: the one-call entry.
+def fit(X: np.ndarray, Y: np.ndarray, split: dict, *, hidden: int = 128,
+        bias: bool = False, dropout: float = 0.0, n_out: int | None = None,
+        settings: BilinearTrainSettings | None = None, progress: bool = True,
+        **overrides):
+    """Build a :class:`BilinearMLP` sized for ``X`` and ``Y`` and train it: the one-call
+    entry.
 
     The initial weights are seeded with ``settings.seed`` too. ``n_out`` defaults to
-    ``max(Y) + 1`` classes (classification) or the columns of ``Y`` (regression). ``settings``
-    and keyword ``overrides`` (``task="regression"``, ``epochs=30``, ...) are as in
-    :func:`train_bilinear`. Returns ``(model, history)``.
+    ``max(Y) + 1`` classes (classification) or the columns of ``Y`` (regression).
+    ``settings`` and keyword ``overrides`` (``task="regression"``, ``epochs=30``, ...)
+    are as in :func:`train_bilinear`. Returns ``(model, history)``.
     """
     s = _settings(settings, overrides)
     X = np.asarray(X, np.float32)
@@ -257,7 +269,8 @@ def fit(X: np.ndarray, Y: np.ndarray, split: dict, *, hidden: int = 128, bias: b
         n_out = n_out or Y.shape[1]
     else:
         n_out = n_out or int(np.max(Y)) + 1
-    model = BilinearMLP(X.shape[1], hidden, n_out, bias=bias, dropout=dropout, seed=s.seed)
+    model = BilinearMLP(X.shape[1], hidden, n_out, bias=bias, dropout=dropout,
+                        seed=s.seed)
     return train_bilinear(model, X, Y, split, s, progress=progress)
 
 
@@ -315,8 +328,10 @@ def eigendecompose(model: BilinearMLP, outputs=None, n_modules: int | None = Non
     """
     W, V, P = _weights(model)
     outputs = list(range(P.shape[0]) if outputs is None else ([outputs] if np.isscalar(outputs) else outputs))
-    # thin QR, shared by all outputs (torch's LAPACK call is ~3x faster than numpy's here)
-    Qo, R = (t.numpy() for t in torch.linalg.qr(torch.from_numpy(np.concatenate([W.T, V.T], axis=1))))
+    # thin QR, shared by all outputs (torch's LAPACK call beats numpy's: see
+    # benchmarks/bench_bilinear.py)
+    U = torch.from_numpy(np.concatenate([W.T, V.T], axis=1))
+    Qo, R = (t.numpy() for t in torch.linalg.qr(U))
     h = W.shape[0]
     RW, RV = R[:, :h], R[:, h:]
     T = (RW[None] * P[outputs][:, None, :]) @ RV.T  # R_W diag(P_a) R_Vᵀ for every requested a
@@ -391,25 +406,27 @@ def _keys(key: str, output) -> tuple[str, str]:
 def annotate(adata, model: BilinearMLP, output_names, *, n_modules: int = 3,
              X: np.ndarray | None = None, targets: np.ndarray | None = None,
              key_added: str = "bilinear"):
-    """Write loadings, module scores and eigenvalues of every output into ``adata`` (module doc).
+    """Write loadings, module scores and eigenvalues of every output into ``adata``
+    (module doc).
 
-    ``X`` defaults to ``adata.X`` (the features the model was trained on, genes in ``adata.var``
-    order). ``targets`` (cells × outputs: one-hot classes or regression targets), when given,
-    orients each module so that its score correlates positively with its output's target: the
-    positive pole then reads "higher in this class / along this axis". An eigenvector's sign is
-    otherwise arbitrary. Read the results back with :func:`get_modules`.
+    ``X`` defaults to ``adata.X`` (the features the model was trained on, genes in
+    ``adata.var`` order). ``targets`` (cells × outputs: one-hot classes or regression
+    targets), when given, orients each module so that its score correlates positively
+    with its output's target: the positive pole then reads "higher in this class / along
+    this axis". An eigenvector's sign is otherwise arbitrary. Read the results back with
+    :func:`get_modules`.
     """
     if len(output_names) != model.n_out:
-        raise ValueError(f"{len(output_names)} output names for a model with {model.n_out} "
-                         "outputs.")
+        raise ValueError(f"{len(output_names)} output names for a model with "
+                         f"{model.n_out} outputs.")
     if adata.n_vars != model.n_in:
         raise ValueError(f"adata has {adata.n_vars} genes but the model was trained on "
                          f"{model.n_in}; annotate the AnnData the features came from.")
     X = get_matrix(adata, dense=True) if X is None else np.asarray(X)
     eig = eigendecompose(model, n_modules=n_modules)
     uns = {"outputs": [str(o) for o in output_names], "eigenvalues": {},
-           "params": {"n_modules": n_modules, "hidden": model.n_hidden, "bias": model.bias,
-                      "oriented": targets is not None}}
+           "params": {"n_modules": n_modules, "hidden": model.n_hidden,
+                      "bias": model.bias, "oriented": targets is not None}}
     for a, name in enumerate(output_names):
         vals, vecs = eig[a]
         if targets is not None:
@@ -426,14 +443,16 @@ def annotate(adata, model: BilinearMLP, output_names, *, n_modules: int = 3,
 
 
 def get_modules(adata, output, *, key: str = "bilinear"):
-    """``(eigenvalues, loadings, scores)`` of one output as :func:`annotate` stored them.
+    """``(eigenvalues, loadings, scores)`` of one output as :func:`annotate` stored
+    them.
 
-    ``eigenvalues``: all of the output's eigenvalues sorted by |λ|; ``loadings``: genes ×
-    modules; ``scores``: cells × modules. ``key`` is the ``key_added`` of :func:`annotate`.
+    ``eigenvalues``: all of the output's eigenvalues sorted by |λ|; ``loadings``: genes
+    × modules; ``scores``: cells × modules. ``key`` is the ``key_added`` of
+    :func:`annotate`.
     """
     if key not in adata.uns or "eigenvalues" not in adata.uns[key]:
-        raise KeyError(f"uns[{key!r}] holds no bilinear modules; run "
-                       f"bilinear.annotate(adata, model, names, key_added={key!r}) first.")
+        raise KeyError(f"uns[{key!r}] holds no bilinear modules; run bilinear.annotate("
+                       f"adata, model, names, key_added={key!r}) first.")
     vals = adata.uns[key]["eigenvalues"]
     if safe_key(output) not in vals:
         raise KeyError(f"output {output!r} not in uns[{key!r}]; outputs: "
@@ -442,15 +461,17 @@ def get_modules(adata, output, *, key: str = "bilinear"):
     return vals[safe_key(output)], adata.varm[loadings_key], adata.obsm[scores_key]
 
 
-# ------------------------------------------------------------------------------ repeated fits
+# ------------------------------------------------------------------------ repeated fits
 
-def fit_repeats(X, Y, seeds, *, splits=None, stratify: bool = True, progress: bool = False,
-                **fit_kwargs) -> list[dict]:
-    """One :func:`fit` per seed: a fresh split and initial weights, training seeded alike.
+def fit_repeats(X, Y, seeds, *, splits=None, stratify: bool = True,
+                progress: bool = False, **fit_kwargs) -> list[dict]:
+    """One :func:`fit` per seed: a fresh split and initial weights, training seeded
+    alike.
 
-    ``splits`` (one per seed) overrides the default split, :func:`~helpers.preprocess.split_indices`
-    of ``Y`` (stratified when ``stratify``; of ``len(Y)`` otherwise) with that seed. Other
-    keywords go to :func:`fit`. Returns one ``{"seed", "split", "model", "history"}`` per seed.
+    ``splits`` (one per seed) overrides the default split,
+    :func:`~helpers.preprocess.split_indices` of ``Y`` (stratified when ``stratify``; of
+    ``len(Y)`` otherwise) with that seed. Other keywords go to :func:`fit`. Returns one
+    ``{"seed", "split", "model", "history"}`` per seed.
     """
     runs = []
     for i, s in enumerate(seeds):
@@ -471,14 +492,15 @@ def accuracy(pred, y, idx) -> float:
     return float((np.asarray(pred)[idx] == np.asarray(y)[idx]).mean())
 
 
-def split_repeats(X, y, seeds, *, known: dict | None = None, **fit_kwargs) -> pd.DataFrame:
+def split_repeats(X, y, seeds, *, known: dict | None = None,
+                  **fit_kwargs) -> pd.DataFrame:
     """Test accuracy of the classifier and the logistic baseline over random splits.
 
-    For each seed: the stratified split with that seed, a bilinear :func:`fit` seeded with it
-    and :func:`helpers.baselines.logistic` on the same split. ``known`` maps a seed to
-    ``(bilinear predictions, baseline predictions)`` already computed (not refitted). Returns
-    a table indexed by ``split seed`` with ``bilinear test``, ``baseline test`` and a ``mean``
-    row.
+    For each seed: the stratified split with that seed, a bilinear :func:`fit` seeded
+    with it and :func:`helpers.baselines.logistic` on the same split. ``known`` maps a
+    seed to ``(bilinear predictions, baseline predictions)`` already computed (not
+    refitted). Returns a table indexed by ``split seed`` with ``bilinear test``,
+    ``baseline test`` and a ``mean`` row.
     """
     known = known or {}
     todo = [s for s in seeds if s not in known]
@@ -498,17 +520,20 @@ def split_repeats(X, y, seeds, *, known: dict | None = None, **fit_kwargs) -> pd
     return table
 
 
-def recipe_ablation(features: dict, y, split, recipes: dict, *, focus: int | None = None,
-                    focus_name: str = "focus", known: dict | None = None, seed: int = 0,
+def recipe_ablation(features: dict, y, split, recipes: dict, *,
+                    focus: int | None = None, focus_name: str = "focus",
+                    known: dict | None = None, seed: int = 0,
                     **fit_kwargs) -> pd.DataFrame:
-    """Training recipes on several feature sets, on one split, beside a logistic baseline.
+    """Training recipes on several feature sets, on one split, beside a logistic
+    baseline.
 
-    ``features`` maps a label (e.g. the number of genes) to a cells × genes matrix; ``recipes``
-    maps a name to :func:`fit` keywords (``bias``, ``epochs``, ...); other keywords are shared.
-    ``known`` maps ``(feature label, model name)`` to predictions already computed. For each
-    feature set the rows are the baseline (``"logistic baseline"``), then the recipes. Columns:
-    validation and test accuracy, and test accuracy on class ``focus`` (``"<focus_name>
-    (test)"``, NaN without one). Indexed by ``(genes, model)``.
+    ``features`` maps a label (e.g. the number of genes) to a cells × genes matrix;
+    ``recipes`` maps a name to :func:`fit` keywords (``bias``, ``epochs``, ...); other
+    keywords are shared. ``known`` maps ``(feature label, model name)`` to predictions
+    already computed. For each feature set the rows are the baseline (``"logistic
+    baseline"``), then the recipes. Columns: validation and test accuracy, and test
+    accuracy on class ``focus`` (``"<focus_name> (test)"``, NaN without one). Indexed by
+    ``(genes, model)``.
     """
     known = known or {}
     va, te = split["val"], split["test"]
@@ -525,7 +550,8 @@ def recipe_ablation(features: dict, y, split, recipes: dict, *, focus: int | Non
             preds[name] = classes_of(model, X)
         for name, p in preds.items():
             in_focus = te[y[te] == focus] if focus is not None else None
-            rows.append({"genes": label, "model": name, "validation accuracy": accuracy(p, y, va),
+            rows.append({"genes": label, "model": name,
+                         "validation accuracy": accuracy(p, y, va),
                          "test accuracy": accuracy(p, y, te),
                          f"{focus_name} (test)": accuracy(p, y, in_focus)
                          if focus is not None else np.nan})

@@ -20,12 +20,13 @@ Composition (beyond the blog)
         ŷ_add(c) = Σ_i f̄(p_i) − (k − 1) f̄(control),
 
     where ``f̄(g)`` is the model's mean output vector over held-out cells of group ``g``. ``e_c ≈ 0``:
-    the outputs compose; ``e_c`` of order 1: the combination moves the cells somewhere the sum of
-    its parts does not predict (an interaction). The same ratio in expression space (mean log
-    expression shifts instead of outputs) is reported as the model-free reference, and a bootstrap
-    over combination cells gives a 95% interval. :func:`fit_singles` is the training part,
-    :func:`additive_error` the statistic on arrays; synthetic data with planted answers live in
-    :mod:`helpers.synthetic` (``synthetic_combinations``, ``sciplex2_like``).
+    the outputs compose; ``e_c`` of order 1: the combination moves the cells somewhere
+    the sum of its parts does not predict (an interaction). The same ratio in expression
+    space (mean log expression shifts instead of outputs) is reported as the model-free
+    reference, and a bootstrap over combination cells gives a 95% interval.
+    :func:`fit_singles` is the training part, :func:`additive_error` the statistic on
+    arrays; synthetic data with planted answers live in :mod:`helpers.synthetic`
+    (``synthetic_combinations``, ``sciplex2_like``).
 
 AnnData keys
     :func:`filter_low_count_cells` writes ``obs["total_counts"]``.
@@ -64,7 +65,7 @@ COLUMN_MAPS: dict[str, dict] = {
 #: The blog's perturbation regressor: Huber loss, AdamW, batch 128, weight decay 1e-3.
 REGRESSOR = BilinearTrainSettings(task="regression", loss="huber", epochs=100, lr=1e-3,
                                   weight_decay=1e-3, batch_size=128)
-#: Training for :func:`composition_test`: the same with 30 epochs at a higher learning rate.
+#: Training for :func:`composition_test`: the same, 30 epochs at a higher learning rate.
 COMPOSITION = replace(REGRESSOR, epochs=30, lr=1e-2)
 
 
@@ -197,9 +198,9 @@ def filter_low_count_cells(adata: AnnData, min_counts: float, *,
     total = np.asarray(X.sum(axis=1)).ravel()
     keep = total >= min_counts
     if not keep.any():
-        raise ValueError(f"min_counts={min_counts} removes all {adata.n_obs} cells (median "
-                         f"total count {np.median(total):.0f}, max {total.max():.0f}). Lower "
-                         "min_counts.")
+        raise ValueError(f"min_counts={min_counts} removes all {adata.n_obs} cells "
+                         f"(median total count {np.median(total):.0f}, max "
+                         f"{total.max():.0f}). Lower min_counts.")
     out = adata[keep].copy()
     out.obs["total_counts"] = total[keep]
     return out
@@ -220,17 +221,19 @@ def standardize(X, ref=None, center=None):
     return ((X - mean) / std).astype(np.float32), mean, std
 
 
-def fit_regressor(X, Y, split, *, hidden: int = 64, dropout: float = 0.4, bias: bool = True,
-                  settings: BilinearTrainSettings = REGRESSOR, progress: bool = True,
-                  **overrides):
-    """The blog's perturbation regressor: a bilinear MLP with Huber loss (:data:`REGRESSOR`).
+def fit_regressor(X, Y, split, *, hidden: int = 64, dropout: float = 0.4,
+                  bias: bool = True, settings: BilinearTrainSettings = REGRESSOR,
+                  progress: bool = True, **overrides):
+    """The blog's perturbation regressor: a bilinear MLP with Huber loss
+    (:data:`REGRESSOR`).
 
-    ``bias=True`` appends a constant input so the quadratic form can centre the features (the
-    eigenvectors then carry the constant's weight as their last coordinate). ``overrides``
-    replace settings fields (``epochs``, ``seed``, ...). Returns ``(model, history)``.
+    ``bias=True`` appends a constant input so the quadratic form can centre the features
+    (the eigenvectors then carry the constant's weight as their last coordinate).
+    ``overrides`` replace settings fields (``epochs``, ``seed``, ...). Returns ``(model,
+    history)``.
     """
-    return fit(X, Y, split, hidden=hidden, bias=bias, dropout=dropout, settings=settings,
-               progress=progress, **overrides)
+    return fit(X, Y, split, hidden=hidden, bias=bias, dropout=dropout,
+               settings=settings, progress=progress, **overrides)
 
 
 def per_perturbation_mae(Y_true, Y_pred, names) -> pd.DataFrame:
@@ -331,10 +334,10 @@ def additive_error(group_mean, part_means, control_mean, cells=None, *, n_boot: 
                    rng=None) -> dict:
     """Relative additive error of one combination from group means (see module doc).
 
-    ``e = ‖ f̄(c) − ŷ_add ‖ / ‖ ŷ_add − f̄(control) ‖`` with ``ŷ_add = Σ_i f̄(p_i) − (k − 1)
-    f̄(control)``. ``part_means`` is a sequence of the k parts' mean vectors. With ``cells``
-    (the combination's cells × outputs) and ``n_boot > 0``, the 95% bootstrap interval over
-    cells (resampled with ``rng``) is added.
+    ``e = ‖ f̄(c) − ŷ_add ‖ / ‖ ŷ_add − f̄(control) ‖`` with ``ŷ_add = Σ_i f̄(p_i) − (k
+    − 1) f̄(control)``. ``part_means`` is a sequence of the k parts' mean vectors. With
+    ``cells`` (the combination's cells × outputs) and ``n_boot > 0``, the 95% bootstrap
+    interval over cells (resampled with ``rng``) is added.
 
     Returns
     -------
@@ -351,19 +354,23 @@ def additive_error(group_mean, part_means, control_mean, cells=None, *, n_boot: 
         n = len(cells)
         boot = [np.linalg.norm(cells[rng.integers(0, n, n)].mean(0) - y_add) / denom
                 for _ in range(n_boot)]
-        out["ci_low"], out["ci_high"] = np.quantile(boot, 0.025), np.quantile(boot, 0.975)
+        out["ci_low"] = np.quantile(boot, 0.025)
+        out["ci_high"] = np.quantile(boot, 0.975)
     return out
 
 
 def fit_singles(adata: AnnData, *, perturbation_key: str = "perturbation",
-                control_value: str = "control", singles, hidden: int = 16, dropout: float = 0.0,
-                bias: bool = True, scale: bool = True, settings: BilinearTrainSettings = COMPOSITION,
-                progress: bool = True, **overrides) -> dict:
-    """The training part of :func:`composition_test`: a regressor on control and single cells.
+                control_value: str = "control", singles, hidden: int = 16,
+                dropout: float = 0.0, bias: bool = True, scale: bool = True,
+                settings: BilinearTrainSettings = COMPOSITION, progress: bool = True,
+                **overrides) -> dict:
+    """The training part of :func:`composition_test`: a regressor on control and single
+    cells.
 
-    Targets are 1 in the cell's own perturbation column (``singles`` order); the split (seeded
-    with ``settings.seed``) is stratified by label. With ``scale`` genes are z-scored
-    (:func:`standardize`: centred on the training controls, spread of the training cells).
+    Targets are 1 in the cell's own perturbation column (``singles`` order); the split
+    (seeded with ``settings.seed``) is stratified by label. With ``scale`` genes are
+    z-scored (:func:`standardize`: centred on the training controls, spread of the
+    training cells).
 
     Returns
     -------
@@ -381,19 +388,23 @@ def fit_singles(adata: AnnData, *, perturbation_key: str = "perturbation",
     split = split_indices(lab[rows], seed=s.seed)
     if scale:
         train = rows[split["train"]]
-        _, mean, std = standardize(X, ref=train, center=train[lab[train] == control_value])
+        ctrl = train[lab[train] == control_value]
+        _, mean, std = standardize(X, ref=train, center=ctrl)
         X = ((X - mean) / std).astype(np.float32)
-    model, history = fit_regressor(X[rows], Y, split, hidden=hidden, dropout=dropout, bias=bias,
-                                   settings=s, progress=progress)
+    model, history = fit_regressor(X[rows], Y, split, hidden=hidden, dropout=dropout,
+                                   bias=bias, settings=s, progress=progress)
     held = predict(model, X[rows[split["test"]]])
-    return {"model": model, "history": history, "X": X, "single_cells": rows, "split": split,
-            "Y": Y, "test_mae": float(np.abs(held - Y[split["test"]]).mean())}
+    return {"model": model, "history": history, "X": X, "single_cells": rows,
+            "split": split, "Y": Y,
+            "test_mae": float(np.abs(held - Y[split["test"]]).mean())}
 
 
 def composition_test(adata: AnnData, *, perturbation_key: str = "perturbation",
                      control_value: str = "control", sep: str = "+", n_boot: int = 200,
-                     n_expression_genes: int = 50, min_cells: int = 10, **fit_kwargs) -> dict:
-    """Do output directions compose? Train on singles, predict combinations as sums (module doc).
+                     n_expression_genes: int = 50, min_cells: int = 10,
+                     **fit_kwargs) -> dict:
+    """Do output directions compose? Train on singles, predict combinations as sums
+    (module doc).
 
     Parameters
     ----------
@@ -408,8 +419,9 @@ def composition_test(adata: AnnData, *, perturbation_key: str = "perturbation",
     min_cells
         Groups with fewer cells are dropped first (they cannot be split or averaged reliably).
     **fit_kwargs
-        To :func:`fit_singles` (``hidden``, ``scale``, ``settings`` and settings fields such as
-        ``epochs``, ``lr``, ``seed``, ``device``; the seed also drives the bootstrap).
+        To :func:`fit_singles` (``hidden``, ``scale``, ``settings`` and settings fields
+        such as ``epochs``, ``lr``, ``seed``, ``device``; the seed also drives the
+        bootstrap).
 
     Returns
     -------
@@ -428,8 +440,8 @@ def composition_test(adata: AnnData, *, perturbation_key: str = "perturbation",
     if not keep.all():
         adata, labels = adata[keep], labels[keep]
     singles, combos, skipped = _parse_groups(labels, control, sep)
-    fitted = fit_singles(adata, perturbation_key=perturbation_key, control_value=control,
-                         singles=singles, **fit_kwargs)
+    fitted = fit_singles(adata, perturbation_key=perturbation_key,
+                         control_value=control, singles=singles, **fit_kwargs)
     model, X, rows = fitted["model"], fitted["X"], fitted["single_cells"]
     lab = labels.to_numpy()
     held = rows[fitted["split"]["test"]]

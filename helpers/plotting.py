@@ -206,11 +206,13 @@ def composition_bars(table: pd.DataFrame, ax=None, title: str = "composition"):
 
 
 def _legend_right(ax, fontsize=6):
-    ax.legend(fontsize=fontsize, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
+    ax.legend(fontsize=fontsize, frameon=False, loc="center left",
+              bbox_to_anchor=(1, 0.5))
 
 
 def umap_panels(adata, panels: dict, cmap="viridis", panel_width: float = 4.2):
-    """One UMAP per ``{title: color}`` entry (an obs column or per-cell values), side by side."""
+    """One UMAP per ``{title: color}`` entry (an obs column or per-cell values), side by
+    side."""
     fig, axes = plt.subplots(1, len(panels), figsize=(panel_width * len(panels), 3.6),
                              squeeze=False)
     for ax, (title, color) in zip(axes[0], panels.items()):
@@ -220,19 +222,23 @@ def umap_panels(adata, panels: dict, cmap="viridis", panel_width: float = 4.2):
 
 
 def confusion_pair(y_true, preds: dict, labels):
-    """Confusion matrices of several predictions (``{title: predicted classes}``) side by side."""
-    fig, axes = plt.subplots(1, len(preds), figsize=(6 * len(preds), 4.8), squeeze=False)
+    """Confusion matrices of several predictions (``{title: predicted classes}``) side
+    by side."""
+    fig, axes = plt.subplots(1, len(preds), figsize=(6 * len(preds), 4.8),
+                             squeeze=False)
     for ax, (title, pred) in zip(axes[0], preds.items()):
         confusion(y_true, pred, labels, ax=ax, title=title)
     fig.tight_layout()
     return fig
 
 
-def module_figure(eigvals, scores, labels, highlight, n_modules: int = 3, name: str = ""):
-    """A class's eigenvalue spectrum, then one histogram panel of module scores per module.
+def module_figure(eigvals, scores, labels, highlight, n_modules: int = 3,
+                  name: str = ""):
+    """A class's eigenvalue spectrum, then one histogram panel of module scores per
+    module.
 
-    Every label's cells are drawn as an outline and ``highlight``'s filled, so the panel shows
-    whether the module separates that class from the rest.
+    Every label's cells are drawn as an outline and ``highlight``'s filled, so the panel
+    shows whether the module separates that class from the rest.
     """
     labels = np.asarray(labels)
     fig, axes = plt.subplots(1, 1 + n_modules, figsize=(3.6 * (1 + n_modules), 2.9))
@@ -258,13 +264,15 @@ def spectrum_line(eigvals, ax=None, title: str = "graph spectrum"):
 
 
 def predicted_vs_true(pred, true, labels, r2, what: str = "frequency"):
-    """Prediction against truth per output column, with the diagonal and each column's R²."""
+    """Prediction against truth per output column, with the diagonal and each column's
+    R²."""
     pred, true = np.asarray(pred), np.asarray(true)
     n = true.shape[1]
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6), squeeze=False)
     for j, ax in enumerate(axes[0]):
-        score_vs_target(pred[:, j], true[:, j], labels, ax=ax, xlabel=f"{what} {j} (true)",
-                        ylabel="predicted", title=f"test cells, R² = {r2[j]:.2f}")
+        score_vs_target(pred[:, j], true[:, j], labels, ax=ax,
+                        xlabel=f"{what} {j} (true)", ylabel="predicted",
+                        title=f"test cells, R² = {r2[j]:.2f}")
         lim = [true[:, j].min(), true[:, j].max()]
         ax.plot(lim, lim, "k--", lw=0.8)
         if j < n - 1:
@@ -273,7 +281,8 @@ def predicted_vs_true(pred, true, labels, r2, what: str = "frequency"):
     return fig
 
 
-def modules_vs_target(eigvals, scores, target, labels, modules, rho, name: str = "frequency 0"):
+def modules_vs_target(eigvals, scores, target, labels, modules, rho,
+                      name: str = "frequency 0"):
     """Eigenvalue spectrum, then module score against the target for each module in
     ``modules`` (``rho[m]``: its test Spearman correlation, shown in the title)."""
     fig, axes = plt.subplots(1, 1 + len(modules), figsize=(13, 3.3),
@@ -282,7 +291,8 @@ def modules_vs_target(eigvals, scores, target, labels, modules, rho, name: str =
     for m, ax in zip(modules, axes[1:]):
         score_vs_target(scores[:, m], target, labels, ax=ax, xlabel=name,
                         ylabel=f"module {m} score",
-                        title=f"module {m}: λ = {eigvals[m]:.3g}, ρ(test) = {rho[m]:.2f}")
+                        title=f"module {m}: λ = {eigvals[m]:.3g}, "
+                              f"ρ(test) = {rho[m]:.2f}")
     axes[1].get_legend().remove()
     fig.tight_layout()
     return fig
@@ -298,7 +308,8 @@ def dose_module_figure(eigvals, summary: pd.DataFrame, name: str = ""):
 
 
 def composition_figure(result: dict, title: str = "synthetic: relative additive error"):
-    """:func:`composition_bars` beside the mean output per group (a composition test result)."""
+    """:func:`composition_bars` beside the mean output per group (a composition test
+    result)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     composition_bars(result["table"], ax=axes[0], title=title)
     means = result["group_means"]

@@ -14,9 +14,11 @@ aggregation algebraic multigrid (pyamg), the route scikit-learn's
 ``scipy.linalg.eigh``. A 100,000-cell kNN Laplacian takes seconds
 (``benchmarks/bench_spectral.py``); the dense route is O(n^3).
 
-Keys written by :func:`frequencies` (``key_added`` defaults to ``"freq"``, as
-``sc.tl.umap`` writes ``X_umap``/``uns["umap"]``); read them with :func:`get_frequencies`
------------------------------------------------------------------------------------------
+Keys written by :func:`frequencies`, read back by :func:`get_frequencies`
+------------------------------------------------------------------------
+``key_added`` defaults to ``"freq"`` (as ``sc.tl.umap`` writes ``X_umap``,
+``uns["umap"]``).
+
 ``adata.obsm["X_<key_added>"]``
     ``n_obs x n_freqs`` float64, frequency ``j`` in column ``j`` (the constant / trivial
     eigenvector is not included). Each column has unit Euclidean norm, so entries are of
@@ -166,7 +168,7 @@ def knn_graph(
         # kneighbors() without a query excludes each point itself, duplicates included.
         idx = nn.kneighbors(return_distance=False)
     elif method == "nndescent":
-        from pynndescent import NNDescent  # optional: only for graphs beyond exact search
+        from pynndescent import NNDescent  # optional: graphs beyond exact search only
 
         index = NNDescent(
             X, n_neighbors=k + 1, metric="euclidean", random_state=random_state,
@@ -317,8 +319,8 @@ def smallest_eigenpairs(
     L = sp.csr_matrix(L, dtype=np.float64)
     # A Laplacian is singular; build the multigrid hierarchy on a slightly shifted copy
     # (as scikit-learn does) so the preconditioner is well defined. Prolongator smoothing
-    # is off (smooth=None): on kNN graphs it makes the Galerkin products fill in (a setup
-    # many times slower on a 100k-cell graph) and saved no LOBPCG iterations.
+    # is off (smooth=None): on kNN graphs it makes the Galerkin products fill in (a
+    # setup many times slower on a 100k-cell graph) and saved no LOBPCG iterations.
     shift = 1e-5 * max(float(L.diagonal().mean()), 1e-12)
     ml = smoothed_aggregation_solver(L + shift * sp.eye(N, format="csr"), smooth=None)
     M = ml.aspreconditioner()
@@ -415,8 +417,8 @@ def frequencies(
     use_rep
         ``obsm`` key to build the graph on instead of ``X``.
     key_added
-        Results go to ``obsm["X_<key_added>"]`` and ``uns[key_added]``; another key keeps
-        an earlier result.
+        Results go to ``obsm["X_<key_added>"]`` and ``uns[key_added]``; another key
+        keeps an earlier result.
     mode
         ``"union"`` or ``"mutual"`` symmetrisation (cosine graph only).
     allow_disconnected
@@ -461,14 +463,16 @@ def frequencies(
         seconds=dict(graph=t_graph, eigensolve=t_eig),
         params=dict(n_freqs=int(n_freqs), k=int(k), graph=graph,
                     mode=mode if graph == "cosine" else "scanpy",
-                    normalized=bool(normalized), use_rep="X" if use_rep is None else use_rep,
+                    normalized=bool(normalized),
+                    use_rep="X" if use_rep is None else use_rep,
                     tol=tol, seed=seed),
     )
     return adata
 
 
 def get_frequencies(adata, *, key: str = "freq"):
-    """``(eigenvalues, frequencies)`` stored by :func:`frequencies` with ``key_added=key``."""
+    """``(eigenvalues, frequencies)`` stored by :func:`frequencies` with
+    ``key_added=key``."""
     if key not in adata.uns or f"X_{key}" not in adata.obsm:
         raise KeyError(f"no frequencies under key {key!r}; run "
                        f"spectral.frequencies(adata, key_added={key!r}) first.")
@@ -478,14 +482,17 @@ def get_frequencies(adata, *, key: str = "freq"):
 # ------------------------------------------------------------------ bilinear regressor
 
 
-def fit_frequencies(X, F, split, *, hidden: int = 128, progress: bool = True, **settings):
-    """A bilinear regressor (bias on) of the frequencies ``F``, standardised on training cells.
+def fit_frequencies(X, F, split, *, hidden: int = 128, progress: bool = True,
+                    **settings):
+    """A bilinear regressor (bias on) of the frequencies ``F``, standardised on training
+    cells.
 
-    Frequencies are unit-norm vectors with entries of order ``1/sqrt(n)``: each column is
-    z-scored with the mean and standard deviation of ``split["train"]`` before training, and
-    the scale is kept on the model (``model.target_scale = (mean, std)``) for
-    :func:`predict_frequencies`. ``settings`` are :class:`helpers.bilinear.BilinearTrainSettings`
-    fields (``loss``, ``epochs``, ``seed``, ...). Returns ``(model, history)``.
+    Frequencies are unit-norm vectors with entries of order ``1/sqrt(n)``: each column
+    is z-scored with the mean and standard deviation of ``split["train"]`` before
+    training, and the scale is kept on the model (``model.target_scale = (mean, std)``)
+    for :func:`predict_frequencies`. ``settings`` are
+    :class:`helpers.bilinear.BilinearTrainSettings` fields (``loss``, ``epochs``,
+    ``seed``, ...). Returns ``(model, history)``.
     """
     F = np.asarray(F)
     mu, sd = F[split["train"]].mean(0), F[split["train"]].std(0)
@@ -506,16 +513,17 @@ def seed_ablation(X, F, seeds, weight_decays, *, names, n_modules: int = 3,
                   **settings) -> pd.DataFrame:
     """Retrain :func:`fit_frequencies` per seed (split and weights) and weight decay.
 
-    Each run uses an unstratified split with its seed; the row reports the validation and test
-    R² of frequency 0 and its leading modules on the test cells (``module_tracking``): λ0,
-    |λ1| / |λ0|, ρ of modules 0 and 1, and the best |ρ| of the first ``n_modules``.
+    Each run uses an unstratified split with its seed; the row reports the validation
+    and test R² of frequency 0 and its leading modules on the test cells
+    (``module_tracking``): λ0, |λ1| / |λ0|, ρ of modules 0 and 1, and the best |ρ| of
+    the first ``n_modules``.
     """
     rows = []
     for s in seeds:
         for wd in weight_decays:
             split = split_indices(len(F), seed=s, stratify=False)
-            model, _ = fit_frequencies(X, F, split, seed=s, weight_decay=wd, progress=False,
-                                       **settings)
+            model, _ = fit_frequencies(X, F, split, seed=s, weight_decay=wd,
+                                       progress=False, **settings)
             te, va = split["test"], split["val"]
             tr = module_tracking(model, X, F, idx=te, n_modules=n_modules,
                                  output_names=names).loc[names[0]]
@@ -523,7 +531,8 @@ def seed_ablation(X, F, seeds, weight_decays, *, names, n_modules: int = 3,
             rows.append({"seed": s, "weight decay": f"{wd:g}",
                          "val R² (frequency 0)": r2_score(F[va, 0], pred[va, 0]),
                          "test R² (frequency 0)": r2_score(F[te, 0], pred[te, 0]),
-                         "λ0": tr.loc[0, "lambda"], "|λ1| / |λ0|": tr.loc[1, "rel_lambda"],
+                         "λ0": tr.loc[0, "lambda"],
+                         "|λ1| / |λ0|": tr.loc[1, "rel_lambda"],
                          "ρ module 0": tr.loc[0, "spearman"],
                          "ρ module 1": tr.loc[1, "spearman"],
                          "best |ρ| (first modules)": tr["spearman"].abs().max()})

@@ -96,19 +96,22 @@ def test_annotate_keys_and_orientation():
     bilinear.annotate(adata, model, ["rest", "active cells"], n_modules=2, targets=onehot)
     assert adata.varm["bilinear_active_cells_loadings"].shape == (X.shape[1], 2)
     vals, loadings, scores = bilinear.get_modules(adata, "active cells")
-    assert scores is adata.obsm["bilinear_active_cells_scores"] and scores.shape == (600, 2)
+    assert scores is adata.obsm["bilinear_active_cells_scores"]
+    assert scores.shape == (600, 2)
     for j in range(2):  # oriented: every module score correlates non-negatively with its target
         assert np.corrcoef(scores[:, j], onehot[:, 1])[0, 1] >= 0
     np.testing.assert_allclose(scores, X @ loadings, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(vals, bilinear.eigendecompose(model, 1)[1][0])
     assert set(adata.uns["bilinear"]["eigenvalues"]) == {"rest", "active_cells"}
-    assert adata.uns["bilinear"]["params"] == {"n_modules": 2, "hidden": 8, "bias": False,
-                                               "oriented": True}
-    # a second call under another key keeps the first; unoriented modules may flip sign only
-    bilinear.annotate(adata, model, ["rest", "active cells"], n_modules=1, key_added="raw")
+    params = adata.uns["bilinear"]["params"]
+    assert params == {"n_modules": 2, "hidden": 8, "bias": False, "oriented": True}
+    # a second call under another key keeps the first; unoriented modules differ in sign
+    bilinear.annotate(adata, model, ["rest", "active cells"], n_modules=1,
+                      key_added="raw")
     assert adata.uns["bilinear"]["params"]["n_modules"] == 2
     raw = bilinear.get_modules(adata, "active cells", key="raw")[1]
-    assert raw.shape == (X.shape[1], 1) and adata.uns["raw"]["params"]["oriented"] is False
+    assert raw.shape == (X.shape[1], 1)
+    assert adata.uns["raw"]["params"]["oriented"] is False
     np.testing.assert_allclose(np.abs(raw[:, 0]), np.abs(loadings[:, 0]), atol=1e-6)
     with pytest.raises(KeyError, match="not in uns"):
         bilinear.get_modules(adata, "absent")
@@ -169,18 +172,18 @@ def test_settings_stored_with_model_and_global_rng_untouched():
     np_before = np.random.get_state()[1].copy()
     model = bilinear.BilinearMLP(30, 4, 2, dropout=0.3, seed=3)
     model, _ = bilinear.train_bilinear(model, X, y, split, settings, progress=False)
-    assert torch.equal(torch.get_rng_state(), before)  # dropout drew from a forked generator
+    assert torch.equal(torch.get_rng_state(), before)  # dropout drew from a fork
     np.testing.assert_array_equal(np.random.get_state()[1], np_before)
     assert model.settings == settings
     # reproducible with dropout on, whatever the global state: same seed, same weights
     torch.manual_seed(999)
-    again, _ = bilinear.train_bilinear(bilinear.BilinearMLP(30, 4, 2, dropout=0.3, seed=3), X, y,
-                                       split, settings, progress=False)
+    fresh = lambda: bilinear.BilinearMLP(30, 4, 2, dropout=0.3, seed=3)
+    again, _ = bilinear.train_bilinear(fresh(), X, y, split, settings, progress=False)
     for pa, pb in zip(model.parameters(), again.parameters()):
         assert torch.equal(pa, pb)
     # another seed through a keyword override
-    other, _ = bilinear.train_bilinear(bilinear.BilinearMLP(30, 4, 2, dropout=0.3, seed=3), X, y,
-                                       split, settings, progress=False, seed=4)
+    other, _ = bilinear.train_bilinear(fresh(), X, y, split, settings, progress=False,
+                                       seed=4)
     assert other.settings.seed == 4 and other.settings.epochs == 2
     assert not torch.equal(other.proj.weight, model.proj.weight)
     with pytest.raises(ValueError, match="task="):
@@ -192,20 +195,23 @@ def test_fit_repeats_and_split_repeats():
     kw = dict(hidden=4, epochs=3, lr=1e-2, batch_size=32)
     runs = bilinear.fit_repeats(X, y, [0, 1], **kw)
     assert [r["seed"] for r in runs] == [0, 1]
-    one, _ = bilinear.fit(X, y, preprocess.split_indices(y, seed=1), seed=1, progress=False, **kw)
+    split1 = preprocess.split_indices(y, seed=1)
+    one, _ = bilinear.fit(X, y, split1, seed=1, progress=False, **kw)
     np.testing.assert_array_equal(runs[1]["split"]["test"],
                                   preprocess.split_indices(y, seed=1)["test"])
     for pa, pb in zip(runs[1]["model"].parameters(), one.parameters()):
-        assert torch.equal(pa, pb)  # the same seed drives the split, the weights and training
+        assert torch.equal(pa, pb)  # one seed drives the split, weights and training
     pred0 = bilinear.classes_of(runs[0]["model"], X)
-    table = bilinear.split_repeats(X, y, [0, 1], known={0: (pred0, np.zeros_like(y))}, **kw)
+    known = {0: (pred0, np.zeros_like(y))}
+    table = bilinear.split_repeats(X, y, [0, 1], known=known, **kw)
     assert list(table.index) == [0, 1, "mean"]
     te0 = runs[0]["split"]["test"]
     assert table.loc[0, "bilinear test"] == bilinear.accuracy(pred0, y, te0)
-    assert table.loc[0, "baseline test"] == float((y[te0] == 0).mean())  # the known baseline
-    assert table.loc[1, "bilinear test"] == bilinear.accuracy(bilinear.classes_of(one, X), y,
-                                                              runs[1]["split"]["test"])
-    assert table.loc["mean", "bilinear test"] == pytest.approx(table.iloc[:2]["bilinear test"].mean())
+    assert table.loc[0, "baseline test"] == float((y[te0] == 0).mean())  # as known
+    pred1 = bilinear.classes_of(one, X)
+    assert table.loc[1, "bilinear test"] == bilinear.accuracy(pred1, y, split1["test"])
+    mean = table.iloc[:2]["bilinear test"].mean()
+    assert table.loc["mean", "bilinear test"] == pytest.approx(mean)
 
 
 def test_recipe_ablation_rows():
@@ -214,6 +220,7 @@ def test_recipe_ablation_rows():
     recipes = {"a": dict(epochs=2, lr=1e-2), "b": dict(epochs=3, lr=1e-3)}
     table = bilinear.recipe_ablation({30: X, 10: X[:, :10]}, y, split, recipes, focus=1,
                                      focus_name="one", known={(30, "a"): y}, hidden=4)
-    assert list(table.index) == [(g, m) for g in (30, 10) for m in ("logistic baseline", "a", "b")]
-    assert table.loc[(30, "a"), "test accuracy"] == 1.0  # the known predictions are the truth
+    models = ("logistic baseline", "a", "b")
+    assert list(table.index) == [(g, m) for g in (30, 10) for m in models]
+    assert table.loc[(30, "a"), "test accuracy"] == 1.0  # known predictions: the truth
     assert list(table.columns) == ["validation accuracy", "test accuracy", "one (test)"]

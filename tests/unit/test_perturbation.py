@@ -1,5 +1,5 @@
-"""helpers.perturbation: targets on a hand-made table, planted truth, composition, loader
-path, errors."""
+"""helpers.perturbation: targets on a hand-made table, planted truth, composition,
+loader path, errors."""
 
 import numpy as np
 import pandas as pd
@@ -91,7 +91,8 @@ def test_per_perturbation_mae_and_ridge():
     assert alpha == 0.1 and np.abs(pred - T)[split["test"]].max() < 0.05  # exact linear truth
     one, a1 = baselines.ridge(X, T, split, alpha=100.0)  # one penalty: shrunk towards 0
     assert a1 == 100.0 and one.shape == (300, 1)
-    assert np.abs(one - T)[split["test"]].mean() > np.abs(pred - T)[split["test"]].mean()
+    te = split["test"]
+    assert np.abs(one - T)[te].mean() > np.abs(pred - T)[te].mean()
 
 
 def test_dose_module_summary_and_spearman():
@@ -143,13 +144,13 @@ def test_composition_separates_additive_from_interaction():
 
 
 def test_additive_error_on_arrays():
-    """Known answers: an exact sum gives 0; a missing part gives 1/√2; the bootstrap brackets."""
+    """Known answers: an exact sum gives 0, a missing part 1/√2; bootstrap brackets."""
     ctrl, a, b = np.zeros(2), np.array([1.0, 0]), np.array([0, 1.0])
     assert P.additive_error(a + b, [a, b], ctrl)["additive_error"] == 0
     buffered = P.additive_error(b, [a, b], ctrl)  # the pair shows only b's response
     assert buffered["additive_error"] == pytest.approx(1 / np.sqrt(2))
     np.testing.assert_allclose(buffered["y_add"], [1, 1])
-    shifted = P.additive_error(a + b + 1, [a + 1, b + 1], ctrl + 1)  # a common offset cancels
+    shifted = P.additive_error(a + b + 1, [a + 1, b + 1], ctrl + 1)  # offset cancels
     assert shifted["additive_error"] == pytest.approx(0)
     cells = np.random.default_rng(0).normal(b, 0.1, size=(200, 2))
     r = P.additive_error(cells.mean(0), [a, b], ctrl, cells, n_boot=200,
@@ -162,7 +163,8 @@ def test_additive_error_on_arrays():
 def test_fit_singles_trains_on_controls_and_singles_only():
     ad = synthetic_combinations(seed=0, n_cells=60)
     normalize_log1p(ad)
-    res = P.fit_singles(ad, singles=["A", "B", "C", "D"], epochs=5, seed=2, progress=False)
+    res = P.fit_singles(ad, singles=["A", "B", "C", "D"], epochs=5, seed=2,
+                        progress=False)
     lab = ad.obs["perturbation"].astype(str).to_numpy()
     assert set(lab[res["single_cells"]]) == {"control", "A", "B", "C", "D"}
     assert res["Y"].shape == (5 * 60, 4) and res["model"].settings.seed == 2
@@ -170,7 +172,8 @@ def test_fit_singles_trains_on_controls_and_singles_only():
     ctrl = res["single_cells"][lab[res["single_cells"]] == "control"]
     train = res["single_cells"][res["split"]["train"]]
     # z-scored: training controls at 0 on every gene
-    np.testing.assert_allclose(res["X"][np.intersect1d(ctrl, train)].mean(0), 0, atol=1e-4)
+    train_ctrl = np.intersect1d(ctrl, train)
+    np.testing.assert_allclose(res["X"][train_ctrl].mean(0), 0, atol=1e-4)
 
 
 def test_composition_errors():

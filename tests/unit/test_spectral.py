@@ -177,7 +177,8 @@ def test_frequencies_options_and_input_errors():
     assert adata.uns["freq"]["params"]["graph"] == "scanpy"
     assert adata.obsm["X_freq"].shape == (600, 3)
     # the second call under the default key left the first result in place
-    assert adata.uns["F"]["params"]["graph"] == "cosine" and adata.obsm["X_F"].shape == (600, 3)
+    assert adata.uns["F"]["params"]["graph"] == "cosine"
+    assert adata.obsm["X_F"].shape == (600, 3)
     assert not np.allclose(np.abs(adata.obsm["X_F"]), np.abs(adata.obsm["X_freq"]))
     with pytest.raises(KeyError, match="no frequencies under key 'nope'"):
         spectral.get_frequencies(adata, key="nope")
@@ -215,17 +216,19 @@ def test_fit_frequencies_standardises_and_ablation_rows():
     """The frequency regressor recovers a planted quadratic target in its own units."""
     n, g = 1200, 20
     X, module = synthetic.planted_module(n, g, genes=[1, 4, 7], seed=2)
-    F = np.c_[(X @ module) ** 2, X[:, 0] * X[:, 3]] * 0.01  # tiny, like unit-norm vectors
+    F = np.c_[(X @ module) ** 2, X[:, 0] * X[:, 3]] * 0.01  # tiny, as unit-norm vectors
     split = preprocess.split_indices(n, seed=0, stratify=False)
-    model, _ = spectral.fit_frequencies(X, F, split, hidden=8, loss="mse", epochs=30, lr=1e-2,
-                                        progress=False)
+    model, _ = spectral.fit_frequencies(X, F, split, hidden=8, loss="mse", epochs=30,
+                                        lr=1e-2, progress=False)
     mu, sd = model.target_scale
     np.testing.assert_allclose(mu, F[split["train"]].mean(0))
     pred = spectral.predict_frequencies(model, X)
     from sklearn.metrics import r2_score
 
     assert r2_score(F[split["test"], 0], pred[split["test"], 0]) > 0.9
-    table = spectral.seed_ablation(X, F, [0, 1], [1e-4, 1.0], names=["f0", "f1"], hidden=8,
-                                   loss="mse", epochs=3, lr=1e-2)
-    assert len(table) == 4 and list(table["weight decay"]) == ["0.0001", "1", "0.0001", "1"]
-    assert {"val R² (frequency 0)", "ρ module 0", "best |ρ| (first modules)"} <= set(table)
+    table = spectral.seed_ablation(X, F, [0, 1], [1e-4, 1.0], names=["f0", "f1"],
+                                   hidden=8, loss="mse", epochs=3, lr=1e-2)
+    assert len(table) == 4
+    assert list(table["weight decay"]) == ["0.0001", "1", "0.0001", "1"]
+    expected = {"val R² (frequency 0)", "ρ module 0", "best |ρ| (first modules)"}
+    assert expected <= set(table)
