@@ -96,6 +96,52 @@ def _as_float_matrix(X, what: str):
     return X
 
 
+def _unit_rows(X):
+    """Rows scaled to unit norm (then cosine neighbours are the Euclidean ones)."""
+    norms = (
+        np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+        if sp.issparse(X)
+        else np.linalg.norm(X, axis=1)
+    )
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(
+            f"{zero.size} cells have an all-zero profile (first: row {zero[0]}); "
+            "cosine similarity is undefined for them. Filter empty cells first "
+            "(sc.pp.filter_cells(adata, min_counts=1))."
+        )
+    inv = 1.0 / norms
+    return sp.diags(inv) @ X if sp.issparse(X) else X * inv[:, None]
+
+
+def _neighbours(X, k: int, method: str, random_state: int) -> np.ndarray:
+    """Each row's ``k`` nearest other rows (Euclidean), ``n x k`` indices."""
+    n = X.shape[0]
+    if method == "auto":
+        d = X.shape[1]
+        method = "exact" if (n <= 50_000 or (d > 100 and n <= 200_000)) else "nndescent"
+    if method == "exact":
+        nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="euclidean")
+        nn.fit(X)
+        # kneighbors() without a query excludes each point itself, duplicates included.
+        return nn.kneighbors(return_distance=False)
+    if method != "nndescent":
+        raise ValueError(f"method must be 'auto', 'exact' or 'nndescent', got "
+                         f"{method!r}.")
+    from pynndescent import NNDescent  # optional: graphs beyond exact search only
+
+    index = NNDescent(
+        X, n_neighbors=k + 1, metric="euclidean", random_state=random_state,
+        n_jobs=1, low_memory=True,
+    )
+    nbr, _ = index.neighbor_graph
+    idx = np.empty((n, k), dtype=np.int64)
+    for i in range(n):  # drop self (usually column 0; duplicates may move it)
+        row = nbr[i][nbr[i] != i]
+        idx[i] = row[:k]
+    return idx
+
+
 def knn_graph(
     X,
     k: int = 15,
@@ -141,46 +187,12 @@ def knn_graph(
     if mode not in ("union", "mutual"):
         raise ValueError(f"mode must be 'union' or 'mutual', got {mode!r}.")
     if metric == "cosine":
-        norms = (
-            np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
-            if sp.issparse(X)
-            else np.linalg.norm(X, axis=1)
-        )
-        zero = np.flatnonzero(norms == 0)
-        if zero.size:
-            raise ValueError(
-                f"{zero.size} cells have an all-zero profile (first: row {zero[0]}); cosine "
-                "similarity is undefined for them. Filter empty cells first "
-                "(sc.pp.filter_cells(adata, min_counts=1))."
-            )
-        inv = 1.0 / norms
-        X = sp.diags(inv) @ X if sp.issparse(X) else X * inv[:, None]
+        X = _unit_rows(X)
     if sp.issparse(X) and X.shape[0] * X.shape[1] <= 50_000_000:
         # dense BLAS distances are much faster than sparse ones for expression matrices
         # (measured in benchmarks/bench_spectral.py)
         X = X.toarray()
-    if method == "auto":
-        d = X.shape[1]
-        method = "exact" if (n <= 50_000 or (d > 100 and n <= 200_000)) else "nndescent"
-    if method == "exact":
-        nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="euclidean")
-        nn.fit(X)
-        # kneighbors() without a query excludes each point itself, duplicates included.
-        idx = nn.kneighbors(return_distance=False)
-    elif method == "nndescent":
-        from pynndescent import NNDescent  # optional: graphs beyond exact search only
-
-        index = NNDescent(
-            X, n_neighbors=k + 1, metric="euclidean", random_state=random_state,
-            n_jobs=1, low_memory=True,
-        )
-        nbr, _ = index.neighbor_graph
-        idx = np.empty((n, k), dtype=np.int64)
-        for i in range(n):  # drop self (usually column 0; duplicates may move it)
-            row = nbr[i][nbr[i] != i]
-            idx[i] = row[:k]
-    else:
-        raise ValueError(f"method must be 'auto', 'exact' or 'nndescent', got {method!r}.")
+    idx = _neighbours(X, k, method, random_state)
     rows = np.repeat(np.arange(n), k)
     B = sp.csr_matrix((np.ones(n * k), (rows, idx.ravel())), shape=(n, n))
     A = B.maximum(B.T) if mode == "union" else B.minimum(B.T)
@@ -254,6 +266,45 @@ def fix_signs(vecs: np.ndarray) -> np.ndarray:
     return vecs
 
 
+def _lobpcg_amg(L, n: int, block: int, tol: float, maxiter: int, seed: int):
+    """The ``n`` smallest eigenpairs by LOBPCG (block size ``block``) with an AMG
+    preconditioner; see :func:`smallest_eigenpairs`."""
+    N = L.shape[0]
+    L = sp.csr_matrix(L, dtype=np.float64)
+    # A Laplacian is singular; build the multigrid hierarchy on a slightly shifted
+    # copy (as scikit-learn does) so the preconditioner is well defined. Prolongator
+    # smoothing is off (smooth=None): on kNN graphs it makes the Galerkin products fill
+    # in (setup many times slower on a 100k-cell graph) and saved no LOBPCG iterations.
+    shift = 1e-5 * max(float(L.diagonal().mean()), 1e-12)
+    ml = smoothed_aggregation_solver(L + shift * sp.eye(N, format="csr"), smooth=None)
+    M = ml.aspreconditioner()
+    rng = np.random.default_rng(seed)
+    X0 = rng.standard_normal((N, block))
+    X0[:, 0] = 1.0  # the constant vector is the null vector of a connected L = D - A
+    # LOBPCG's dense work is on thin N x 3n blocks, where BLAS threads cost more than
+    # they give (one thread is faster on 100k cells: benchmarks/bench_spectral.py).
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+        # we check convergence ourselves and give one clear warning
+        warnings.simplefilter("ignore", UserWarning)
+        vals, vecs, lam_hist = lobpcg(
+            L, X0, M=M, tol=tol, maxiter=maxiter, largest=False, retLambdaHistory=True
+        )
+    order = np.argsort(vals)[:n]
+    vals, vecs = vals[order], vecs[:, order]
+    res = np.linalg.norm(L @ vecs - vecs * vals, axis=0)
+    # The final Rayleigh-Ritz step gives residuals slightly above tol; allow 10x.
+    if res.max() > 10 * tol * max(1.0, abs(vals).max()):
+        warnings.warn(
+            f"LOBPCG stopped after {len(lam_hist) - 1} iterations with max residual "
+            f"{res.max():.2e} > tol {tol:.0e}; raise maxiter or loosen tol.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    info = dict(solver="lobpcg+amg", iterations=len(lam_hist) - 1,
+                max_residual=float(res.max()))
+    return vals, vecs, info
+
+
 def smallest_eigenpairs(
     L,
     n: int,
@@ -316,37 +367,7 @@ def smallest_eigenpairs(
         raise ValueError(
             f"LOBPCG needs N >= 5 * block ({5 * block}) but N = {N}; use solver='dense'."
         )
-    L = sp.csr_matrix(L, dtype=np.float64)
-    # A Laplacian is singular; build the multigrid hierarchy on a slightly shifted copy
-    # (as scikit-learn does) so the preconditioner is well defined. Prolongator smoothing
-    # is off (smooth=None): on kNN graphs it makes the Galerkin products fill in (a
-    # setup many times slower on a 100k-cell graph) and saved no LOBPCG iterations.
-    shift = 1e-5 * max(float(L.diagonal().mean()), 1e-12)
-    ml = smoothed_aggregation_solver(L + shift * sp.eye(N, format="csr"), smooth=None)
-    M = ml.aspreconditioner()
-    rng = np.random.default_rng(seed)
-    X0 = rng.standard_normal((N, block))
-    X0[:, 0] = 1.0  # the constant vector is the null vector of a connected L = D - A
-    # LOBPCG's dense work is on thin N x 3n blocks, where BLAS threads cost more than they
-    # give (one thread is faster on 100k cells: benchmarks/bench_spectral.py).
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
-        # we check convergence ourselves and give one clear warning
-        warnings.simplefilter("ignore", UserWarning)
-        vals, vecs, lam_hist = lobpcg(
-            L, X0, M=M, tol=tol, maxiter=maxiter, largest=False, retLambdaHistory=True
-        )
-    order = np.argsort(vals)[:n]
-    vals, vecs = vals[order], vecs[:, order]
-    res = np.linalg.norm(L @ vecs - vecs * vals, axis=0)
-    # The final Rayleigh-Ritz step gives residuals slightly above tol; allow 10x.
-    if res.max() > 10 * tol * max(1.0, abs(vals).max()):
-        warnings.warn(
-            f"LOBPCG stopped after {len(lam_hist) - 1} iterations with max residual "
-            f"{res.max():.2e} > tol {tol:.0e}; raise maxiter or loosen tol.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    info = dict(solver="lobpcg+amg", iterations=len(lam_hist) - 1, max_residual=float(res.max()))
+    vals, vecs, info = _lobpcg_amg(L, n, block, tol, maxiter, seed)
     return vals, fix_signs(vecs), info
 
 
