@@ -39,10 +39,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 from tqdm.auto import tqdm
-
-from scipy.stats import spearmanr
 
 from .baselines import logistic
 from .data import get_matrix
@@ -490,6 +489,18 @@ def classes_of(model: BilinearMLP, X) -> np.ndarray:
 def accuracy(pred, y, idx) -> float:
     """Share of cells ``idx`` whose prediction equals the label."""
     return float((np.asarray(pred)[idx] == np.asarray(y)[idx]).mean())
+
+
+def per_class_accuracy(preds: dict, y, idx, classes) -> pd.DataFrame:
+    """Accuracy per class on the cells ``idx``, one column per ``{name: predictions}``,
+    and ``test cells`` (how many cells of each class ``idx`` holds). ``y`` holds class
+    indices into ``classes``."""
+    idx = np.asarray(idx)
+    y = np.asarray(y)
+    table = {name: [accuracy(p, y, idx[y[idx] == c]) for c in range(len(classes))]
+             for name, p in preds.items()}
+    table["test cells"] = [int((y[idx] == c).sum()) for c in range(len(classes))]
+    return pd.DataFrame(table, index=classes)
 
 
 def split_repeats(X, y, seeds, *, known: dict | None = None,

@@ -224,3 +224,12 @@ def test_recipe_ablation_rows():
     assert list(table.index) == [(g, m) for g in (30, 10) for m in models]
     assert table.loc[(30, "a"), "test accuracy"] == 1.0  # known predictions: the truth
     assert list(table.columns) == ["validation accuracy", "test accuracy", "one (test)"]
+
+
+def test_per_class_accuracy_by_hand():
+    y = np.array([0, 0, 1, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    t = bilinear.per_class_accuracy({"m": pred}, y, [0, 1, 2, 3, 4], ["a", "b", "c"])
+    assert list(t.index) == ["a", "b", "c"] and list(t.columns) == ["m", "test cells"]
+    assert t.loc["a", "m"] == 0.5 and t.loc["b", "m"] == pytest.approx(2 / 3)
+    assert np.isnan(t.loc["c", "m"]) and t["test cells"].tolist() == [2, 3, 0]
