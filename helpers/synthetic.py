@@ -12,8 +12,6 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .perturbation import log_dose
-
 
 # ------------------------------------------------------------------ counts, trajectories, modules
 
@@ -171,7 +169,9 @@ def sciplex2_like(n_cells: int = 600, seed: int = 0, n_genes: int = 200,
     log_rate = np.tile(base, (n_cells, 1))
     for j, d in enumerate(SCIPLEX2_DRUGS):
         sel = pert == d
-        log_rate[sel] += fold[:, j][None, :] * (log_dose(dose[sel]) / 4.0)[:, None]
+        # the planted dose law written out, not the log_dose under test
+        step = np.log10(1.0 + dose[sel]) / 4.0
+        log_rate[sel] += fold[:, j][None, :] * step[:, None]
     size = np.exp(rng.normal(np.log(30.0), 0.3, n_cells))
     size[rng.random(n_cells) < 0.2] /= 8.0  # low-count cells, as in sci-Plex2
     X = _counts(rng, log_rate, size)
