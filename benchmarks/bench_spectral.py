@@ -17,17 +17,12 @@ import time
 import numpy as np
 import scipy.linalg
 
-from helpers import spectral
+from helpers import spectral, synthetic
 
 
-def trajectory(n, d=50, n_branches=3, noise=0.2, seed=0):
-    """Cells along a trunk that splits into branches, in d dimensions, offset to be positive."""
-    rng = np.random.default_rng(seed)
-    t = rng.uniform(0, 1, n)
-    b = rng.integers(0, n_branches, n)
-    dirs = rng.standard_normal((n_branches + 1, d)) / np.sqrt(d)
-    Z = 3 * np.outer(t, dirs[0]) + 3 * np.maximum(t - 0.4, 0)[:, None] * dirs[1 + b]
-    return (1.0 + Z + noise * rng.standard_normal((n, d))).astype(np.float32)
+def trajectory(n, seed=0):
+    """The shared branching trajectory (helpers.synthetic), as float32 expression."""
+    return synthetic.trajectory(n, seed=seed)[0].astype(np.float32)
 
 
 def large(n=100_000, n_freqs=10, k=15):

@@ -11,13 +11,22 @@ its rank is at most 2h. With ``U = Q R`` (thin QR, shared by every output) the n
 A bias, when asked for, is a constant 1 appended to x, so the model stays an exact quadratic form
 (the last coordinate of every loading is then the constant's weight, not a gene's).
 
-AnnData keys written by :func:`annotate` (``key`` defaults to ``"bilinear"``; ``<out>`` is the
-output name with characters other than letters, digits, ``-`` and ``_`` replaced by ``_``):
+AnnData keys written by :func:`annotate` (``key_added`` defaults to ``"bilinear"``;
+``<out>`` is the output name with characters other than letters, digits, ``-`` and ``_``
+replaced by ``_``); read them back with :func:`get_modules` rather than rebuilding the
+names:
 
-- ``adata.varm["<key>_<out>_loadings"]``: genes × modules, eigenvectors sorted by |eigenvalue|;
-- ``adata.obsm["<key>_<out>_scores"]``: cells × modules, projections of the features on them;
-- ``adata.uns["<key>"]``: ``outputs`` (names), ``eigenvalues`` (dict: output → all 2h eigenvalues,
-  sorted by |λ|), ``n_modules``, ``hidden``, ``bias``.
+- ``adata.varm["<key_added>_<out>_loadings"]``: genes × modules, sorted by |eigenvalue|;
+- ``adata.obsm["<key_added>_<out>_scores"]``: cells × modules, projections of the
+  features;
+- ``adata.uns["<key_added>"]``: ``outputs`` (names), ``eigenvalues`` (dict: output → all
+  2h
+  eigenvalues, sorted by |λ|) and ``params`` (``n_modules``, ``hidden``, ``bias``,
+  ``oriented``).
+
+Training settings are a :class:`BilinearTrainSettings`, stored with the model
+(``model.settings``); :func:`fit` builds and trains in one call, :func:`fit_repeats`
+once per seed.
 """
 
 from __future__ import annotations
@@ -25,14 +34,19 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 
-from .runtime import get_device, seed_everything
+from .baselines import logistic
+from .data import get_matrix
+from .preprocess import split_indices
+from .runtime import get_device
 
 
 class BilinearMLP(nn.Module):
@@ -85,6 +99,42 @@ class BilinearMLP(nn.Module):
 
 # ------------------------------------------------------------------------------------ training
 
+@dataclass(frozen=True)
+class BilinearTrainSettings:
+    """How :func:`train_bilinear` trains: stored with the trained model as
+    ``model.settings``.
+
+    ``task`` is ``"classification"`` (cross-entropy, ``loss="ce"``) or ``"regression"``
+    (``loss="mse"`` or ``"huber"`` with ``huber_delta``); ``loss=None`` picks the task's
+    default. ``class_weight="balanced"`` weighs the cross-entropy by inverse class
+    frequency in the training split; ``noise_std`` adds Gaussian noise to training
+    inputs. ``seed`` seeds the batch order, the noise and dropout (see
+    :func:`train_bilinear`).
+    """
+
+    task: str = "classification"
+    loss: str | None = None
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    noise_std: float = 0.0
+    class_weight: str | None = None
+    huber_delta: float = 1.0
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.task not in ("classification", "regression"):
+            raise ValueError(f"task={self.task!r}; use 'classification' or "
+                             "'regression'.")
+
+
+def _settings(settings: BilinearTrainSettings | None,
+              overrides: dict) -> BilinearTrainSettings:
+    return replace(settings or BilinearTrainSettings(), **overrides)
+
+
 def _loss_fn(task: str, loss: str | None, class_weight, huber_delta: float):
     loss = loss or ("ce" if task == "classification" else "mse")
     if task == "classification":
@@ -98,11 +148,50 @@ def _loss_fn(task: str, loss: str | None, class_weight, huber_delta: float):
     raise ValueError(f"loss={loss!r} for regression; use 'mse' or 'huber'.")
 
 
+def _check_inputs(X, Y, split) -> None:
+    if len(X) != len(Y):
+        raise ValueError(f"X has {len(X)} cells but Y has {len(Y)}; they must match.")
+    for part in ("train", "val"):
+        if part not in split or len(split[part]) == 0:
+            raise ValueError(f"split needs a non-empty {part!r} index array.")
+
+
+def _tensors(model, X, Y, split, s: BilinearTrainSettings, dev):
+    """Features, targets and the loss (class weights from the training split) on
+    ``dev``."""
+    Xt = torch.as_tensor(np.asarray(X, np.float32), device=dev)
+    weight = None
+    if s.task == "classification":
+        Yt = torch.as_tensor(np.array(Y), dtype=torch.long, device=dev)
+        if s.class_weight == "balanced":
+            counts = torch.bincount(Yt[split["train"]], minlength=model.n_out).float()
+            weight = (counts.sum() / (model.n_out * counts.clamp(min=1))).to(dev)
+    else:
+        Yt = torch.as_tensor(np.array(Y, np.float32), device=dev)
+        Yt = Yt[:, None] if Yt.ndim == 1 else Yt
+    criterion, loss = _loss_fn(s.task, s.loss, weight, s.huber_delta)
+    return Xt, Yt, criterion, loss
+
+
+def _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen) -> None:
+    """One pass over the training cells in a random order (drawn from ``gen``)."""
+    dev = Xt.device
+    model.train()
+    perm = train_idx[torch.randperm(len(train_idx), generator=gen).to(dev)]
+    for start in range(0, len(perm), s.batch_size):
+        b = perm[start:start + s.batch_size]
+        xb = Xt[b]
+        if s.noise_std > 0:
+            xb = xb + s.noise_std * torch.randn(xb.shape, generator=gen).to(dev)
+        opt.zero_grad(set_to_none=True)
+        criterion(model(xb), Yt[b]).backward()
+        opt.step()
+        sched.step()
+
+
 def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict,
-                   task: str = "classification", loss: str | None = None, epochs: int = 100,
-                   lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 64,
-                   noise_std: float = 0.0, class_weight: str | None = None, huber_delta: float = 1.0,
-                   device: str = "auto", seed: int = 0, progress: bool = True):
+                   settings: BilinearTrainSettings | None = None, *,
+                   progress: bool = True, **overrides):
     """Train with AdamW and a cosine learning-rate schedule; returns ``(model, history)``.
 
     Parameters
@@ -113,83 +202,75 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
         Class indices (classification) or cells × outputs targets (regression).
     split
         ``{"train": idx, "val": idx, ...}`` (see :func:`helpers.preprocess.split_indices`).
-    class_weight
-        ``"balanced"`` weighs the cross-entropy by inverse class frequency in the training split.
-    noise_std
-        Standard deviation of Gaussian noise added to training inputs (augmentation).
+    settings
+        :class:`BilinearTrainSettings` (default: its defaults); keyword ``overrides``
+        replace single fields (``epochs=30``). The settings used are stored as
+        ``model.settings``.
+
+    Seeding: the batch order and noise come from a local ``torch.Generator`` seeded with
+    ``settings.seed``; dropout draws from torch's global generator, so the loop runs
+    inside ``torch.random.fork_rng`` after ``torch.manual_seed(seed)``: the run is
+    reproducible and the caller's global random state is the same afterwards as before.
 
     Returns
     -------
     The trained model (on CPU, eval mode) and a per-epoch DataFrame with train/val loss and
     accuracy (classification) or MAE (regression).
     """
-    if task not in ("classification", "regression"):
-        raise ValueError(f"task={task!r}; use 'classification' or 'regression'.")
-    if len(X) != len(Y):
-        raise ValueError(f"X has {len(X)} cells but Y has {len(Y)}; they must match.")
-    for part in ("train", "val"):
-        if part not in split or len(split[part]) == 0:
-            raise ValueError(f"split needs a non-empty {part!r} index array.")
-    gen = seed_everything(seed)
-    dev = get_device(device)
-    Xt = torch.as_tensor(np.asarray(X, np.float32), device=dev)
-    if task == "classification":
-        Yt = torch.as_tensor(np.array(Y), dtype=torch.long, device=dev)
-        weight = None
-        if class_weight == "balanced":
-            counts = torch.bincount(Yt[split["train"]], minlength=model.n_out).float()
-            weight = (counts.sum() / (model.n_out * counts.clamp(min=1))).to(dev)
-    else:
-        Yt = torch.as_tensor(np.array(Y, np.float32), device=dev)
-        Yt = Yt[:, None] if Yt.ndim == 1 else Yt
-        weight = None
-    criterion, loss = _loss_fn(task, loss, weight, huber_delta)
+    s = _settings(settings, overrides)
+    _check_inputs(X, Y, split)
+    dev = get_device(s.device)
+    Xt, Yt, criterion, loss = _tensors(model, X, Y, split, s, dev)
     model.to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay,
+                            foreach=True)
     train_idx = torch.as_tensor(split["train"], device=dev)
-    steps = epochs * int(np.ceil(len(train_idx) / batch_size))
+    steps = s.epochs * int(np.ceil(len(train_idx) / s.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))
     rows = []
-    bar = tqdm(range(epochs), desc="training", disable=not progress or bool(os.environ.get("TQDM_DISABLE")), leave=False)
     t0 = time.perf_counter()
-    for epoch in bar:
-        model.train()
-        perm = train_idx[torch.randperm(len(train_idx), generator=gen).to(dev)]
-        for start in range(0, len(perm), batch_size):
-            b = perm[start:start + batch_size]
-            xb = Xt[b]
-            if noise_std > 0:
-                xb = xb + noise_std * torch.randn(xb.shape, generator=gen).to(dev)
-            opt.zero_grad(set_to_none=True)
-            criterion(model(xb), Yt[b]).backward()
-            opt.step()
-            sched.step()
-        row = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0]}
-        row.update(_evaluate(model, Xt, Yt, split, criterion, task))
-        rows.append(row)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("val_")})
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(s.seed)
+        gen = torch.Generator().manual_seed(s.seed)
+        bar = tqdm(range(s.epochs), desc="training", disable=quiet, leave=False)
+        for epoch in bar:
+            _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen)
+            row = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0]}
+            row.update(_evaluate(model, Xt, Yt, split, criterion, s.task))
+            rows.append(row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
+                             if k.startswith("val_")})
     model.to("cpu").eval()
+    model.settings = s
     history = pd.DataFrame(rows)
     history.attrs.update(seconds=time.perf_counter() - t0, device=str(dev), loss=loss)
     return model, history
 
 
-def fit(X: np.ndarray, Y: np.ndarray, split: dict, hidden: int = 128, task: str = "classification",
-        bias: bool = False, dropout: float = 0.0, n_out: int | None = None, seed: int = 0, **train_kwargs):
-    """Build a :class:`BilinearMLP` sized for ``X`` and ``Y`` (initial weights seeded) and train it.
+def fit(X: np.ndarray, Y: np.ndarray, split: dict, *, hidden: int = 128,
+        bias: bool = False, dropout: float = 0.0, n_out: int | None = None,
+        settings: BilinearTrainSettings | None = None, progress: bool = True,
+        **overrides):
+    """Build a :class:`BilinearMLP` sized for ``X`` and ``Y`` and train it: the one-call
+    entry.
 
-    ``n_out`` defaults to ``max(Y) + 1`` classes (classification) or the columns of ``Y``
-    (regression); every other keyword goes to :func:`train_bilinear`. Returns ``(model, history)``.
+    The initial weights are seeded with ``settings.seed`` too. ``n_out`` defaults to
+    ``max(Y) + 1`` classes (classification) or the columns of ``Y`` (regression).
+    ``settings`` and keyword ``overrides`` (``task="regression"``, ``epochs=30``, ...)
+    are as in :func:`train_bilinear`. Returns ``(model, history)``.
     """
+    s = _settings(settings, overrides)
     X = np.asarray(X, np.float32)
-    if task == "regression":
+    if s.task == "regression":
         Y = np.asarray(Y, np.float32)
         Y = Y[:, None] if Y.ndim == 1 else Y
         n_out = n_out or Y.shape[1]
     else:
         n_out = n_out or int(np.max(Y)) + 1
-    model = BilinearMLP(X.shape[1], hidden, n_out, bias=bias, dropout=dropout, seed=seed)
-    return train_bilinear(model, X, Y, split, task=task, seed=seed, **train_kwargs)
+    model = BilinearMLP(X.shape[1], hidden, n_out, bias=bias, dropout=dropout,
+                        seed=s.seed)
+    return train_bilinear(model, X, Y, split, s, progress=progress)
 
 
 @torch.no_grad()
@@ -246,8 +327,10 @@ def eigendecompose(model: BilinearMLP, outputs=None, n_modules: int | None = Non
     """
     W, V, P = _weights(model)
     outputs = list(range(P.shape[0]) if outputs is None else ([outputs] if np.isscalar(outputs) else outputs))
-    # thin QR, shared by all outputs (torch's LAPACK call is ~3x faster than numpy's here)
-    Qo, R = (t.numpy() for t in torch.linalg.qr(torch.from_numpy(np.concatenate([W.T, V.T], axis=1))))
+    # thin QR, shared by all outputs (torch's LAPACK call beats numpy's: see
+    # benchmarks/bench_bilinear.py)
+    U = torch.from_numpy(np.concatenate([W.T, V.T], axis=1))
+    Qo, R = (t.numpy() for t in torch.linalg.qr(U))
     h = W.shape[0]
     RW, RV = R[:, :h], R[:, h:]
     T = (RW[None] * P[outputs][:, None, :]) @ RV.T  # R_W diag(P_a) R_Vᵀ for every requested a
@@ -294,8 +377,6 @@ def module_tracking(model: BilinearMLP, X: np.ndarray, targets: np.ndarray, idx=
     -------
     DataFrame indexed by (output, module) with columns ``lambda``, ``rel_lambda``, ``spearman``.
     """
-    from scipy.stats import spearmanr
-
     X = np.asarray(X, np.float64)
     T = np.asarray(targets, float)
     T = T[:, None] if T.ndim == 1 else T
@@ -316,34 +397,173 @@ def safe_key(name) -> str:
     return re.sub(r"[^0-9A-Za-z_-]+", "_", str(name)).strip("_")
 
 
-def annotate(adata, model: BilinearMLP, output_names, n_modules: int = 3, X: np.ndarray | None = None,
-             targets: np.ndarray | None = None, key: str = "bilinear"):
-    """Write loadings, module scores and eigenvalues of every output into ``adata`` (see module doc).
+def _keys(key: str, output) -> tuple[str, str]:
+    k = safe_key(output)
+    return f"{key}_{k}_loadings", f"{key}_{k}_scores"
 
-    ``X`` defaults to ``adata.X`` (the features the model was trained on, genes in ``adata.var`` order).
-    ``targets`` (cells × outputs: one-hot classes or regression targets), when given, orients each
-    module so that its score correlates positively with its output's target: the positive pole then
-    reads "higher in this class / along this axis". An eigenvector's sign is otherwise arbitrary.
+
+def annotate(adata, model: BilinearMLP, output_names, *, n_modules: int = 3,
+             X: np.ndarray | None = None, targets: np.ndarray | None = None,
+             key_added: str = "bilinear"):
+    """Write loadings, module scores and eigenvalues of every output into ``adata``
+    (module doc).
+
+    ``X`` defaults to ``adata.X`` (the features the model was trained on, genes in
+    ``adata.var`` order). ``targets`` (cells × outputs: one-hot classes or regression
+    targets), when given, orients each module so that its score correlates positively
+    with its output's target: the positive pole then reads "higher in this class / along
+    this axis". An eigenvector's sign is otherwise arbitrary. Read the results back with
+    :func:`get_modules`.
     """
-    from .preprocess import dense
-
     if len(output_names) != model.n_out:
-        raise ValueError(f"{len(output_names)} output names for a model with {model.n_out} outputs.")
+        raise ValueError(f"{len(output_names)} output names for a model with "
+                         f"{model.n_out} outputs.")
     if adata.n_vars != model.n_in:
-        raise ValueError(f"adata has {adata.n_vars} genes but the model was trained on {model.n_in}; "
-                         "annotate the AnnData the features came from.")
-    X = dense(adata.X) if X is None else np.asarray(X)
+        raise ValueError(f"adata has {adata.n_vars} genes but the model was trained on "
+                         f"{model.n_in}; annotate the AnnData the features came from.")
+    X = get_matrix(adata, dense=True) if X is None else np.asarray(X)
     eig = eigendecompose(model, n_modules=n_modules)
-    uns = {"outputs": [str(o) for o in output_names], "eigenvalues": {}, "n_modules": n_modules,
-           "hidden": model.n_hidden, "bias": model.bias}
+    uns = {"outputs": [str(o) for o in output_names], "eigenvalues": {},
+           "params": {"n_modules": n_modules, "hidden": model.n_hidden,
+                      "bias": model.bias, "oriented": targets is not None}}
     for a, name in enumerate(output_names):
         vals, vecs = eig[a]
-        k = safe_key(name)
         if targets is not None:
             vecs = vecs.copy()
-            vecs[:, :n_modules] = orient(vecs[:, :n_modules], X, np.asarray(targets, float)[:, a], model.bias)
-        adata.varm[f"{key}_{k}_loadings"] = vecs[: model.n_in, :n_modules].astype(np.float32)
-        adata.obsm[f"{key}_{k}_scores"] = module_scores(X, vecs[:, :n_modules], model.bias).astype(np.float32)
-        uns["eigenvalues"][k] = vals.astype(np.float64)
-    adata.uns[key] = uns
+            target = np.asarray(targets, float)[:, a]
+            vecs[:, :n_modules] = orient(vecs[:, :n_modules], X, target, model.bias)
+        loadings_key, scores_key = _keys(key_added, name)
+        adata.varm[loadings_key] = vecs[: model.n_in, :n_modules].astype(np.float32)
+        scores = module_scores(X, vecs[:, :n_modules], model.bias)
+        adata.obsm[scores_key] = scores.astype(np.float32)
+        uns["eigenvalues"][safe_key(name)] = vals.astype(np.float64)
+    adata.uns[key_added] = uns
     return adata
+
+
+def get_modules(adata, output, *, key: str = "bilinear"):
+    """``(eigenvalues, loadings, scores)`` of one output as :func:`annotate` stored
+    them.
+
+    ``eigenvalues``: all of the output's eigenvalues sorted by |λ|; ``loadings``: genes
+    × modules; ``scores``: cells × modules. ``key`` is the ``key_added`` of
+    :func:`annotate`.
+    """
+    if key not in adata.uns or "eigenvalues" not in adata.uns[key]:
+        raise KeyError(f"uns[{key!r}] holds no bilinear modules; run bilinear.annotate("
+                       f"adata, model, names, key_added={key!r}) first.")
+    vals = adata.uns[key]["eigenvalues"]
+    if safe_key(output) not in vals:
+        raise KeyError(f"output {output!r} not in uns[{key!r}]; outputs: "
+                       f"{adata.uns[key]['outputs']}.")
+    loadings_key, scores_key = _keys(key, output)
+    return vals[safe_key(output)], adata.varm[loadings_key], adata.obsm[scores_key]
+
+
+# ------------------------------------------------------------------------ repeated fits
+
+def fit_repeats(X, Y, seeds, *, splits=None, stratify: bool = True,
+                progress: bool = False, **fit_kwargs) -> list[dict]:
+    """One :func:`fit` per seed: a fresh split and initial weights, training seeded
+    alike.
+
+    ``splits`` (one per seed) overrides the default split,
+    :func:`~helpers.preprocess.split_indices` of ``Y`` (stratified when ``stratify``; of
+    ``len(Y)`` otherwise) with that seed. Other keywords go to :func:`fit`. Returns one
+    ``{"seed", "split", "model", "history"}`` per seed.
+    """
+    runs = []
+    for i, s in enumerate(seeds):
+        split = splits[i] if splits is not None else split_indices(
+            Y if stratify else len(Y), seed=s, stratify=stratify)
+        model, history = fit(X, Y, split, seed=s, progress=progress, **fit_kwargs)
+        runs.append({"seed": s, "split": split, "model": model, "history": history})
+    return runs
+
+
+def classes_of(model: BilinearMLP, X) -> np.ndarray:
+    """Predicted class per cell (argmax of the outputs)."""
+    return predict(model, X).argmax(1)
+
+
+def accuracy(pred, y, idx) -> float:
+    """Share of cells ``idx`` whose prediction equals the label."""
+    return float((np.asarray(pred)[idx] == np.asarray(y)[idx]).mean())
+
+
+def per_class_accuracy(preds: dict, y, idx, classes) -> pd.DataFrame:
+    """Accuracy per class on the cells ``idx``, one column per ``{name: predictions}``,
+    and ``test cells`` (how many cells of each class ``idx`` holds). ``y`` holds class
+    indices into ``classes``."""
+    idx = np.asarray(idx)
+    y = np.asarray(y)
+    table = {name: [accuracy(p, y, idx[y[idx] == c]) for c in range(len(classes))]
+             for name, p in preds.items()}
+    table["test cells"] = [int((y[idx] == c).sum()) for c in range(len(classes))]
+    return pd.DataFrame(table, index=classes)
+
+
+def split_repeats(X, y, seeds, *, known: dict | None = None,
+                  **fit_kwargs) -> pd.DataFrame:
+    """Test accuracy of the classifier and the logistic baseline over random splits.
+
+    For each seed: the stratified split with that seed, a bilinear :func:`fit` seeded
+    with it and :func:`helpers.baselines.logistic` on the same split. ``known`` maps a
+    seed to ``(bilinear predictions, baseline predictions)`` already computed (not
+    refitted). Returns a table indexed by ``split seed`` with ``bilinear test``,
+    ``baseline test`` and a ``mean`` row.
+    """
+    known = known or {}
+    todo = [s for s in seeds if s not in known]
+    runs = {r["seed"]: r for r in fit_repeats(X, y, todo, **fit_kwargs)}
+    rows = []
+    for s in seeds:
+        split = split_indices(y, seed=s)
+        if s in known:
+            pred, base = known[s]
+        else:
+            pred = classes_of(runs[s]["model"], X)
+            base = logistic(X, y, split, seed=s)
+        rows.append({"split seed": s, "bilinear test": accuracy(pred, y, split["test"]),
+                     "baseline test": accuracy(base, y, split["test"])})
+    table = pd.DataFrame(rows).set_index("split seed")
+    table.loc["mean"] = table.mean()
+    return table
+
+
+def recipe_ablation(features: dict, y, split, recipes: dict, *,
+                    focus: int | None = None, focus_name: str = "focus",
+                    known: dict | None = None, seed: int = 0,
+                    **fit_kwargs) -> pd.DataFrame:
+    """Training recipes on several feature sets, on one split, beside a logistic
+    baseline.
+
+    ``features`` maps a label (e.g. the number of genes) to a cells × genes matrix;
+    ``recipes`` maps a name to :func:`fit` keywords (``bias``, ``epochs``, ...); other
+    keywords are shared. ``known`` maps ``(feature label, model name)`` to predictions
+    already computed. For each feature set the rows are the baseline (``"logistic
+    baseline"``), then the recipes. Columns: validation and test accuracy, and test
+    accuracy on class ``focus`` (``"<focus_name> (test)"``, NaN without one). Indexed by
+    ``(genes, model)``.
+    """
+    known = known or {}
+    va, te = split["val"], split["test"]
+    rows = []
+    for label, X in features.items():
+        preds = {"logistic baseline": known.get((label, "logistic baseline"))}
+        if preds["logistic baseline"] is None:
+            preds["logistic baseline"] = logistic(X, y, split, seed=seed)
+        for name, kw in recipes.items():
+            if (label, name) in known:
+                preds[name] = known[(label, name)]
+                continue
+            model, _ = fit(X, y, split, seed=seed, progress=False, **fit_kwargs, **kw)
+            preds[name] = classes_of(model, X)
+        for name, p in preds.items():
+            in_focus = te[y[te] == focus] if focus is not None else None
+            rows.append({"genes": label, "model": name,
+                         "validation accuracy": accuracy(p, y, va),
+                         "test accuracy": accuracy(p, y, te),
+                         f"{focus_name} (test)": accuracy(p, y, in_focus)
+                         if focus is not None else np.nan})
+    return pd.DataFrame(rows).set_index(["genes", "model"])

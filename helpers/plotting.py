@@ -205,6 +205,123 @@ def composition_bars(table: pd.DataFrame, ax=None, title: str = "composition"):
 # ------------------------------------------------------------------ bilinear chapters' figures
 
 
+def _legend_right(ax, fontsize=6):
+    ax.legend(fontsize=fontsize, frameon=False, loc="center left",
+              bbox_to_anchor=(1, 0.5))
+
+
+def umap_panels(adata, panels: dict, cmap="viridis", panel_width: float = 4.2):
+    """One UMAP per ``{title: color}`` entry (an obs column or per-cell values), side by
+    side."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel_width * len(panels), 3.6),
+                             squeeze=False)
+    for ax, (title, color) in zip(axes[0], panels.items()):
+        umap(adata, color, ax=ax, title=title, cmap=cmap)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_pair(y_true, preds: dict, labels):
+    """Confusion matrices of several predictions (``{title: predicted classes}``) side
+    by side."""
+    fig, axes = plt.subplots(1, len(preds), figsize=(6 * len(preds), 4.8),
+                             squeeze=False)
+    for ax, (title, pred) in zip(axes[0], preds.items()):
+        confusion(y_true, pred, labels, ax=ax, title=title)
+    fig.tight_layout()
+    return fig
+
+
+def module_figure(eigvals, scores, labels, highlight, n_modules: int = 3,
+                  name: str = ""):
+    """A class's eigenvalue spectrum, then one histogram panel of module scores per
+    module.
+
+    Every label's cells are drawn as an outline and ``highlight``'s filled, so the panel
+    shows whether the module separates that class from the rest.
+    """
+    labels = np.asarray(labels)
+    fig, axes = plt.subplots(1, 1 + n_modules, figsize=(3.6 * (1 + n_modules), 2.9))
+    eigen_spectrum(eigvals, ax=axes[0], title=f"{name}: eigenvalues")
+    for j, ax in enumerate(axes[1:]):
+        for c in pd.unique(labels):
+            own = c == highlight
+            ax.hist(scores[labels == c, j], bins=40, density=True, lw=1.2, label=str(c),
+                    histtype="stepfilled" if own else "step", alpha=0.6 if own else 1)
+        ax.set(xlabel=f"module {j} score", title=f"λ = {eigvals[j]:.3g}")
+    _legend_right(axes[-1])
+    fig.tight_layout()
+    return fig
+
+
+def spectrum_line(eigvals, ax=None, title: str = "graph spectrum"):
+    """Laplacian eigenvalues in order (the frequencies' spectrum)."""
+    fig, ax = _ax(ax, (4, 3))
+    ax.plot(np.arange(len(eigvals)), eigvals, "o-")
+    ax.set(xlabel="frequency", ylabel="Laplacian eigenvalue λ", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_true(pred, true, labels, r2, what: str = "frequency"):
+    """Prediction against truth per output column, with the diagonal and each column's
+    R²."""
+    pred, true = np.asarray(pred), np.asarray(true)
+    n = true.shape[1]
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6), squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        score_vs_target(pred[:, j], true[:, j], labels, ax=ax,
+                        xlabel=f"{what} {j} (true)", ylabel="predicted",
+                        title=f"test cells, R² = {r2[j]:.2f}")
+        lim = [true[:, j].min(), true[:, j].max()]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        if j < n - 1:
+            ax.get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def modules_vs_target(eigvals, scores, target, labels, modules, rho,
+                      name: str = "frequency 0"):
+    """Eigenvalue spectrum, then module score against the target for each module in
+    ``modules`` (``rho[m]``: its test Spearman correlation, shown in the title)."""
+    fig, axes = plt.subplots(1, 1 + len(modules), figsize=(13, 3.3),
+                             gridspec_kw={"width_ratios": [1] * len(modules) + [1.3]})
+    eigen_spectrum(eigvals, ax=axes[0], title=f"{name}: eigenvalues of B")
+    for m, ax in zip(modules, axes[1:]):
+        score_vs_target(scores[:, m], target, labels, ax=ax, xlabel=name,
+                        ylabel=f"module {m} score",
+                        title=f"module {m}: λ = {eigvals[m]:.3g}, "
+                              f"ρ(test) = {rho[m]:.2f}")
+    axes[1].get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def dose_module_figure(eigvals, summary: pd.DataFrame, name: str = ""):
+    """A perturbation's eigenvalue spectrum beside its modules' mean score by dose."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    eigen_spectrum(eigvals, ax=axes[0], title=f"{name}: eigenvalues")
+    dose_modules(summary, ax=axes[1], title=f"{name}: modules by dose")
+    fig.tight_layout()
+    return fig
+
+
+def composition_figure(result: dict, title: str = "synthetic: relative additive error"):
+    """:func:`composition_bars` beside the mean output per group (a composition test
+    result)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    composition_bars(result["table"], ax=axes[0], title=title)
+    means = result["group_means"]
+    im = axes[1].imshow(means.to_numpy(), cmap="RdBu_r", vmin=-1.2, vmax=1.2)
+    axes[1].set(xticks=range(len(result["singles"])), xticklabels=result["singles"],
+                yticks=range(len(means)), yticklabels=means.index, xlabel="output",
+                title="mean output per group")
+    fig.colorbar(im, ax=axes[1], shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------ concept chapters' figures
 def umaps(adata, keys, title_prefix: str = ""):
     """One :func:`umap` panel per obs column, side by side."""

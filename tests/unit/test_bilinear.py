@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import bilinear, preprocess
+from helpers import bilinear, preprocess, synthetic
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -46,12 +46,7 @@ def test_low_rank_equals_dense_eigh(g, h):
 
 def _planted(seed=0, n=1200, g=40):
     """Cells whose class depends on the co-expression of a known 5-gene module."""
-    rng = np.random.default_rng(seed)
-    module = np.zeros(g)
-    module[[3, 7, 11, 19, 23]] = 1 / np.sqrt(5)
-    X = rng.normal(size=(n, g)).astype(np.float32)
-    y = ((X @ module) ** 2 > 0.45).astype(int)  # class 1: strong module activity (either sign)
-    return X, y, module
+    return synthetic.planted_module_classes(n=n, g=g, seed=seed)
 
 
 def test_planted_module_recovered_by_leading_eigenvector():
@@ -100,12 +95,28 @@ def test_annotate_keys_and_orientation():
     onehot = np.eye(2)[y]
     bilinear.annotate(adata, model, ["rest", "active cells"], n_modules=2, targets=onehot)
     assert adata.varm["bilinear_active_cells_loadings"].shape == (X.shape[1], 2)
-    scores = adata.obsm["bilinear_active_cells_scores"]
+    vals, loadings, scores = bilinear.get_modules(adata, "active cells")
+    assert scores is adata.obsm["bilinear_active_cells_scores"]
     assert scores.shape == (600, 2)
     for j in range(2):  # oriented: every module score correlates non-negatively with its target
         assert np.corrcoef(scores[:, j], onehot[:, 1])[0, 1] >= 0
-    np.testing.assert_allclose(scores, X @ adata.varm["bilinear_active_cells_loadings"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scores, X @ loadings, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(vals, bilinear.eigendecompose(model, 1)[1][0])
     assert set(adata.uns["bilinear"]["eigenvalues"]) == {"rest", "active_cells"}
+    params = adata.uns["bilinear"]["params"]
+    assert params == {"n_modules": 2, "hidden": 8, "bias": False, "oriented": True}
+    # a second call under another key keeps the first; unoriented modules differ in sign
+    bilinear.annotate(adata, model, ["rest", "active cells"], n_modules=1,
+                      key_added="raw")
+    assert adata.uns["bilinear"]["params"]["n_modules"] == 2
+    raw = bilinear.get_modules(adata, "active cells", key="raw")[1]
+    assert raw.shape == (X.shape[1], 1)
+    assert adata.uns["raw"]["params"]["oriented"] is False
+    np.testing.assert_allclose(np.abs(raw[:, 0]), np.abs(loadings[:, 0]), atol=1e-6)
+    with pytest.raises(KeyError, match="not in uns"):
+        bilinear.get_modules(adata, "absent")
+    with pytest.raises(KeyError, match="run bilinear.annotate"):
+        bilinear.get_modules(adata, "rest", key="nothing")
 
 
 def test_errors_name_the_problem():
@@ -150,3 +161,75 @@ def test_fit_equals_building_and_training_by_hand():
     assert a.n_out == 2 and a.bias
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+
+
+def test_settings_stored_with_model_and_global_rng_untouched():
+    X, y, _ = _planted(n=300, g=30)
+    split = preprocess.split_indices(y, seed=0)
+    settings = bilinear.BilinearTrainSettings(epochs=2, lr=1e-2, batch_size=32, seed=3)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    np_before = np.random.get_state()[1].copy()
+    model = bilinear.BilinearMLP(30, 4, 2, dropout=0.3, seed=3)
+    model, _ = bilinear.train_bilinear(model, X, y, split, settings, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)  # dropout drew from a fork
+    np.testing.assert_array_equal(np.random.get_state()[1], np_before)
+    assert model.settings == settings
+    # reproducible with dropout on, whatever the global state: same seed, same weights
+    torch.manual_seed(999)
+    fresh = lambda: bilinear.BilinearMLP(30, 4, 2, dropout=0.3, seed=3)
+    again, _ = bilinear.train_bilinear(fresh(), X, y, split, settings, progress=False)
+    for pa, pb in zip(model.parameters(), again.parameters()):
+        assert torch.equal(pa, pb)
+    # another seed through a keyword override
+    other, _ = bilinear.train_bilinear(fresh(), X, y, split, settings, progress=False,
+                                       seed=4)
+    assert other.settings.seed == 4 and other.settings.epochs == 2
+    assert not torch.equal(other.proj.weight, model.proj.weight)
+    with pytest.raises(ValueError, match="task="):
+        bilinear.BilinearTrainSettings(task="ranking")
+
+
+def test_fit_repeats_and_split_repeats():
+    X, y, _ = _planted(n=400, g=30)
+    kw = dict(hidden=4, epochs=3, lr=1e-2, batch_size=32)
+    runs = bilinear.fit_repeats(X, y, [0, 1], **kw)
+    assert [r["seed"] for r in runs] == [0, 1]
+    split1 = preprocess.split_indices(y, seed=1)
+    one, _ = bilinear.fit(X, y, split1, seed=1, progress=False, **kw)
+    np.testing.assert_array_equal(runs[1]["split"]["test"],
+                                  preprocess.split_indices(y, seed=1)["test"])
+    for pa, pb in zip(runs[1]["model"].parameters(), one.parameters()):
+        assert torch.equal(pa, pb)  # one seed drives the split, weights and training
+    pred0 = bilinear.classes_of(runs[0]["model"], X)
+    known = {0: (pred0, np.zeros_like(y))}
+    table = bilinear.split_repeats(X, y, [0, 1], known=known, **kw)
+    assert list(table.index) == [0, 1, "mean"]
+    te0 = runs[0]["split"]["test"]
+    assert table.loc[0, "bilinear test"] == bilinear.accuracy(pred0, y, te0)
+    assert table.loc[0, "baseline test"] == float((y[te0] == 0).mean())  # as known
+    pred1 = bilinear.classes_of(one, X)
+    assert table.loc[1, "bilinear test"] == bilinear.accuracy(pred1, y, split1["test"])
+    mean = table.iloc[:2]["bilinear test"].mean()
+    assert table.loc["mean", "bilinear test"] == pytest.approx(mean)
+
+
+def test_recipe_ablation_rows():
+    X, y, _ = _planted(n=400, g=30)
+    split = preprocess.split_indices(y, seed=0)
+    recipes = {"a": dict(epochs=2, lr=1e-2), "b": dict(epochs=3, lr=1e-3)}
+    table = bilinear.recipe_ablation({30: X, 10: X[:, :10]}, y, split, recipes, focus=1,
+                                     focus_name="one", known={(30, "a"): y}, hidden=4)
+    models = ("logistic baseline", "a", "b")
+    assert list(table.index) == [(g, m) for g in (30, 10) for m in models]
+    assert table.loc[(30, "a"), "test accuracy"] == 1.0  # known predictions: the truth
+    assert list(table.columns) == ["validation accuracy", "test accuracy", "one (test)"]
+
+
+def test_per_class_accuracy_by_hand():
+    y = np.array([0, 0, 1, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    t = bilinear.per_class_accuracy({"m": pred}, y, [0, 1, 2, 3, 4], ["a", "b", "c"])
+    assert list(t.index) == ["a", "b", "c"] and list(t.columns) == ["m", "test cells"]
+    assert t.loc["a", "m"] == 0.5 and t.loc["b", "m"] == pytest.approx(2 / 3)
+    assert np.isnan(t.loc["c", "m"]) and t["test cells"].tolist() == [2, 3, 0]

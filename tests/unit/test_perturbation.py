@@ -1,13 +1,16 @@
-"""helpers.perturbation: targets on a hand-made table, planted truth, composition, loader path, errors."""
+"""helpers.perturbation: targets on a hand-made table, planted truth, composition,
+loader path, errors."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import baselines
 from helpers import perturbation as P
 from helpers.bilinear import eigendecompose, predict
-from helpers.data import load_dataset
-from helpers.preprocess import dense, normalize_log1p, split_indices
+from helpers.data import get_matrix, load_dataset
+from helpers.preprocess import normalize_log1p, split_indices
+from helpers.synthetic import SCIPLEX2_DRUGS, sciplex2_like, synthetic_combinations
 
 
 @pytest.fixture
@@ -62,7 +65,7 @@ def test_resolve_columns_mapping():
 
 
 def test_filter_low_count_cells():
-    ad = P.sciplex2_like(200, seed=0)
+    ad = sciplex2_like(200, seed=0)
     total = np.asarray(ad.X.sum(1)).ravel()
     cut = np.median(total)
     out = P.filter_low_count_cells(ad, cut)
@@ -84,8 +87,12 @@ def test_per_perturbation_mae_and_ridge():
     X = rng.normal(size=(300, 5))
     T = X @ np.array([[1.0], [0], [0], [-2], [0]])
     split = split_indices(300, seed=0)
-    _, alpha, pred = P.ridge_baseline(X, T, split)
+    pred, alpha = baselines.ridge(X, T, split, alpha=(0.1, 1.0, 10.0, 100.0))
     assert alpha == 0.1 and np.abs(pred - T)[split["test"]].max() < 0.05  # exact linear truth
+    one, a1 = baselines.ridge(X, T, split, alpha=100.0)  # one penalty: shrunk towards 0
+    assert a1 == 100.0 and one.shape == (300, 1)
+    te = split["test"]
+    assert np.abs(one - T)[te].mean() > np.abs(pred - T)[te].mean()
 
 
 def test_dose_module_summary_and_spearman():
@@ -101,12 +108,12 @@ def test_dose_module_summary_and_spearman():
 
 def test_planted_dose_module_is_leading_eigenvector():
     """SAHA's planted programme (10 genes, log fold ∝ log dose) is the top eigenvector of its output."""
-    ad = P.sciplex2_like(2400, seed=0, n_genes=60, effect=1.5)
+    ad = sciplex2_like(2400, seed=0, n_genes=60, effect=1.5)
     ad = P.filter_low_count_cells(ad[ad.obs["perturbation"].isin(["control", "SAHA"])].copy(), 2000)
     normalize_log1p(ad)
     Y = P.dose_targets(ad.obs, "perturbation", "dose_value")
     split = split_indices(ad.obs["perturbation"].astype(str).to_numpy(), seed=0)
-    X, _, _ = P.standardize(dense(ad.X), ref=split["train"])
+    X, _, _ = P.standardize(get_matrix(ad, dense=True), ref=split["train"])
     model, _ = P.fit_regressor(X, Y.to_numpy(), split, hidden=8, epochs=40, lr=3e-2, dropout=0.0,
                                batch_size=64, progress=False)
     mae = np.abs(predict(model, X) - Y.to_numpy())[split["test"]].mean()
@@ -122,7 +129,7 @@ def test_planted_dose_module_is_leading_eigenvector():
 
 
 def test_composition_separates_additive_from_interaction():
-    ad = P.synthetic_combinations(seed=0)
+    ad = synthetic_combinations(seed=0)
     assert ad.uns["planted_interactions"] == {"A+B": "additive", "C+D": "buffering"}
     normalize_log1p(ad)
     res = P.composition_test(ad, n_boot=100, progress=False)
@@ -136,8 +143,41 @@ def test_composition_separates_additive_from_interaction():
     assert t.loc["A+B", "expression_additive_error"] < 0.35 < 0.6 < t.loc["C+D", "expression_additive_error"]
 
 
+def test_additive_error_on_arrays():
+    """Known answers: an exact sum gives 0, a missing part 1/√2; bootstrap brackets."""
+    ctrl, a, b = np.zeros(2), np.array([1.0, 0]), np.array([0, 1.0])
+    assert P.additive_error(a + b, [a, b], ctrl)["additive_error"] == 0
+    buffered = P.additive_error(b, [a, b], ctrl)  # the pair shows only b's response
+    assert buffered["additive_error"] == pytest.approx(1 / np.sqrt(2))
+    np.testing.assert_allclose(buffered["y_add"], [1, 1])
+    shifted = P.additive_error(a + b + 1, [a + 1, b + 1], ctrl + 1)  # offset cancels
+    assert shifted["additive_error"] == pytest.approx(0)
+    cells = np.random.default_rng(0).normal(b, 0.1, size=(200, 2))
+    r = P.additive_error(cells.mean(0), [a, b], ctrl, cells, n_boot=200,
+                         rng=np.random.default_rng(1))
+    assert r["ci_low"] < r["additive_error"] < r["ci_high"]
+    assert r["ci_low"] > 0.6 and r["ci_high"] < 0.8
+    assert np.isnan(P.additive_error(b, [a, b], ctrl)["ci_low"])  # no bootstrap asked
+
+
+def test_fit_singles_trains_on_controls_and_singles_only():
+    ad = synthetic_combinations(seed=0, n_cells=60)
+    normalize_log1p(ad)
+    res = P.fit_singles(ad, singles=["A", "B", "C", "D"], epochs=5, seed=2,
+                        progress=False)
+    lab = ad.obs["perturbation"].astype(str).to_numpy()
+    assert set(lab[res["single_cells"]]) == {"control", "A", "B", "C", "D"}
+    assert res["Y"].shape == (5 * 60, 4) and res["model"].settings.seed == 2
+    assert res["model"].settings.epochs == 5 and res["model"].settings.lr == 1e-2
+    ctrl = res["single_cells"][lab[res["single_cells"]] == "control"]
+    train = res["single_cells"][res["split"]["train"]]
+    # z-scored: training controls at 0 on every gene
+    train_ctrl = np.intersect1d(ctrl, train)
+    np.testing.assert_allclose(res["X"][train_ctrl].mean(0), 0, atol=1e-4)
+
+
 def test_composition_errors():
-    ad = P.synthetic_combinations(seed=0, n_cells=20)
+    ad = synthetic_combinations(seed=0, n_cells=20)
     singles_only = ad[~ad.obs["perturbation"].astype(str).str.contains("+", regex=False)].copy()
     with pytest.raises(ValueError, match="No combination labels"):
         P.composition_test(singles_only, progress=False)
@@ -148,7 +188,7 @@ def test_composition_errors():
 
 def test_sciplex2_loader_path(tmp_path):
     """The named loader finds a file of pertpy's name in the data directory; the mapping fits it."""
-    fake = P.sciplex2_like(300, seed=1)
+    fake = sciplex2_like(300, seed=1)
     fake.write_h5ad(tmp_path / "srivatsan_2020_sciplex2.h5ad")
     ad = load_dataset("sciplex2", data_dir=tmp_path)
     assert ad.uns["dataset"]["name"] == "sciplex2" and ad.n_obs == 300
@@ -158,7 +198,7 @@ def test_sciplex2_loader_path(tmp_path):
     for c in ("perturbation", "dose_value", "dose_unit", "perturbation_type", "cell_line", "nperts"):
         assert c in ad.obs
     Y = P.dose_targets(ad.obs, cols["perturbation_key"], cols["dose_key"], cols["control_value"])
-    assert list(Y.columns) == sorted(P.SCIPLEX2_DRUGS)
+    assert list(Y.columns) == sorted(SCIPLEX2_DRUGS)
     ctrl = (ad.obs["perturbation"] == "control").to_numpy()
     assert (Y.to_numpy()[ctrl] == 0).all()
     top = (ad.obs["dose_value"] == 10000).to_numpy()

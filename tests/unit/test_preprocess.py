@@ -50,3 +50,20 @@ def test_split_is_stratified_and_disjoint():
     assert (labels[s["train"]] == "b").sum() == 21
     with pytest.raises(ValueError, match="summing to 1"):
         preprocess.split_indices(10, fractions=(0.5, 0.5, 0.5))
+
+
+def test_subsample_keeps_group_shares():
+    import anndata as ad
+    import pandas as pd
+
+    labels = ["a"] * 300 + ["b"] * 100
+    adata = ad.AnnData(np.zeros((400, 2), np.float32),
+                       obs=pd.DataFrame({"g": labels},
+                                        index=[f"c{i}" for i in range(400)]))
+    out = preprocess.subsample(adata, 100, groupby="g", seed=0)
+    assert out.obs["g"].value_counts().to_dict() == {"a": 75, "b": 25}
+    order = sorted(out.obs_names, key=lambda c: int(c[1:]))
+    assert list(out.obs_names) == order  # cells keep their order
+    assert preprocess.subsample(adata, 500) is adata  # nothing dropped: no copy
+    again = preprocess.subsample(adata, 100, groupby="g", seed=0)
+    assert list(again.obs_names) == list(out.obs_names)

@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 import scipy.sparse as sp
 
-from helpers import bilinear, preprocess, spectral
+from helpers import bilinear, preprocess, spectral, synthetic
 
 
 def _path(n):
@@ -25,13 +25,8 @@ def _ring(n):
 
 
 def _trajectory(n, d=30, n_branches=3, noise=0.1, seed=0):
-    """A branching trajectory in d dimensions (trunk, then branches), offset to be positive."""
-    rng = np.random.default_rng(seed)
-    t = rng.uniform(0, 1, n)
-    b = rng.integers(0, n_branches, n)
-    dirs = rng.standard_normal((n_branches + 1, d)) / np.sqrt(d)
-    Z = 3 * np.outer(t, dirs[0]) + 3 * np.maximum(t - 0.4, 0)[:, None] * dirs[1 + b]
-    return 1.0 + Z + noise * rng.standard_normal((n, d)), t
+    """A branching trajectory (synthetic.trajectory) and its planted pseudotime."""
+    return synthetic.trajectory(n, d=d, n_branches=n_branches, noise=noise, seed=seed)
 
 
 def _assert_same_eigenspaces(vals, vecs, vals_ref, vecs_ref, tol=1e-6):
@@ -143,14 +138,17 @@ def test_frequencies_writes_anndata_keys_and_tracks_pseudotime():
     adata = ad.AnnData(X.astype(np.float32))
     out = spectral.frequencies(adata, n_freqs=4, k=15)
     assert out is adata
-    F = adata.obsm["X_freq"]
-    assert F.shape == (1500, 4)
+    lam, F = spectral.get_frequencies(adata)
+    assert F is adata.obsm["X_freq"] and F.shape == (1500, 4)
     np.testing.assert_allclose(F.T @ F, np.eye(4), atol=1e-8)
     assert np.abs(F.sum(0)).max() < 1e-6  # orthogonal to the dropped constant vector
     u = adata.uns["freq"]
-    for key in ("eigenvalues", "k", "graph", "normalized", "n_components", "solver", "eigenvalue_0"):
+    for key in ("eigenvalues", "n_components", "solver", "eigenvalue_0", "params"):
         assert key in u
-    assert u["k"] == 15 and u["graph"] == "cosine" and u["normalized"] is False
+    p = u["params"]
+    assert p["k"] == 15 and p["graph"] == "cosine" and p["normalized"] is False
+    assert p["n_freqs"] == 4 and p["use_rep"] == "X"
+    np.testing.assert_array_equal(lam, u["eigenvalues"])
     assert u["n_components"] == 1 and abs(u["eigenvalue_0"]) < 1e-8
     assert len(u["eigenvalues"]) == 4 and np.all(np.diff(u["eigenvalues"]) >= 0)
     assert u["eigenvalues"][0] > 1e-4
@@ -170,15 +168,23 @@ def test_frequencies_options_and_input_errors():
     adata = ad.AnnData(X.astype(np.float32))
     adata.obsm["X_rep"] = X[:, :10]
     spectral.frequencies(adata, n_freqs=3, k=10, normalized=True, use_rep="X_rep", key_added="F")
-    assert adata.obsm["F"].shape == (600, 3)
-    assert adata.uns["freq"]["normalized"] is True and adata.uns["freq"]["use_rep"] == "X_rep"
+    assert adata.obsm["X_F"].shape == (600, 3) and "freq" not in adata.uns
+    assert adata.uns["F"]["params"]["normalized"] is True
+    assert adata.uns["F"]["params"]["use_rep"] == "X_rep"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         spectral.frequencies(adata, n_freqs=3, k=10, graph="scanpy", use_rep="X_rep")
-    assert adata.uns["freq"]["graph"] == "scanpy" and adata.obsm["X_freq"].shape == (600, 3)
+    assert adata.uns["freq"]["params"]["graph"] == "scanpy"
+    assert adata.obsm["X_freq"].shape == (600, 3)
+    # the second call under the default key left the first result in place
+    assert adata.uns["F"]["params"]["graph"] == "cosine"
+    assert adata.obsm["X_F"].shape == (600, 3)
+    assert not np.allclose(np.abs(adata.obsm["X_F"]), np.abs(adata.obsm["X_freq"]))
+    with pytest.raises(KeyError, match="no frequencies under key 'nope'"):
+        spectral.get_frequencies(adata, key="nope")
     with pytest.raises(ValueError, match="graph must be 'cosine' or 'scanpy'"):
         spectral.frequencies(adata, graph="umap")
-    with pytest.raises(ValueError, match="use_rep='nope' is not in adata.obsm"):
+    with pytest.raises(KeyError, match="obsm\\['nope'\\] not found"):
         spectral.frequencies(adata, use_rep="nope")
     with pytest.raises(ValueError, match="not symmetric"):
         spectral.laplacian(sp.csr_matrix(np.triu(np.ones((4, 4)), 1)))
@@ -189,13 +195,10 @@ def test_frequencies_options_and_input_errors():
 def test_bilinear_regressor_recovers_planted_quadratic_module():
     """Targets quadratic in a known gene module (a frequency-like axis): the regressor's
     leading eigenvector for that output is the module (|cosine| >= 0.9)."""
-    rng = np.random.default_rng(0)
     n, g = 2000, 40
-    module = np.zeros(g)
-    module[[2, 5, 11, 17, 29, 33]] = [1, 1, 1, -1, -1, 1]
-    module /= np.linalg.norm(module)
-    X = rng.normal(size=(n, g)).astype(np.float32)
-    y = (X @ module) ** 2 + 0.05 * rng.normal(size=n)
+    X, module = synthetic.planted_module(n, g, genes=[2, 5, 11, 17, 29, 33],
+                                         signs=[1, 1, 1, -1, -1, 1])
+    y = (X @ module) ** 2 + 0.05 * np.random.default_rng(1).normal(size=n)
     Y = ((y - y.mean()) / y.std()).astype(np.float32)[:, None]  # standardised, as in the chapter
     split = preprocess.split_indices(n, seed=0, stratify=False)
     model = bilinear.BilinearMLP(g, 16, 1)
@@ -207,3 +210,25 @@ def test_bilinear_regressor_recovers_planted_quadratic_module():
     vals, vecs = bilinear.eigendecompose(model, 0)[0]
     assert abs(vecs[:, 0] @ module) >= 0.9
     assert abs(vals[0]) > 3 * abs(vals[1])  # one dominant module
+
+
+def test_fit_frequencies_standardises_and_ablation_rows():
+    """The frequency regressor recovers a planted quadratic target in its own units."""
+    n, g = 1200, 20
+    X, module = synthetic.planted_module(n, g, genes=[1, 4, 7], seed=2)
+    F = np.c_[(X @ module) ** 2, X[:, 0] * X[:, 3]] * 0.01  # tiny, as unit-norm vectors
+    split = preprocess.split_indices(n, seed=0, stratify=False)
+    model, _ = spectral.fit_frequencies(X, F, split, hidden=8, loss="mse", epochs=30,
+                                        lr=1e-2, progress=False)
+    mu, sd = model.target_scale
+    np.testing.assert_allclose(mu, F[split["train"]].mean(0))
+    pred = spectral.predict_frequencies(model, X)
+    from sklearn.metrics import r2_score
+
+    assert r2_score(F[split["test"], 0], pred[split["test"], 0]) > 0.9
+    table = spectral.seed_ablation(X, F, [0, 1], [1e-4, 1.0], names=["f0", "f1"],
+                                   hidden=8, loss="mse", epochs=3, lr=1e-2)
+    assert len(table) == 4
+    assert list(table["weight decay"]) == ["0.0001", "1", "0.0001", "1"]
+    expected = {"val R² (frequency 0)", "ρ module 0", "best |ρ| (first modules)"}
+    assert expected <= set(table)
