@@ -31,7 +31,7 @@ batch, so the learning rate does not depend on the scale of the embedding.
 
 AnnData keys written by :func:`annotate` (scanpy style; read them back with the getters)
 ------------------------------------------------------------------------------------
-``adata.obsm[key_added]``
+``adata.obsm[f"{key_added}_concepts"]``
     ``(n_obs, c)`` concept activations (dense float32, or CSR when ``sparse=True``);
     :func:`get_concepts`.
 ``adata.uns[key_added]``
