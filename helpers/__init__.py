@@ -8,9 +8,25 @@ import importlib
 
 __version__ = "0.1.0"
 
-_MODULES = ("attribution", "baselines", "bilinear", "chapter", "concepts", "data", "embeddings",
-            "enrichment", "perturbation", "plotting", "preprocess", "probes", "runtime", "sae",
-            "spectral", "stability", "synthetic")
+_MODULES = (
+    "attribution",
+    "baselines",
+    "bilinear",
+    "chapter",
+    "concepts",
+    "data",
+    "embeddings",
+    "enrichment",
+    "perturbation",
+    "plotting",
+    "preprocess",
+    "probes",
+    "runtime",
+    "sae",
+    "spectral",
+    "stability",
+    "synthetic",
+)
 
 
 def __getattr__(name):

@@ -43,9 +43,14 @@ def write_metrics(metrics: dict, output_dir: str | Path) -> Path:
         except (json.JSONDecodeError, UnicodeDecodeError):
             old = {}
         if not isinstance(old, dict) or old.get("_about") != MARK:
-            raise FileExistsError(f"{path} exists and was not written by this book; refusing to overwrite it. "
-                                  "Choose another output_dir.")
-    out = {"_about": MARK, "_written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            raise FileExistsError(
+                f"{path} exists and was not written by this book; refusing to overwrite it. "
+                "Choose another output_dir."
+            )
+    out = {
+        "_about": MARK,
+        "_written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     out.update(jsonable(metrics))
     path.write_text(json.dumps(out, indent=2, sort_keys=False) + "\n")
     return path
@@ -61,14 +66,21 @@ def notebook_for(name: str, dest: Path) -> Path:
         raise FileNotFoundError(f"No chapter {name!r}. Known chapters: {known}.")
     dest.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(src)
-    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    nb.metadata.setdefault(
+        "kernelspec",
+        {"name": "python3", "display_name": "Python 3", "language": "python"},
+    )
     out = dest / f"{name}.ipynb"
     jupytext.write(nb, out)
     return out
 
 
-def run_chapter(name: str, parameters: dict | None = None, output_dir: str | Path | None = None,
-                kernel: str = "python3") -> Path:
+def run_chapter(
+    name: str,
+    parameters: dict | None = None,
+    output_dir: str | Path | None = None,
+    kernel: str = "python3",
+) -> Path:
     """Execute a chapter with papermill; returns the executed notebook path."""
     import papermill as pm
 
@@ -77,8 +89,14 @@ def run_chapter(name: str, parameters: dict | None = None, output_dir: str | Pat
     params["output_dir"] = str(out.resolve())
     src = notebook_for(name, out / "_src")
     executed = out / f"{name}.ipynb"
-    pm.execute_notebook(str(src), str(executed), parameters=params, kernel_name=kernel,
-                        cwd=str(CHAPTERS), progress_bar=False)
+    pm.execute_notebook(
+        str(src),
+        str(executed),
+        parameters=params,
+        kernel_name=kernel,
+        cwd=str(CHAPTERS),
+        progress_bar=False,
+    )
     return executed
 
 
@@ -90,18 +108,36 @@ def _value(text: str):
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Run a chapter of the book with parameters (papermill).")
+    ap = argparse.ArgumentParser(
+        description="Run a chapter of the book with parameters (papermill)."
+    )
     ap.add_argument("chapter", nargs="+", help="chapter name(s), e.g. cell_typing")
-    ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="a parameter; VALUE is parsed as JSON when it can be (true, 3, 0.1), else a string")
+    ap.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a parameter; VALUE is parsed as JSON when it can be (true, 3, 0.1), else a string",
+    )
     ap.add_argument("--fast", action="store_true", help="use the chapter's fast preset")
-    ap.add_argument("-o", "--output-dir", default=None, help="output folder (default _build/outputs/<chapter>)")
+    ap.add_argument(
+        "-o",
+        "--output-dir",
+        default=None,
+        help="output folder (default _build/outputs/<chapter>)",
+    )
     args = ap.parse_args(argv)
     params = {k: _value(v) for k, v in args.param}
     if args.fast:
         params["fast"] = True
     for name in args.chapter:
-        out = Path(args.output_dir) / name if args.output_dir and len(args.chapter) > 1 else args.output_dir
+        out = (
+            Path(args.output_dir) / name
+            if args.output_dir and len(args.chapter) > 1
+            else args.output_dir
+        )
         print(run_chapter(name, params, out))
 
 

@@ -431,15 +431,19 @@ COUNTS_TOL = 1e-3
 def check_obs_key(adata: AnnData, key: str) -> None:
     """Raise ``KeyError`` if ``key`` is not an ``adata.obs`` column."""
     if key not in adata.obs:
-        raise KeyError(f"obs column {key!r} not found. Available columns: "
-                       f"{list(adata.obs.columns)}. Pass one of them as the label key.")
+        raise KeyError(
+            f"obs column {key!r} not found. Available columns: "
+            f"{list(adata.obs.columns)}. Pass one of them as the label key."
+        )
 
 
 def check_layer(adata: AnnData, layer: str | None) -> None:
     """Raise ``KeyError`` if ``layer`` is not ``None``/``"X"`` and not in ``adata.layers``."""
     if layer not in (None, "X") and layer not in adata.layers:
-        raise KeyError(f"layer {layer!r} not found. Available layers: {list(adata.layers)}; "
-                       "pass one of them, or layer=None to use X.")
+        raise KeyError(
+            f"layer {layer!r} not found. Available layers: {list(adata.layers)}; "
+            "pass one of them, or layer=None to use X."
+        )
 
 
 def _where(layer: str | None = None, use_rep: str | None = None) -> str:
@@ -457,8 +461,15 @@ def to_dense(X, dtype=np.float32) -> np.ndarray:
     return np.asarray(X, dtype=dtype)
 
 
-def get_matrix(adata: AnnData, *, layer: str | None = None, use_rep: str | None = None,
-               counts: bool = False, dense: bool = False, dtype=np.float32):
+def get_matrix(
+    adata: AnnData,
+    *,
+    layer: str | None = None,
+    use_rep: str | None = None,
+    counts: bool = False,
+    dense: bool = False,
+    dtype=np.float32,
+):
     """The one way to read a cells × features matrix from ``adata``.
 
     Parameters
@@ -485,8 +496,10 @@ def get_matrix(adata: AnnData, *, layer: str | None = None, use_rep: str | None 
         if layer not in (None, "X"):
             raise ValueError(f"Pass layer={layer!r} or use_rep={use_rep!r}, not both.")
         if use_rep not in adata.obsm:
-            raise KeyError(f"obsm[{use_rep!r}] not found. Available representations: "
-                           f"{list(adata.obsm)}; compute the embedding first or pass one of them.")
+            raise KeyError(
+                f"obsm[{use_rep!r}] not found. Available representations: "
+                f"{list(adata.obsm)}; compute the embedding first or pass one of them."
+            )
         X = adata.obsm[use_rep]
     else:
         check_layer(adata, layer)
@@ -505,8 +518,10 @@ def check_finite(X, what: str = "X") -> None:
     v = _values(X)
     if not np.all(np.isfinite(v)):
         n = int((~np.isfinite(v)).sum())
-        raise ValueError(f"{what} contains {n} NaN/inf values. Remove or impute them before "
-                         "training (e.g. drop the affected cells or genes).")
+        raise ValueError(
+            f"{what} contains {n} NaN/inf values. Remove or impute them before "
+            "training (e.g. drop the affected cells or genes)."
+        )
 
 
 def is_integer_counts(X, tol: float = COUNTS_TOL) -> bool:
@@ -520,15 +535,19 @@ def check_counts(X, what: str = "X") -> None:
     check_finite(X, what)
     v = _values(X)
     if v.size and v.min() < 0:
-        raise ValueError(f"{what} has negative values (min {v.min():.3g}) where raw counts are "
-                         "required. Pass the raw-count layer (e.g. layer='counts' or "
-                         "'spliced'), not scaled data.")
+        raise ValueError(
+            f"{what} has negative values (min {v.min():.3g}) where raw counts are "
+            "required. Pass the raw-count layer (e.g. layer='counts' or "
+            "'spliced'), not scaled data."
+        )
     if not is_integer_counts(X):
         frac = float(np.abs(v - np.rint(v)).max())
-        raise ValueError(f"{what} holds non-integer values (largest distance from an integer "
-                         f"{frac:.3g}) where raw counts are required: it looks normalised or "
-                         "log-transformed. Pass the raw-count layer (e.g. layer='counts'), or "
-                         "recover counts before calling this.")
+        raise ValueError(
+            f"{what} holds non-integer values (largest distance from an integer "
+            f"{frac:.3g}) where raw counts are required: it looks normalised or "
+            "log-transformed. Pass the raw-count layer (e.g. layer='counts'), or "
+            "recover counts before calling this."
+        )
 
 
 def check_labels(adata: AnnData, key: str, min_cells: int = 2) -> pd.Series:
@@ -536,14 +555,20 @@ def check_labels(adata: AnnData, key: str, min_cells: int = 2) -> pd.Series:
     check_obs_key(adata, key)
     labels = adata.obs[key]
     if labels.isna().any():
-        raise ValueError(f"obs[{key!r}] has {int(labels.isna().sum())} missing labels. "
-                         "Drop those cells (adata[adata.obs[key].notna()]) or fill them.")
+        raise ValueError(
+            f"obs[{key!r}] has {int(labels.isna().sum())} missing labels. "
+            "Drop those cells (adata[adata.obs[key].notna()]) or fill them."
+        )
     counts = labels.astype(str).value_counts()
     if len(counts) < 2:
-        raise ValueError(f"obs[{key!r}] has {len(counts)} class; a classifier needs at least 2. "
-                         "Choose another label key.")
+        raise ValueError(
+            f"obs[{key!r}] has {len(counts)} class; a classifier needs at least 2. "
+            "Choose another label key."
+        )
     small = counts[counts < min_cells]
     if len(small):
-        raise ValueError(f"obs[{key!r}] classes with fewer than {min_cells} cells: "
-                         f"{small.to_dict()}. Drop or merge these classes before splitting.")
+        raise ValueError(
+            f"obs[{key!r}] classes with fewer than {min_cells} cells: "
+            f"{small.to_dict()}. Drop or merge these classes before splitting."
+        )
     return labels.astype(str).astype("category")

@@ -43,7 +43,9 @@ def _read_library(path: Path) -> dict[str, list[str]]:
 
 #: Enrichr serves every library it names as text at this address (libraries are not
 #: versioned there beyond the year in their name, so no hash is pinned).
-ENRICHR_URL = ("https://maayanlab.cloud/Enrichr/geneSetLibrary?mode=text&libraryName={name}")
+ENRICHR_URL = (
+    "https://maayanlab.cloud/Enrichr/geneSetLibrary?mode=text&libraryName={name}"
+)
 
 
 def library_source(name: str) -> _sources.Source:
@@ -56,7 +58,9 @@ def _library_path(name: str, data_dir=None, download: bool = True) -> Path:
     candidates = []
     folder = _data.data_dir(data_dir)
     if folder is not None:
-        candidates += [folder / "genesets" / f"{name}{ext}" for ext in ("", ".txt", ".gmt")]
+        candidates += [
+            folder / "genesets" / f"{name}{ext}" for ext in ("", ".txt", ".gmt")
+        ]
     try:
         import blitzgsea
 
@@ -68,10 +72,14 @@ def _library_path(name: str, data_dir=None, download: bool = True) -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    where = (f"{name}.txt (Enrichr format) or {name}.gmt in <data dir>/genesets "
-             f"(looked in {[str(c) for c in candidates]})")
+    where = (
+        f"{name}.txt (Enrichr format) or {name}.gmt in <data dir>/genesets "
+        f"(looked in {[str(c) for c in candidates]})"
+    )
     if not download:
-        raise FileNotFoundError(f"Gene set library {name!r} not found locally. Put {where}.")
+        raise FileNotFoundError(
+            f"Gene set library {name!r} not found locally. Put {where}."
+        )
     return _sources.fetch(library_source(name), name, dest=cached, where=where)
 
 
@@ -82,7 +90,11 @@ def _orthologs(data_dir=None) -> dict[str, list[str]] | None:
     if path is None or not path.is_file():
         return None
     table = pd.read_csv(path, sep="\t", usecols=["fromSymbol", "toSymbol"]).dropna()
-    return table.groupby("fromSymbol")["toSymbol"].apply(lambda s: sorted(set(s))).to_dict()
+    return (
+        table.groupby("fromSymbol")["toSymbol"]
+        .apply(lambda s: sorted(set(s)))
+        .to_dict()
+    )
 
 
 def _is_mouse_library(lib: dict) -> bool:
@@ -105,14 +117,23 @@ def _load(name: str, organism: str, data_dir) -> dict:
     return out
 
 
-def load_library(name: str, organism: str = "human", data_dir=None) -> dict[str, list[str]]:
+def load_library(
+    name: str, organism: str = "human", data_dir=None
+) -> dict[str, list[str]]:
     """A gene set library as ``{term: [genes]}`` in the organism's symbols (``human`` or ``mouse``)."""
     if organism not in ("human", "mouse"):
         raise ValueError(f"organism={organism!r}; use 'human' or 'mouse'.")
-    return {k: list(v) for k, v in _load(name, organism, None if data_dir is None else str(data_dir)).items()}
+    return {
+        k: list(v)
+        for k, v in _load(
+            name, organism, None if data_dir is None else str(data_dir)
+        ).items()
+    }
 
 
-def gene_terms(genes, library: Mapping[str, Sequence[str]], *, max_terms: int = 8) -> dict:
+def gene_terms(
+    genes, library: Mapping[str, Sequence[str]], *, max_terms: int = 8
+) -> dict:
     """The library terms of each gene (case-insensitive symbols), smallest gene set first.
 
     Mouse symbols match human library symbols upper-cased (what Enrichr does). At most
@@ -129,7 +150,9 @@ def gene_terms(genes, library: Mapping[str, Sequence[str]], *, max_terms: int = 
     return out
 
 
-def pole_genes(loadings, genes, frac: float = 0.01, min_genes: int = 10) -> dict[str, list[str]]:
+def pole_genes(
+    loadings, genes, frac: float = 0.01, min_genes: int = 10
+) -> dict[str, list[str]]:
     """Genes with the largest positive and most negative loadings: top ``frac`` per sign.
 
     At least ``min_genes`` per pole (when that many genes have that sign), ordered by |loading|.
@@ -143,8 +166,16 @@ def pole_genes(loadings, genes, frac: float = 0.01, min_genes: int = 10) -> dict
     return {"pos": pos, "neg": neg}
 
 
-def enrich(genes, library: dict | str, background, organism: str = "human", alpha: float = 0.05,
-           top: int = 15, min_size: int = 5, online: bool = False) -> pd.DataFrame:
+def enrich(
+    genes,
+    library: dict | str,
+    background,
+    organism: str = "human",
+    alpha: float = 0.05,
+    top: int = 15,
+    min_size: int = 5,
+    online: bool = False,
+) -> pd.DataFrame:
     """Over-representation of ``genes`` in ``library`` against ``background`` (gseapy.enrichr).
 
     Parameters
@@ -180,18 +211,35 @@ def enrich(genes, library: dict | str, background, organism: str = "human", alph
         library = {t: gs for t, gs in library.items() if len(gs) >= max(min_size, 1)}
         if not library:
             return empty
-    res = gseapy.enrichr(gene_list=genes, gene_sets=library, organism=organism,
-                         background=list(background), outdir=None, cutoff=1.0,
-                         no_plot=True).results
+    res = gseapy.enrichr(
+        gene_list=genes,
+        gene_sets=library,
+        organism=organism,
+        background=list(background),
+        outdir=None,
+        cutoff=1.0,
+        no_plot=True,
+    ).results
     if not isinstance(res, pd.DataFrame) or res.empty:  # no term overlaps the genes
         return empty
-    res = res[res["Adjusted P-value"] <= alpha].sort_values("Adjusted P-value", kind="stable")
+    res = res[res["Adjusted P-value"] <= alpha].sort_values(
+        "Adjusted P-value", kind="stable"
+    )
     return res[cols].head(top).reset_index(drop=True)
 
 
-def enrich_poles(loadings, genes, libraries: Mapping[str, dict | str], *,
-                 poles: Sequence[str] = ("pos", "neg"), frac: float = 0.01, min_genes: int = 10,
-                 organism: str = "human", top: int | None = None, **enrich_kwargs) -> pd.DataFrame:
+def enrich_poles(
+    loadings,
+    genes,
+    libraries: Mapping[str, dict | str],
+    *,
+    poles: Sequence[str] = ("pos", "neg"),
+    frac: float = 0.01,
+    min_genes: int = 10,
+    organism: str = "human",
+    top: int | None = None,
+    **enrich_kwargs,
+) -> pd.DataFrame:
     """Enrichment of a module's poles against several libraries in one table.
 
     The poles are :func:`pole_genes` of ``loadings`` (one module, genes in ``genes`` order), each
@@ -216,19 +264,44 @@ def enrich_poles(loadings, genes, libraries: Mapping[str, dict | str], *,
     found = pole_genes(loadings, genes, frac=frac, min_genes=min_genes)
     bad = set(poles) - set(found)
     if bad:
-        raise ValueError(f"poles={tuple(poles)}: unknown pole(s) {sorted(bad)}; use 'pos', 'neg'.")
+        raise ValueError(
+            f"poles={tuple(poles)}: unknown pole(s) {sorted(bad)}; use 'pos', 'neg'."
+        )
     tables = []
     for pole in poles:
-        per_lib = [enrich(found[pole], lib, genes, organism=organism, **enrich_kwargs)
-                   .assign(library=name) for name, lib in libraries.items()]
-        t = pd.concat(per_lib, ignore_index=True).sort_values("Adjusted P-value", kind="stable")
+        per_lib = [
+            enrich(found[pole], lib, genes, organism=organism, **enrich_kwargs).assign(
+                library=name
+            )
+            for name, lib in libraries.items()
+        ]
+        t = pd.concat(per_lib, ignore_index=True).sort_values(
+            "Adjusted P-value", kind="stable"
+        )
         tables.append((t if top is None else t.head(top)).assign(pole=pole))
-    cols = ["pole", "library", "Term", "Overlap", "P-value", "Adjusted P-value", "Odds Ratio", "Genes"]
+    cols = [
+        "pole",
+        "library",
+        "Term",
+        "Overlap",
+        "P-value",
+        "Adjusted P-value",
+        "Odds Ratio",
+        "Genes",
+    ]
     return pd.concat(tables, ignore_index=True)[cols]
 
 
-def prerank(scores: pd.Series, library: dict | str, organism: str = "human", min_size: int = 5,
-            max_size: int = 500, permutations: int = 1000, seed: int = 0, threads: int = 1) -> pd.DataFrame:
+def prerank(
+    scores: pd.Series,
+    library: dict | str,
+    organism: str = "human",
+    min_size: int = 5,
+    max_size: int = 500,
+    permutations: int = 1000,
+    seed: int = 0,
+    threads: int = 1,
+) -> pd.DataFrame:
     """GSEA prerank of a gene score (e.g. attribution) with gseapy; sorted by nominal p.
 
     Returns columns ``Term, ES, NES, NOM p-val, FDR q-val, Lead_genes``. The smallest reachable
@@ -244,11 +317,27 @@ def prerank(scores: pd.Series, library: dict | str, organism: str = "human", min
     lib = {t: [g for g in gs if g in genes] for t, gs in library.items()}
     lib = {t: gs for t, gs in lib.items() if min_size <= len(gs) <= max_size}
     if not lib:
-        raise ValueError(f"No gene set has between {min_size} and {max_size} of the {len(genes)} scored genes. "
-                         "Check the organism (mouse vs human symbols) or lower min_size.")
-    res = gseapy.prerank(rnk=scores.sort_values(ascending=False), gene_sets=lib, min_size=min_size,
-                         max_size=max_size, permutation_num=permutations, seed=seed, threads=threads,
-                         outdir=None, no_plot=True, verbose=False).res2d
-    res = res.astype({"ES": float, "NES": float, "NOM p-val": float, "FDR q-val": float})
-    return res.sort_values(["NOM p-val", "NES"], ascending=[True, False], kind="stable")[
-        ["Term", "ES", "NES", "NOM p-val", "FDR q-val", "Lead_genes"]].reset_index(drop=True)
+        raise ValueError(
+            f"No gene set has between {min_size} and {max_size} of the {len(genes)} scored genes. "
+            "Check the organism (mouse vs human symbols) or lower min_size."
+        )
+    res = gseapy.prerank(
+        rnk=scores.sort_values(ascending=False),
+        gene_sets=lib,
+        min_size=min_size,
+        max_size=max_size,
+        permutation_num=permutations,
+        seed=seed,
+        threads=threads,
+        outdir=None,
+        no_plot=True,
+        verbose=False,
+    ).res2d
+    res = res.astype(
+        {"ES": float, "NES": float, "NOM p-val": float, "FDR q-val": float}
+    )
+    return res.sort_values(
+        ["NOM p-val", "NES"], ascending=[True, False], kind="stable"
+    )[["Term", "ES", "NES", "NOM p-val", "FDR q-val", "Lead_genes"]].reset_index(
+        drop=True
+    )

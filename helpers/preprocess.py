@@ -31,9 +31,13 @@ def drop_gene_prefixes(adata: AnnData, prefixes=("Rpl", "Rps")) -> AnnData:
     return adata[:, keep].copy()
 
 
-def normalize_log1p(adata: AnnData, layer: str | None = None, target_sum: float = 1e4) -> AnnData:
+def normalize_log1p(
+    adata: AnnData, layer: str | None = None, target_sum: float = 1e4
+) -> AnnData:
     """In place: counts from ``layer`` (or X) to ``layers["counts"]``; X = log1p(normalize_total)."""
-    counts = sp.csr_matrix(get_matrix(adata, layer=layer, counts=True), dtype=np.float32)
+    counts = sp.csr_matrix(
+        get_matrix(adata, layer=layer, counts=True), dtype=np.float32
+    )
     adata.layers["counts"] = counts.copy()
     adata.X = counts
     sc.pp.normalize_total(adata, target_sum=target_sum)
@@ -54,8 +58,13 @@ def select_hvgs(adata: AnnData, n_top_genes: int | None) -> AnnData:
     return adata[:, adata.var["highly_variable"].to_numpy()].copy()
 
 
-def prepare(adata: AnnData, layer: str | None = None, n_top_genes: int | None = 2000,
-            drop_prefixes=("Rpl", "Rps"), min_cells_per_gene: int = 10) -> AnnData:
+def prepare(
+    adata: AnnData,
+    layer: str | None = None,
+    n_top_genes: int | None = 2000,
+    drop_prefixes=("Rpl", "Rps"),
+    min_cells_per_gene: int = 10,
+) -> AnnData:
     """The standard pipeline: drop prefixes and rare genes → normalise + log1p → HVGs. Returns a new AnnData.
 
     ``min_cells_per_gene``: genes with non-zero counts in fewer cells are dropped before HVG
@@ -72,23 +81,33 @@ def prepare(adata: AnnData, layer: str | None = None, n_top_genes: int | None = 
     out = out[:, expressed].copy()
     normalize_log1p(out, layer)
     out = select_hvgs(out, n_top_genes)
-    out.uns["preprocess"] = {"layer": str(layer), "n_top_genes": n_top_genes, "n_genes": out.n_vars,
-                             "n_genes_in": adata.n_vars, "n_dropped_prefix": n_prefix,
-                             "n_dropped_rare": int((~expressed).sum()), "min_cells_per_gene": min_cells_per_gene,
-                             "drop_prefixes": list(drop_prefixes or []), "normalize": "total 1e4 + log1p"}
+    out.uns["preprocess"] = {
+        "layer": str(layer),
+        "n_top_genes": n_top_genes,
+        "n_genes": out.n_vars,
+        "n_genes_in": adata.n_vars,
+        "n_dropped_prefix": n_prefix,
+        "n_dropped_rare": int((~expressed).sum()),
+        "min_cells_per_gene": min_cells_per_gene,
+        "drop_prefixes": list(drop_prefixes or []),
+        "normalize": "total 1e4 + log1p",
+    }
     return out
 
 
 def describe(adata: AnnData) -> str:
     """One line on what :func:`prepare` kept and dropped, from ``adata.uns["preprocess"]``."""
     u = adata.uns["preprocess"]
-    return (f"{u['n_genes_in']} genes in: {u['n_dropped_prefix']} dropped by prefix {u['drop_prefixes']}, "
-            f"{u['n_dropped_rare']} detected in fewer than {u['min_cells_per_gene']} cells dropped; "
-            f"{u['n_genes']} kept (n_top_genes={u['n_top_genes']})")
+    return (
+        f"{u['n_genes_in']} genes in: {u['n_dropped_prefix']} dropped by prefix {u['drop_prefixes']}, "
+        f"{u['n_dropped_rare']} detected in fewer than {u['min_cells_per_gene']} cells dropped; "
+        f"{u['n_genes']} kept (n_top_genes={u['n_top_genes']})"
+    )
 
 
-def subsample(adata: AnnData, max_cells: int | None, *, groupby: str | None = None,
-              seed: int = 0) -> AnnData:
+def subsample(
+    adata: AnnData, max_cells: int | None, *, groupby: str | None = None, seed: int = 0
+) -> AnnData:
     """At most ``max_cells`` cells drawn without replacement (a copy; ``adata`` itself if fewer).
 
     With ``groupby`` (an obs column) every group keeps the same share of its cells (at least one),
@@ -97,7 +116,9 @@ def subsample(adata: AnnData, max_cells: int | None, *, groupby: str | None = No
     if max_cells is None or adata.n_obs <= max_cells:
         return adata
     if max_cells < 1:
-        raise ValueError(f"max_cells={max_cells}: pass a positive number, or None to keep all.")
+        raise ValueError(
+            f"max_cells={max_cells}: pass a positive number, or None to keep all."
+        )
     rng = np.random.default_rng(seed)
     if groupby is None:
         keep = rng.choice(adata.n_obs, max_cells, replace=False)
@@ -111,7 +132,9 @@ def subsample(adata: AnnData, max_cells: int | None, *, groupby: str | None = No
     return adata[np.sort(np.asarray(keep))].copy()
 
 
-def split_indices(n_or_labels, fractions=(0.7, 0.15, 0.15), seed: int = 0, stratify: bool = True) -> dict:
+def split_indices(
+    n_or_labels, fractions=(0.7, 0.15, 0.15), seed: int = 0, stratify: bool = True
+) -> dict:
     """Train/validation/test index arrays, stratified by labels when given.
 
     Parameters
@@ -121,8 +144,14 @@ def split_indices(n_or_labels, fractions=(0.7, 0.15, 0.15), seed: int = 0, strat
     fractions
         Train, validation and test shares; they must sum to 1.
     """
-    if not np.isclose(sum(fractions), 1.0) or len(fractions) != 3 or min(fractions) <= 0:
-        raise ValueError(f"fractions={fractions} must be three positive shares summing to 1.")
+    if (
+        not np.isclose(sum(fractions), 1.0)
+        or len(fractions) != 3
+        or min(fractions) <= 0
+    ):
+        raise ValueError(
+            f"fractions={fractions} must be three positive shares summing to 1."
+        )
     if np.isscalar(n_or_labels):
         n, labels = int(n_or_labels), None
     else:
@@ -130,14 +159,22 @@ def split_indices(n_or_labels, fractions=(0.7, 0.15, 0.15), seed: int = 0, strat
         n = len(labels)
     strat = labels if (stratify and labels is not None) else None
     idx = np.arange(n)
-    train, rest = train_test_split(idx, train_size=fractions[0], random_state=seed, stratify=strat)
+    train, rest = train_test_split(
+        idx, train_size=fractions[0], random_state=seed, stratify=strat
+    )
     rest_strat = strat[rest] if strat is not None else None
-    val, test = train_test_split(rest, train_size=fractions[1] / (fractions[1] + fractions[2]),
-                                 random_state=seed, stratify=rest_strat)
+    val, test = train_test_split(
+        rest,
+        train_size=fractions[1] / (fractions[1] + fractions[2]),
+        random_state=seed,
+        stratify=rest_strat,
+    )
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def umap(adata: AnnData, n_pcs: int = 30, n_neighbors: int = 15, seed: int = 0) -> AnnData:
+def umap(
+    adata: AnnData, n_pcs: int = 30, n_neighbors: int = 15, seed: int = 0
+) -> AnnData:
     """PCA → kNN → UMAP with scanpy on ``adata.X`` (in place; ``obsm["X_pca"]``, ``obsm["X_umap"]``)."""
     n_pcs = min(n_pcs, adata.n_vars - 1, adata.n_obs - 1)
     sc.pp.pca(adata, n_comps=n_pcs, random_state=seed)

@@ -18,12 +18,17 @@ def get_device(device: str | torch.device | None = "auto") -> torch.device:
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if (
+            getattr(torch.backends, "mps", None) is not None
+            and torch.backends.mps.is_available()
+        ):
             return torch.device("mps")
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} requested but CUDA is not available. Use device='auto' or 'cpu'.")
+        raise RuntimeError(
+            f"device={device!r} requested but CUDA is not available. Use device='auto' or 'cpu'."
+        )
     return dev
 
 
