@@ -1,7 +1,8 @@
-"""helpers: the methods behind the book *Reading single-cell models by their weights and concepts*.
+"""helpers: the methods behind the book
+*Reading single-cell models by their weights and concepts*.
 
-One module per noun of the method; import them as ``helpers.<module>`` (submodules load lazily so
-that ``import helpers`` stays fast).
+One module per noun of the method; import them as ``helpers.<module>`` (submodules load
+lazily so that ``import helpers`` stays fast).
 """
 
 import importlib

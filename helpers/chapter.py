@@ -1,12 +1,15 @@
-"""The chapter contract: output folders, ``metrics.json``, and running chapters with parameters.
+"""The chapter contract: output folders, ``metrics.json``, and running chapters with
+parameters.
 
-Every chapter writes its headline figures with :func:`write_metrics` into its output folder
-(default ``_build/outputs/<chapter>`` in the repository). Run a chapter from the command line::
+Every chapter writes its headline figures with :func:`write_metrics` into its output
+folder (default ``_build/outputs/<chapter>`` in the repository). Run a chapter from the
+command line::
 
-    python -m helpers.chapter cell_typing -p dataset pbmc68k_reduced -p label_key bulk_labels
+    python -m helpers.chapter cell_typing -p dataset pbmc68k_reduced \
+        -p label_key bulk_labels
 
-which converts ``chapters/<name>.md`` to a notebook (jupytext) and executes it with papermill,
-writing ``<output_dir>/<name>.ipynb`` beside ``metrics.json``.
+which converts ``chapters/<name>.md`` to a notebook (jupytext) and executes it with
+papermill, writing ``<output_dir>/<name>.ipynb`` beside ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ MARK = "written by helpers.chapter"
 
 
 def resolve_output_dir(output_dir: str | Path | None, chapter: str) -> Path:
-    """The chapter's output folder, created if needed (default ``_build/outputs/<chapter>``)."""
+    """The chapter's output folder, created if needed (``_build/outputs/<chapter>``)."""
     out = Path(output_dir) if output_dir else REPO_ROOT / "_build" / "outputs" / chapter
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -33,8 +36,8 @@ def resolve_output_dir(output_dir: str | Path | None, chapter: str) -> Path:
 def write_metrics(metrics: dict, output_dir: str | Path) -> Path:
     """Write ``metrics.json`` (numpy and pandas values converted; NaN becomes null).
 
-    A ``metrics.json`` that this function did not write is never overwritten: pick another
-    ``output_dir`` instead.
+    A ``metrics.json`` that this function did not write is never overwritten: pick
+    another ``output_dir`` instead.
     """
     path = Path(output_dir) / "metrics.json"
     if path.exists():
@@ -44,7 +47,8 @@ def write_metrics(metrics: dict, output_dir: str | Path) -> Path:
             old = {}
         if not isinstance(old, dict) or old.get("_about") != MARK:
             raise FileExistsError(
-                f"{path} exists and was not written by this book; refusing to overwrite it. "
+                f"{path} exists and was not written by this book; refusing to "
+                "overwrite it. "
                 "Choose another output_dir."
             )
     out = {
@@ -119,7 +123,8 @@ def main(argv=None) -> None:
         action="append",
         default=[],
         metavar=("NAME", "VALUE"),
-        help="a parameter; VALUE is parsed as JSON when it can be (true, 3, 0.1), else a string",
+        help="a parameter; VALUE is parsed as JSON when it can be (true, 3, 0.1), "
+        "else a string",
     )
     ap.add_argument("--fast", action="store_true", help="use the chapter's fast preset")
     ap.add_argument(

@@ -219,7 +219,7 @@ DATASETS: dict[str, Dataset] = {
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path | None:
-    """The data directory: ``path``, else ``$BOOK_DATA_DIR``, else ``../shared/data`` if it exists."""
+    """The data directory: ``path``, ``$BOOK_DATA_DIR``, else ``../shared/data``."""
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_dir():
@@ -242,7 +242,7 @@ def data_dir(path: str | os.PathLike | None = None) -> Path | None:
 
 
 def cache_dir() -> Path:
-    """Where upstream downloads go (``$BOOK_CACHE_DIR`` or ``~/.cache/sc-weights-book``)."""
+    """Where downloads go (``$BOOK_CACHE_DIR`` or ``~/.cache/sc-weights-book``)."""
     return Path(
         os.environ.get(CACHE_ENV, Path.home() / ".cache" / "sc-weights-book")
     ).expanduser()
@@ -365,7 +365,8 @@ def load_dataset(
 def _get(key: str) -> Dataset:
     if key not in DATASETS:
         raise ValueError(
-            f"Unknown dataset {key!r}. Use one of {sorted(DATASETS)} or a path to an .h5ad file."
+            f"Unknown dataset {key!r}. Use one of {sorted(DATASETS)} or a path to an "
+            ".h5ad file."
         )
     return DATASETS[key]
 
@@ -419,12 +420,16 @@ if (
     raise SystemExit(main())
 
 
-# ---------------------------------------------------------------- validation at the boundary
+# ---------------------------------------------------------------- validation at the
+# boundary
 #
-# One way to read a matrix (``get_matrix``), one way to make it dense (``to_dense``), one rule for
-# counts (``check_counts``, tolerance ``COUNTS_TOL``, always ``ValueError``) and one for labels.
+# One way to read a matrix (``get_matrix``), one way to make it dense (``to_dense``),
+# one rule for
+# counts (``check_counts``, tolerance ``COUNTS_TOL``, always ``ValueError``) and one for
+# labels.
 
-#: Largest distance from an integer that still counts as a count (float32 storage, recovered counts).
+#: Largest distance from an integer that still counts as a count (float32 storage,
+#: recovered counts).
 COUNTS_TOL = 1e-3
 
 
@@ -438,7 +443,7 @@ def check_obs_key(adata: AnnData, key: str) -> None:
 
 
 def check_layer(adata: AnnData, layer: str | None) -> None:
-    """Raise ``KeyError`` if ``layer`` is not ``None``/``"X"`` and not in ``adata.layers``."""
+    """Raise ``KeyError`` unless ``layer`` is None, ``"X"`` or in ``adata.layers``."""
     if layer not in (None, "X") and layer not in adata.layers:
         raise KeyError(
             f"layer {layer!r} not found. Available layers: {list(adata.layers)}; "
@@ -453,7 +458,7 @@ def _where(layer: str | None = None, use_rep: str | None = None) -> str:
 
 
 def to_dense(X, dtype=np.float32) -> np.ndarray:
-    """A dense ``dtype`` array from a numpy array, a scipy sparse matrix or a torch tensor."""
+    """A dense ``dtype`` array from a numpy array, a scipy matrix or a torch tensor."""
     if hasattr(X, "detach"):
         X = X.detach().cpu().numpy()
     if sp.issparse(X):
@@ -482,8 +487,8 @@ def get_matrix(
         Require raw counts (finite, non-negative, integers within :data:`COUNTS_TOL`); a
         ``ValueError`` names the fix otherwise.
     dense
-        Return a dense ``dtype`` array (:func:`to_dense`); otherwise the stored object as is
-        (sparse stays sparse, no copy).
+        Return a dense ``dtype`` array (:func:`to_dense`); otherwise the stored object
+        as is (sparse stays sparse, no copy).
 
     Raises
     ------
@@ -551,7 +556,7 @@ def check_counts(X, what: str = "X") -> None:
 
 
 def check_labels(adata: AnnData, key: str, min_cells: int = 2) -> pd.Series:
-    """Validate a label column: ≥ 2 classes, each with ≥ ``min_cells`` cells, none missing."""
+    """Validate labels: ≥ 2 classes, each with ≥ ``min_cells`` cells, none missing."""
     check_obs_key(adata, key)
     labels = adata.obs[key]
     if labels.isna().any():

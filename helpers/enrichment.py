@@ -1,17 +1,21 @@
 """Gene set enrichment of modules and attribution rankings, offline first.
 
-Libraries are read from local files: ``<data_dir>/genesets/<name>.txt`` or ``.gmt`` (Enrichr text
-or GMT format), then the copies that ship inside blitzgsea (``GO_Biological_Process_2023``,
-``KEGG_2021_Human``), then the download cache (``<cache>/genesets``); a library found nowhere is
-downloaded once from Enrichr's library service into the cache (``$BOOK_DATA_MIRROR/<name>.txt``
-when a mirror is set, like the datasets). Human libraries are mapped to mouse symbols through the HGNC→MGI ortholog
-table when it is present (``human2MouseOrthologs.tsv``), otherwise by case (``INS1`` → ``Ins1``).
-Enrichr's own web service (library names fetched online) remains an option: ``online=True``.
+Libraries are read from local files: ``<data_dir>/genesets/<name>.txt`` or ``.gmt``
+(Enrichr text or GMT format), then the copies that ship inside blitzgsea
+(``GO_Biological_Process_2023``, ``KEGG_2021_Human``), then the download cache
+(``<cache>/genesets``); a library found nowhere is downloaded once from Enrichr's
+library service into the cache (``$BOOK_DATA_MIRROR/<name>.txt`` when a mirror is set,
+like the datasets). Human libraries are mapped to mouse symbols through the HGNC→MGI
+ortholog table when it is present (``human2MouseOrthologs.tsv``), otherwise by case
+(``INS1`` → ``Ins1``). Enrichr's own web service (library names fetched online) remains
+an option: ``online=True``.
 
-- :func:`pole_genes`: top genes at each sign of an eigenvector (the blog: top 1% per sign);
+- :func:`pole_genes`: top genes at each sign of an eigenvector (the blog: top 1% per
+  sign);
 - :func:`gene_terms`: the terms of each gene (tooltips, the concept explorer);
-- :func:`enrich`: over-representation (``gseapy.enrichr`` with a dict library and an explicit
-  background = the model's genes), BH-adjusted p ≤ ``alpha``, top ``top`` terms;
+- :func:`enrich`: over-representation (``gseapy.enrichr`` with a dict library and an
+  explicit background = the model's genes), BH-adjusted p ≤ ``alpha``, top ``top``
+  terms;
 - :func:`enrich_poles`: both poles of a module against several libraries, one table;
 - :func:`prerank`: ``gseapy.prerank`` on a ranked score (attribution-based GSEA).
 """
@@ -49,12 +53,12 @@ ENRICHR_URL = (
 
 
 def library_source(name: str) -> _sources.Source:
-    """Where a library is downloaded from when no local copy exists (Enrichr, unpinned)."""
+    """Where a library is downloaded from when no copy is local (Enrichr, unpinned)."""
     return _sources.Source(f"{name}.txt", ENRICHR_URL.format(name=name), None)
 
 
 def _library_path(name: str, data_dir=None, download: bool = True) -> Path:
-    """A library file: the data directory, blitzgsea's copies, the cache, else Enrichr."""
+    """A library file: the data dir, blitzgsea's copies, the cache, else Enrichr."""
     candidates = []
     folder = _data.data_dir(data_dir)
     if folder is not None:
@@ -120,7 +124,7 @@ def _load(name: str, organism: str, data_dir) -> dict:
 def load_library(
     name: str, organism: str = "human", data_dir=None
 ) -> dict[str, list[str]]:
-    """A gene set library as ``{term: [genes]}`` in the organism's symbols (``human`` or ``mouse``)."""
+    """A library as ``{term: [genes]}`` in the organism's symbols (human or mouse)."""
     if organism not in ("human", "mouse"):
         raise ValueError(f"organism={organism!r}; use 'human' or 'mouse'.")
     return {
@@ -134,7 +138,8 @@ def load_library(
 def gene_terms(
     genes, library: Mapping[str, Sequence[str]], *, max_terms: int = 8
 ) -> dict:
-    """The library terms of each gene (case-insensitive symbols), smallest gene set first.
+    """The library terms of each gene (case-insensitive symbols), smallest gene set
+    first.
 
     Mouse symbols match human library symbols upper-cased (what Enrichr does). At most
     ``max_terms`` per gene: the most specific ones, for tooltips and tables.
@@ -153,9 +158,11 @@ def gene_terms(
 def pole_genes(
     loadings, genes, frac: float = 0.01, min_genes: int = 10
 ) -> dict[str, list[str]]:
-    """Genes with the largest positive and most negative loadings: top ``frac`` per sign.
+    """Genes with the largest positive and most negative loadings: top ``frac`` per
+    sign.
 
-    At least ``min_genes`` per pole (when that many genes have that sign), ordered by |loading|.
+    At least ``min_genes`` per pole (when that many genes have that sign), ordered by
+    |loading|.
     """
     loadings = np.asarray(loadings, float)
     genes = np.asarray(genes)
@@ -176,20 +183,22 @@ def enrich(
     min_size: int = 5,
     online: bool = False,
 ) -> pd.DataFrame:
-    """Over-representation of ``genes`` in ``library`` against ``background`` (gseapy.enrichr).
+    """Over-representation of ``genes`` in ``library`` against ``background``
+    (gseapy.enrichr).
 
     Parameters
     ----------
     library
-        ``{term: genes}`` (see :func:`load_library`), or a library name (loaded locally; sent to
-        Enrichr's web service only when ``online=True``).
+        ``{term: genes}`` (see :func:`load_library`), or a library name (loaded locally;
+        sent to Enrichr's web service only when ``online=True``).
     background
         The genes that could have been picked, i.e. the model's genes.
     min_size
-        Terms with fewer than ``min_size`` genes in the background are not tested: against a
-        background of a few hundred genes, a term that keeps two of its genes reaches BH ≤ 0.05 as
-        soon as both fall in a pole, which says little about the process (Enrichr's web service
-        tests every term against the whole genome instead). Local libraries only.
+        Terms with fewer than ``min_size`` genes in the background are not tested:
+        against a background of a few hundred genes, a term that keeps two of its genes
+        reaches BH ≤ 0.05 as soon as both fall in a pole, which says little about the
+        process (Enrichr's web service tests every term against the whole genome
+        instead). Local libraries only.
 
     Returns
     -------
@@ -242,24 +251,27 @@ def enrich_poles(
 ) -> pd.DataFrame:
     """Enrichment of a module's poles against several libraries in one table.
 
-    The poles are :func:`pole_genes` of ``loadings`` (one module, genes in ``genes`` order), each
-    tested with :func:`enrich` against every library (background = ``genes``).
+    The poles are :func:`pole_genes` of ``loadings`` (one module, genes in ``genes``
+    order), each tested with :func:`enrich` against every library (background =
+    ``genes``).
 
     Parameters
     ----------
     libraries
-        ``{name: library}``; a library is ``{term: genes}`` or a name for :func:`load_library`.
+        ``{name: library}``; a library is ``{term: genes}`` or a name for
+        :func:`load_library`.
     poles
         Which poles to test: ``"pos"``, ``"neg"`` or both.
     top
-        Keep the best ``top`` terms per pole across libraries (by adjusted p); ``None`` keeps all.
+        Keep the best ``top`` terms per pole across libraries (by adjusted p); ``None``
+        keeps all.
     **enrich_kwargs
         Passed to :func:`enrich` (``alpha``, ``min_size``, ...).
 
     Returns
     -------
-    DataFrame with ``pole``, ``library`` and :func:`enrich`'s columns, poles in the order given,
-    within a pole sorted by adjusted p (ties keep library order).
+    DataFrame with ``pole``, ``library`` and :func:`enrich`'s columns, poles in the
+    order given, within a pole sorted by adjusted p (ties keep library order).
     """
     found = pole_genes(loadings, genes, frac=frac, min_genes=min_genes)
     bad = set(poles) - set(found)
@@ -304,8 +316,9 @@ def prerank(
 ) -> pd.DataFrame:
     """GSEA prerank of a gene score (e.g. attribution) with gseapy; sorted by nominal p.
 
-    Returns columns ``Term, ES, NES, NOM p-val, FDR q-val, Lead_genes``. The smallest reachable
-    nominal p is ``1 / permutations``: use enough permutations for the thresholds you read.
+    Returns columns ``Term, ES, NES, NOM p-val, FDR q-val, Lead_genes``. The smallest
+    reachable nominal p is ``1 / permutations``: use enough permutations for the
+    thresholds you read.
     """
     import gseapy
 
@@ -318,7 +331,8 @@ def prerank(
     lib = {t: gs for t, gs in lib.items() if min_size <= len(gs) <= max_size}
     if not lib:
         raise ValueError(
-            f"No gene set has between {min_size} and {max_size} of the {len(genes)} scored genes. "
+            f"No gene set has between {min_size} and {max_size} of the {len(genes)} "
+            "scored genes. "
             "Check the organism (mouse vs human symbols) or lower min_size."
         )
     res = gseapy.prerank(

@@ -1,8 +1,9 @@
-"""Preprocessing shared by the chapters: gene filters, normalisation, HVGs, dense features, splits.
+"""Preprocessing shared by the chapters: gene filters, normalisation, HVGs, dense
+features, splits.
 
-:func:`prepare` is the blog's recipe in one call: pick a count layer, drop ribosomal genes
-(Rpl/Rps) and genes detected in fewer than ``min_cells_per_gene`` cells, ``normalize_total`` +
-``log1p``, keep the most variable genes. Results:
+:func:`prepare` is the blog's recipe in one call: pick a count layer, drop ribosomal
+genes (Rpl/Rps) and genes detected in fewer than ``min_cells_per_gene`` cells,
+``normalize_total`` + ``log1p``, keep the most variable genes. Results:
 
 - ``adata.layers["counts"]``: the raw counts the features came from;
 - ``adata.X``: log1p(normalised counts), restricted to the selected genes;
@@ -21,7 +22,7 @@ from .data import get_matrix
 
 
 def drop_gene_prefixes(adata: AnnData, prefixes=("Rpl", "Rps")) -> AnnData:
-    """Copy of ``adata`` without genes whose symbol starts with any prefix (case-insensitive)."""
+    """Copy of ``adata`` without genes whose symbol starts with a prefix (any case)."""
     if not prefixes:
         return adata.copy()
     names = adata.var_names.str.lower()
@@ -34,7 +35,7 @@ def drop_gene_prefixes(adata: AnnData, prefixes=("Rpl", "Rps")) -> AnnData:
 def normalize_log1p(
     adata: AnnData, layer: str | None = None, target_sum: float = 1e4
 ) -> AnnData:
-    """In place: counts from ``layer`` (or X) to ``layers["counts"]``; X = log1p(normalize_total)."""
+    """In place: counts from ``layer`` to ``layers["counts"]``; X = log1p(normalised)."""
     counts = sp.csr_matrix(
         get_matrix(adata, layer=layer, counts=True), dtype=np.float32
     )
@@ -46,7 +47,8 @@ def normalize_log1p(
 
 
 def select_hvgs(adata: AnnData, n_top_genes: int | None) -> AnnData:
-    """Subset log-normalised ``adata`` to its ``n_top_genes`` most variable genes (scanpy, seurat flavour).
+    """Subset log-normalised ``adata`` to its ``n_top_genes`` most variable genes
+    (scanpy, seurat flavour).
 
     ``None`` or a number ≥ the number of genes keeps all genes.
     """
@@ -65,13 +67,15 @@ def prepare(
     drop_prefixes=("Rpl", "Rps"),
     min_cells_per_gene: int = 10,
 ) -> AnnData:
-    """The standard pipeline: drop prefixes and rare genes → normalise + log1p → HVGs. Returns a new AnnData.
+    """The standard pipeline: drop prefixes and rare genes → normalise + log1p → HVGs.
+    Returns a new AnnData.
 
-    ``min_cells_per_gene``: genes with non-zero counts in fewer cells are dropped before HVG
-    selection. A model that reads its weights needs this more than a classifier does: a gene seen in
-    one or two cells gets almost no gradient signal, Adam's per-parameter step normalisation lets
-    its weights drift anyway, and it then tops module loadings while moving the scores of almost no
-    cell (557 of the 2,000 genes in scVelo's pancreas file are detected in fewer than 10 cells).
+    ``min_cells_per_gene``: genes with non-zero counts in fewer cells are dropped before
+    HVG selection. A model that reads its weights needs this more than a classifier
+    does: a gene seen in one or two cells gets almost no gradient signal, Adam's
+    per-parameter step normalisation lets its weights drift anyway, and it then tops
+    module loadings while moving the scores of almost no cell (557 of the 2,000 genes in
+    scVelo's pancreas file are detected in fewer than 10 cells).
     """
     get_matrix(adata, layer=layer, counts=True)  # fail early, before any copy
     out = drop_gene_prefixes(adata, drop_prefixes)
@@ -96,11 +100,13 @@ def prepare(
 
 
 def describe(adata: AnnData) -> str:
-    """One line on what :func:`prepare` kept and dropped, from ``adata.uns["preprocess"]``."""
+    """One line on what :func:`prepare` kept and dropped (``uns["preprocess"]``)."""
     u = adata.uns["preprocess"]
     return (
-        f"{u['n_genes_in']} genes in: {u['n_dropped_prefix']} dropped by prefix {u['drop_prefixes']}, "
-        f"{u['n_dropped_rare']} detected in fewer than {u['min_cells_per_gene']} cells dropped; "
+        f"{u['n_genes_in']} genes in: {u['n_dropped_prefix']} dropped by prefix "
+        f"{u['drop_prefixes']}, "
+        f"{u['n_dropped_rare']} detected in fewer than {u['min_cells_per_gene']} cells "
+        "dropped; "
         f"{u['n_genes']} kept (n_top_genes={u['n_top_genes']})"
     )
 
@@ -108,10 +114,12 @@ def describe(adata: AnnData) -> str:
 def subsample(
     adata: AnnData, max_cells: int | None, *, groupby: str | None = None, seed: int = 0
 ) -> AnnData:
-    """At most ``max_cells`` cells drawn without replacement (a copy; ``adata`` itself if fewer).
+    """At most ``max_cells`` cells drawn without replacement (a copy; ``adata`` itself
+    if fewer).
 
-    With ``groupby`` (an obs column) every group keeps the same share of its cells (at least one),
-    so the total can differ from ``max_cells`` by rounding. Cells keep their original order.
+    With ``groupby`` (an obs column) every group keeps the same share of its cells (at
+    least one), so the total can differ from ``max_cells`` by rounding. Cells keep their
+    original order.
     """
     if max_cells is None or adata.n_obs <= max_cells:
         return adata
@@ -140,7 +148,8 @@ def split_indices(
     Parameters
     ----------
     n_or_labels
-        Number of cells, or per-cell labels (then the split is stratified when ``stratify``).
+        Number of cells, or per-cell labels (then the split is stratified when
+        ``stratify``).
     fractions
         Train, validation and test shares; they must sum to 1.
     """
@@ -175,7 +184,7 @@ def split_indices(
 def umap(
     adata: AnnData, n_pcs: int = 30, n_neighbors: int = 15, seed: int = 0
 ) -> AnnData:
-    """PCA → kNN → UMAP with scanpy on ``adata.X`` (in place; ``obsm["X_pca"]``, ``obsm["X_umap"]``)."""
+    """PCA → kNN → UMAP with scanpy on ``adata.X``, in place (``X_pca``, ``X_umap``)."""
     n_pcs = min(n_pcs, adata.n_vars - 1, adata.n_obs - 1)
     sc.pp.pca(adata, n_comps=n_pcs, random_state=seed)
     sc.pp.neighbors(adata, n_neighbors=n_neighbors, n_pcs=n_pcs, random_state=seed)

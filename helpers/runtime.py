@@ -1,7 +1,7 @@
 """What every module shares at run time: the device, seeds, and JSON-safe values.
 
-``PYTHONHASHSEED`` cannot be set from inside a running interpreter (it is read at start-up):
-``make test`` sets it in the environment of the chapter runs.
+``PYTHONHASHSEED`` cannot be set from inside a running interpreter (it is read at
+start-up): ``make test`` sets it in the environment of the chapter runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 
 def get_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
+    """``"auto"``: CUDA, then Apple MPS, then CPU; else ``torch.device(device)``."""
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -27,7 +27,8 @@ def get_device(device: str | torch.device | None = "auto") -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
-            f"device={device!r} requested but CUDA is not available. Use device='auto' or 'cpu'."
+            f"device={device!r} requested but CUDA is not available. Use "
+            "device='auto' or 'cpu'."
         )
     return dev
 
@@ -35,8 +36,9 @@ def get_device(device: str | torch.device | None = "auto") -> torch.device:
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch. Returns a seeded generator.
 
-    The CPU kernels the book uses (dense matmul, elementwise ops) are deterministic for a fixed
-    thread count; on CUDA some reductions are not, so results there may differ in the last digits.
+    The CPU kernels the book uses (dense matmul, elementwise ops) are deterministic for
+    a fixed thread count; on CUDA some reductions are not, so results there may differ
+    in the last digits.
     """
     random.seed(seed)
     np.random.seed(seed)
@@ -45,7 +47,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def jsonable(x, digits: int | None = None):
-    """``x`` with numpy/pandas values as JSON types (NaN → None; floats rounded if ``digits``)."""
+    """``x`` with numpy/pandas values as JSON types (NaN → None; ``digits`` rounds)."""
     if isinstance(x, dict):
         return {str(k): jsonable(v, digits) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
