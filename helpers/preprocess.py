@@ -35,7 +35,7 @@ def drop_gene_prefixes(adata: AnnData, prefixes=("Rpl", "Rps")) -> AnnData:
 def normalize_log1p(
     adata: AnnData, layer: str | None = None, target_sum: float = 1e4
 ) -> AnnData:
-    """In place: counts from ``layer`` to ``layers["counts"]``; X = log1p(normalised)."""
+    """In place: ``layers["counts"]`` = counts of ``layer``; X = log1p(normalised)."""
     counts = sp.csr_matrix(
         get_matrix(adata, layer=layer, counts=True), dtype=np.float32
     )
