@@ -558,7 +558,8 @@ def split_repeats(X, y, seeds, *, known: dict | None = None,
     with it and :func:`helpers.baselines.logistic` on the same split. ``known`` maps a
     seed to ``(bilinear predictions, baseline predictions)`` already computed (not
     refitted). Returns a table indexed by ``split seed`` with ``bilinear test``,
-    ``baseline test`` and a ``mean`` row.
+    ``baseline test`` and a ``mean`` row; ``table.attrs["best_epoch"]`` maps each seed
+    fitted here to the epoch its model kept (:func:`best_epoch`).
     """
     known = known or {}
     todo = [s for s in seeds if s not in known]
@@ -575,6 +576,7 @@ def split_repeats(X, y, seeds, *, known: dict | None = None,
                      "baseline test": accuracy(base, y, split["test"])})
     table = pd.DataFrame(rows).set_index("split seed")
     table.loc["mean"] = table.mean()
+    table.attrs["best_epoch"] = {s: best_epoch(r["history"]) for s, r in runs.items()}
     return table
 
 
