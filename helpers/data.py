@@ -262,25 +262,19 @@ def infer_organism(var_names) -> str:
     """``"mouse"`` or ``"human"`` from the case of gene symbols.
 
     The rule: among names that look like symbols (start with a letter, contain a
-    lower- or upper-case letter after the first, not Ensembl ids like ``ENSG...``),
+    letter after the first; not Ensembl ids like ``ENSG...`` nor ``C1orf112``),
     mouse symbols are Capitalised (``Ins1``, ``Gcg``) and human symbols are UPPER
     (``INS``, ``GCG``). ``"mouse"`` when more names are Capitalised than upper case,
     else ``"human"`` (also when no name looks like a symbol).
     """
-    names = pd.Index(var_names).astype(str)
-    symbol = names.str.match(r"^[A-Za-z][A-Za-z0-9\-\.]*$") & ~names.str.match(
-        r"^ENS[A-Z]*[0-9]{6,}"
-    )
+    names = pd.Series(np.asarray(var_names, dtype=str))
+    symbol = names.str.match(r"^[A-Za-z][A-Za-z0-9\-\.]*$")
+    symbol &= ~names.str.match(r"^ENS[A-Z]*[0-9]{6,}") & ~names.str.contains("orf")
     names = names[symbol]
-    letters = names.str.replace(r"[^A-Za-z]", "", regex=True).str[1:]
-    upper = int((letters.str.len().gt(0) & (letters == letters.str.upper())).sum())
-    capital = int(
-        (
-            names.str[0].str.isupper()
-            & letters.str.len().gt(0)
-            & (letters == letters.str.lower())
-        ).sum()
-    )
+    rest = names.str[1:].str.replace(r"[^A-Za-z]", "", regex=True)
+    has = rest.str.len() > 0
+    upper = int((has & (rest == rest.str.upper())).sum())
+    capital = int((has & names.str[0].str.isupper() & (rest == rest.str.lower())).sum())
     return "mouse" if capital > upper else "human"
 
 
