@@ -54,7 +54,8 @@ def training_curves(history: pd.DataFrame, metrics=("loss", "accuracy")):
     """
     metrics = [m for m in metrics if f"train_{m}" in history]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
-    best = history.attrs.get("best_epoch") if history.attrs.get("early_stopping") else None
+    best = history.attrs.get("best_epoch")
+    best = best if history.attrs.get("early_stopping") else None
     for ax, m in zip(axes[0], metrics):
         ax.plot(history["epoch"], history[f"train_{m}"], label="train")
         ax.plot(history["epoch"], history[f"val_{m}"], label="validation")

@@ -63,6 +63,7 @@ def test_output_guard_refuses_foreign_files_and_allows_the_books(tmp_path):
     legacy = tmp_path / "old"
     (legacy / "_src").mkdir(parents=True)
     nb = nbformat.v4.new_notebook()
-    nb.metadata["papermill"] = {"input_path": str(legacy / "_src" / "frequencies.ipynb")}
+    source = legacy / "_src" / "frequencies.ipynb"
+    nb.metadata["papermill"] = {"input_path": str(source)}
     nbformat.write(nb, legacy / "frequencies.ipynb")
     assert chapter.check_writable(legacy / "frequencies.ipynb")
