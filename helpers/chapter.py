@@ -10,6 +10,14 @@ command line::
 
 which converts ``chapters/<name>.md`` to a notebook (jupytext) and executes it with
 papermill, writing ``<output_dir>/<name>.ipynb`` beside ``metrics.json``.
+
+The book never overwrites a file it did not write. Every file it writes into an
+output folder (the executed notebook, ``_src/<name>.ipynb``, ``metrics.json``, a
+chapter's pages such as ``concept_explorer.html``) goes through :func:`output_path`,
+which checks the file with :func:`check_writable` and lists it in the folder's
+manifest ``.written-by-book.json`` (:data:`MANIFEST`). A file that exists and is not
+in the manifest raises ``FileExistsError`` naming it and the fix. Model caches
+(``scvi_<hash>`` folders) are reused, not overwritten.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from .runtime import jsonable
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = REPO_ROOT / "chapters"
 MARK = "written by helpers.chapter"
+#: The manifest of files the book wrote in a folder (one per folder).
+MANIFEST = ".written-by-book.json"
 
 
 def resolve_output_dir(output_dir: str | Path | None, chapter: str) -> Path:
@@ -33,24 +43,87 @@ def resolve_output_dir(output_dir: str | Path | None, chapter: str) -> Path:
     return out
 
 
+def _manifest_path(path: Path) -> Path:
+    return path.parent / MANIFEST
+
+
+def _manifest(folder: Path) -> set[str]:
+    try:
+        names = json.loads((folder / MANIFEST).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return set(names) if isinstance(names, list) else set()
+
+
+def _book_metrics(path: Path) -> bool:
+    """A ``metrics.json`` with the book's mark (written before the manifest existed)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(old, dict) and old.get("_about") == MARK
+
+
+def _book_notebook(path: Path) -> bool:
+    """A notebook the book wrote before the manifest existed: the jupytext conversion
+    in ``_src/``, or a papermill run of it (its ``input_path`` is that conversion)."""
+    try:
+        meta = json.loads(path.read_text()).get("metadata", {})
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return False
+    if path.parent.name == "_src":
+        return "jupytext" in meta
+    source = str(meta.get("papermill", {}).get("input_path", ""))
+    return Path(source).parent.name == "_src" and Path(source).name == path.name
+
+
+def written_by_book(path: str | Path) -> bool:
+    """True when ``path`` is listed in its folder's manifest (:data:`MANIFEST`); also,
+    for folders written before the manifest existed, a ``metrics.json`` carrying the
+    book's mark or a notebook the book wrote (:func:`_book_notebook`)."""
+    path = Path(path)
+    if path.name in _manifest(path.parent):
+        return True
+    if path.name == "metrics.json":
+        return _book_metrics(path)
+    return path.suffix == ".ipynb" and _book_notebook(path)
+
+
+def check_writable(path: str | Path) -> Path:
+    """Raise ``FileExistsError`` if ``path`` exists and the book did not write it.
+
+    The one rule for every file a chapter writes into its output folder: a new file,
+    or one the book wrote there before (:func:`written_by_book`), may be written.
+    """
+    path = Path(path)
+    if path.exists() and not written_by_book(path):
+        raise FileExistsError(
+            f"{path} exists and was not written by this book; refusing to overwrite "
+            "it. Choose another output folder (-o/--output-dir, or the output_dir "
+            "parameter), or move the file away."
+        )
+    return path
+
+
+def output_path(path: str | Path) -> Path:
+    """Check ``path`` with :func:`check_writable` and list it in the folder's manifest;
+    returns ``path``. Call it before writing any file into an output folder."""
+    path = check_writable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = _manifest(path.parent)
+    if path.name not in names:
+        manifest = {"_about": MARK, "files": sorted(names | {path.name})}
+        _manifest_path(path).write_text(json.dumps(manifest, indent=1) + "\n")
+    return path
+
+
 def write_metrics(metrics: dict, output_dir: str | Path) -> Path:
     """Write ``metrics.json`` (numpy and pandas values converted; NaN becomes null).
 
-    A ``metrics.json`` that this function did not write is never overwritten: pick
-    another ``output_dir`` instead.
+    A ``metrics.json`` that the book did not write is never overwritten
+    (:func:`check_writable`): pick another ``output_dir`` instead.
     """
-    path = Path(output_dir) / "metrics.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old = {}
-        if not isinstance(old, dict) or old.get("_about") != MARK:
-            raise FileExistsError(
-                f"{path} exists and was not written by this book; refusing to "
-                "overwrite it. "
-                "Choose another output_dir."
-            )
+    path = output_path(Path(output_dir) / "metrics.json")
     out = {
         "_about": MARK,
         "_written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -74,7 +147,7 @@ def notebook_for(name: str, dest: Path) -> Path:
         "kernelspec",
         {"name": "python3", "display_name": "Python 3", "language": "python"},
     )
-    out = dest / f"{name}.ipynb"
+    out = output_path(dest / f"{name}.ipynb")
     jupytext.write(nb, out)
     return out
 
@@ -91,8 +164,9 @@ def run_chapter(
     params = dict(parameters or {})
     out = resolve_output_dir(output_dir or params.get("output_dir"), name)
     params["output_dir"] = str(out.resolve())
+    executed = check_writable(out / f"{name}.ipynb")  # before any work
     src = notebook_for(name, out / "_src")
-    executed = out / f"{name}.ipynb"
+    executed = output_path(executed)
     pm.execute_notebook(
         str(src),
         str(executed),

@@ -248,10 +248,53 @@ def cache_dir() -> Path:
     ).expanduser()
 
 
+ORGANISMS = ("human", "mouse")
+
+
 def organism(name_or_path: str) -> str:
-    """``"mouse"`` or ``"human"`` for a named dataset (paths default to human)."""
+    """``"mouse"`` or ``"human"`` for a named dataset (paths default to human; a loaded
+    file's organism is inferred from its gene symbols, see :func:`infer_organism`)."""
     ds = DATASETS.get(str(name_or_path))
     return ds.organism if ds else "human"
+
+
+def infer_organism(var_names) -> str:
+    """``"mouse"`` or ``"human"`` from the case of gene symbols.
+
+    The rule: among names that look like symbols (start with a letter, contain a
+    letter after the first; not Ensembl ids like ``ENSG...`` nor ``C1orf112``),
+    mouse symbols are Capitalised (``Ins1``, ``Gcg``) and human symbols are UPPER
+    (``INS``, ``GCG``). ``"mouse"`` when more names are Capitalised than upper case,
+    else ``"human"`` (also when no name looks like a symbol).
+    """
+    names = pd.Series(np.asarray(var_names, dtype=str))
+    symbol = names.str.match(r"^[A-Za-z][A-Za-z0-9\-\.]*$")
+    symbol &= ~names.str.match(r"^ENS[A-Z]*[0-9]{6,}") & ~names.str.contains("orf")
+    names = names[symbol]
+    rest = names.str[1:].str.replace(r"[^A-Za-z]", "", regex=True)
+    has = rest.str.len() > 0
+    upper = int((has & (rest == rest.str.upper())).sum())
+    capital = int((has & names.str[0].str.isupper() & (rest == rest.str.lower())).sum())
+    return "mouse" if capital > upper else "human"
+
+
+def resolve_organism(adata: AnnData, organism: str | None = None) -> str:
+    """The organism a chapter uses: ``organism`` when given, else the dataset's.
+
+    The dataset's is ``adata.uns["dataset"]["organism"]`` (the registry's for a named
+    dataset, inferred from gene symbols for a file), else inferred here. Raises
+    ``ValueError`` for anything but ``"human"`` or ``"mouse"``.
+    """
+    if organism is None:
+        organism = adata.uns.get("dataset", {}).get("organism")
+        if organism is None:
+            organism = infer_organism(adata.var_names)
+    if organism not in ORGANISMS:
+        raise ValueError(
+            f"organism={organism!r}; use one of {list(ORGANISMS)} (the gene-set "
+            "libraries exist for these), or None to take it from the dataset."
+        )
+    return organism
 
 
 def resolve(
@@ -309,6 +352,9 @@ def load_dataset(
     -------
     AnnData with ``uns["dataset"] = {"name", "source", "organism", "route",
     "label_keys", "counts_recovered"}`` (``route``: local, cache, download or bundled).
+    For a file: ``{"name", "source", "organism", "organism_inferred", "label_keys"}``,
+    the organism inferred from the gene symbols (:func:`infer_organism`; a printed
+    note says so; chapters take an ``organism`` parameter to override it).
     ``pbmc68k_reduced`` comes back with integer counts in ``X`` and ``layers["counts"]``
     recovered from its log-normalised ``.raw`` as ``round(expm1(raw) * n_counts /
     1e4)``.
@@ -332,10 +378,17 @@ def load_dataset(
                 f"dataset names {sorted(DATASETS)}."
             )
         adata = read_h5ad(path)
+        org = infer_organism(adata.var_names)
+        print(
+            f"{path.name}: gene symbols look {org} (organism inferred from their "
+            "case); pass -p organism human|mouse to override."
+        )
         adata.uns["dataset"] = {
             "name": path.stem,
             "source": str(path),
-            "organism": "human",
+            "organism": org,
+            "organism_inferred": True,
+            "label_keys": [],
         }
         return adata
     ds = _get(key)

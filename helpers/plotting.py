@@ -47,12 +47,20 @@ def umap(adata, color, ax=None, basis: str = "X_umap", title: str | None = None,
 
 
 def training_curves(history: pd.DataFrame, metrics=("loss", "accuracy")):
-    """Train vs validation curves per epoch for each metric present in ``history``."""
+    """Train vs validation curves per epoch for each metric present in ``history``.
+
+    With early stopping (``history.attrs["early_stopping"]``) a dotted line marks the
+    epoch whose weights the model kept.
+    """
     metrics = [m for m in metrics if f"train_{m}" in history]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    best = history.attrs.get("best_epoch")
+    best = best if history.attrs.get("early_stopping") else None
     for ax, m in zip(axes[0], metrics):
         ax.plot(history["epoch"], history[f"train_{m}"], label="train")
         ax.plot(history["epoch"], history[f"val_{m}"], label="validation")
+        if best is not None:
+            ax.axvline(best, color="0.5", ls=":", lw=1, label=f"kept (epoch {best})")
         ax.set(xlabel="epoch", ylabel=m)
         ax.legend(frameon=False)
         sns.despine(ax=ax)

@@ -140,6 +140,35 @@ def subsample(
     return adata[np.sort(np.asarray(keep))].copy()
 
 
+def min_cells_for_split(fractions=(0.7, 0.15, 0.15)) -> int:
+    """Cells a class needs to be safe in a stratified split with ``fractions``: at
+    least 2 in the validation + test share (split again, stratified) and 1 in train.
+    Smaller classes may still split; a split that fails names the classes below this.
+    """
+    import math
+
+    return max(math.ceil(2 / (fractions[1] + fractions[2]) - 1e-9),
+               math.ceil(1 / fractions[0] - 1e-9) + 2)
+
+
+def _too_small(labels, fractions) -> ValueError:
+    """The error for a stratified split that cannot be made: names the classes."""
+    names, counts = np.unique(np.asarray(labels).astype(str), return_counts=True)
+    if len(names) < 2:
+        return ValueError(
+            f"labels have {len(names)} class ({list(names)}); a stratified split for "
+            "a classifier needs at least 2. Choose another label key."
+        )
+    need = min_cells_for_split(fractions)
+    small = {str(k): int(v) for k, v in zip(names, counts) if v < need}
+    return ValueError(
+        f"classes with too few cells for a stratified {tuple(fractions)} split: "
+        f"{small} (a class needs about {need} cells: at least 2 in validation + test "
+        "and 1 in train). Drop or merge these classes (filter the label column of the "
+        "AnnData), choose another label key, or change fractions."
+    )
+
+
 def split_indices(
     n_or_labels, fractions=(0.7, 0.15, 0.15), seed: int = 0, stratify: bool = True
 ) -> dict:
@@ -152,6 +181,13 @@ def split_indices(
         ``stratify``).
     fractions
         Train, validation and test shares; they must sum to 1.
+
+    Raises
+    ------
+    ValueError
+        Stratified, and there is one class, or a class is too small to split: the
+        message names the classes below :func:`min_cells_for_split` and what to
+        change.
     """
     if (
         not np.isclose(sum(fractions), 1.0)
@@ -167,18 +203,51 @@ def split_indices(
         labels = np.asarray(n_or_labels)
         n = len(labels)
     strat = labels if (stratify and labels is not None) else None
+    if strat is not None and len(np.unique(strat)) < 2:
+        raise _too_small(strat, fractions)
     idx = np.arange(n)
-    train, rest = train_test_split(
-        idx, train_size=fractions[0], random_state=seed, stratify=strat
-    )
-    rest_strat = strat[rest] if strat is not None else None
-    val, test = train_test_split(
-        rest,
-        train_size=fractions[1] / (fractions[1] + fractions[2]),
-        random_state=seed,
-        stratify=rest_strat,
-    )
+    try:
+        train, rest = train_test_split(
+            idx, train_size=fractions[0], random_state=seed, stratify=strat
+        )
+        rest_strat = strat[rest] if strat is not None else None
+        val, test = train_test_split(
+            rest,
+            train_size=fractions[1] / (fractions[1] + fractions[2]),
+            random_state=seed,
+            stratify=rest_strat,
+        )
+    except ValueError:
+        if strat is None:
+            raise
+        raise _too_small(strat, fractions) from None
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def leiden(
+    adata: AnnData, resolution: float = 1.0, seed: int = 0, key_added: str = "leiden"
+):
+    """Leiden clusters of ``adata``'s neighbour graph (run :func:`umap` or
+    ``sc.pp.neighbors`` first), as a categorical Series; also stored in ``obs``.
+
+    For unlabelled data: chapters colour figures and group cells by these clusters
+    when no label key is given.
+    """
+    if "neighbors" not in adata.uns:
+        raise KeyError(
+            "adata has no neighbour graph; run preprocess.umap(adata) or "
+            "sc.pp.neighbors(adata) first."
+        )
+    sc.tl.leiden(
+        adata,
+        resolution=resolution,
+        random_state=seed,
+        key_added=key_added,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+    )
+    return adata.obs[key_added].astype("category")
 
 
 def umap(

@@ -233,3 +233,45 @@ def test_per_class_accuracy_by_hand():
     assert list(t.index) == ["a", "b", "c"] and list(t.columns) == ["m", "test cells"]
     assert t.loc["a", "m"] == 0.5 and t.loc["b", "m"] == pytest.approx(2 / 3)
     assert np.isnan(t.loc["c", "m"]) and t["test cells"].tolist() == [2, 3, 0]
+
+
+def _noisy_continuous(n=600, g=300, a=0.15, seed=0):
+    """A continuous latent t in g noisy genes (x = t·loading + noise); class t > 0."""
+    rng = np.random.default_rng(seed)
+    t = rng.normal(size=n)
+    load = a * rng.choice([-1, 1], size=g)
+    X = (t[:, None] * load + rng.normal(size=(n, g))).astype(np.float32)
+    return X, (t > 0).astype(int)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch():
+    import torch.nn.functional as F
+
+    X, y = _noisy_continuous()
+    split = preprocess.split_indices(y, seed=0)
+    kw = dict(hidden=16, bias=True, epochs=12, lr=1e-2, seed=0, progress=False)
+    last, h_last = bilinear.fit(X, y, split, **kw)
+    best, h_best = bilinear.fit(X, y, split, restore_best=True, **kw)
+    # the same epochs ran (stopping draws nothing); only the weights kept differ
+    cols = ["epoch", "train_loss", "val_loss"]
+    pd_eq = h_last[cols].to_numpy() == h_best[cols].to_numpy()
+    assert pd_eq.all()
+    k = int(h_best["val_loss"].idxmin())
+    assert h_best.attrs["best_epoch"] == k + 1 == bilinear.best_epoch(h_best)
+    assert h_best["best"].sum() == 1 and h_best["best"].iloc[k]
+    assert h_last.attrs["best_epoch"] == 12 and not h_last.attrs["early_stopping"]
+    # the model returned has the best epoch's weights: its validation loss is that
+    # epoch's, not the last one's (which has risen: the last epoch overfits)
+    va = split["val"]
+    val_loss = lambda m: float(F.cross_entropy(
+        torch.as_tensor(bilinear.predict(m, X[va])), torch.as_tensor(y[va])))
+    assert val_loss(best) == pytest.approx(h_best["val_loss"].iloc[k], rel=1e-5)
+    assert val_loss(last) == pytest.approx(h_last["val_loss"].iloc[-1], rel=1e-5)
+    assert val_loss(best) < 0.9 * val_loss(last)
+    # patience stops training early, with the same kept epoch
+    stopped, h_stop = bilinear.fit(X, y, split, patience=3, **kw)
+    assert len(h_stop) <= k + 1 + 3 and h_stop.attrs["best_epoch"] == k + 1
+    np.testing.assert_allclose(bilinear.predict(stopped, X), bilinear.predict(best, X),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="patience=0"):
+        bilinear.BilinearTrainSettings(patience=0)

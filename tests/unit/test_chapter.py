@@ -36,3 +36,34 @@ def test_every_chapter_has_a_parameters_cell_with_the_contract():
 def test_unknown_chapter():
     with pytest.raises(FileNotFoundError, match="Known chapters"):
         chapter.notebook_for("no_such_chapter", chapter.REPO_ROOT / "_build" / "tmp")
+
+
+def test_output_guard_refuses_foreign_files_and_allows_the_books(tmp_path):
+    import nbformat
+
+    user = tmp_path / "cell_typing.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), user)
+    before = user.read_text()
+    with pytest.raises(FileExistsError, match=r"cell_typing\.ipynb exists and was not "
+                       r"written by this book.*another output folder"):
+        chapter.run_chapter("cell_typing", {"fast": True}, tmp_path)
+    assert user.read_text() == before and not (tmp_path / "_src").exists()
+    for name in ("concept_explorer.html", "metrics.json"):
+        (tmp_path / name).write_text("mine")
+        with pytest.raises(FileExistsError, match=name):
+            chapter.output_path(tmp_path / name)
+    # files the book wrote (listed in the folder's manifest) may be written again
+    ours = chapter.output_path(tmp_path / "page.html")
+    ours.write_text("v1")
+    assert chapter.output_path(ours) == ours and chapter.written_by_book(ours)
+    assert chapter.MANIFEST in {p.name for p in tmp_path.iterdir()}
+    src = chapter.notebook_for("cell_typing", tmp_path / "_src")
+    assert chapter.notebook_for("cell_typing", tmp_path / "_src") == src
+    # a notebook executed by the book before the manifest existed is recognised
+    legacy = tmp_path / "old"
+    (legacy / "_src").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    source = legacy / "_src" / "frequencies.ipynb"
+    nb.metadata["papermill"] = {"input_path": str(source)}
+    nbformat.write(nb, legacy / "frequencies.ipynb")
+    assert chapter.check_writable(legacy / "frequencies.ipynb")

@@ -101,3 +101,52 @@ def test_layer_nan_and_negative_errors():
     neg.X = -neg.X.toarray()
     with pytest.raises(ValueError, match="negative values.*raw-count layer"):
         preprocess.prepare(neg, n_top_genes=None)
+
+
+def test_infer_organism_from_symbol_case_and_resolve(tmp_path, capsys):
+    import anndata as ad
+
+    mouse = ["Ins1", "Gcg", "Sst", "Nkx6-1", "Rpl13", "mt-Co1", "ENSMUSG00000035804"]
+    human = ["INS", "GCG", "SST", "NKX6-1", "RPL13", "MT-CO1", "HLA-DRA", "C1orf112"]
+    assert data.infer_organism(mouse) == "mouse"
+    assert data.infer_organism(human) == "human"
+    assert data.infer_organism(["ENSG00000254647", "ENSG00000115263"]) == "human"
+    a = ad.AnnData(np.ones((2, len(mouse)), np.float32))
+    a.var_names = mouse
+    a.write_h5ad(tmp_path / "mine.h5ad")
+    got = data.load_dataset(str(tmp_path / "mine.h5ad"))
+    assert got.uns["dataset"]["organism"] == "mouse"
+    note = capsys.readouterr().out
+    assert "look mouse" in note and "-p organism" in note
+    assert data.resolve_organism(got) == "mouse"
+    assert data.resolve_organism(got, "human") == "human"  # the override wins
+    with pytest.raises(ValueError, match=r"organism='rat'.*'human', 'mouse'"):
+        data.resolve_organism(got, "rat")
+    del got.uns["dataset"]
+    assert data.resolve_organism(got) == "mouse"  # inferred when nothing is recorded
+
+
+def test_bad_inputs_give_one_clear_error_each():
+    import anndata as ad
+
+    from helpers import preprocess
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(2, size=(60, 30)).astype(np.float32)
+    a = ad.AnnData(counts.copy())
+    a.var_names = [f"G{i}" for i in range(30)]
+    a.layers["lognorm"] = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
+    a.layers["scaled"] = (counts - counts.mean(0)) / (counts.std(0) + 1)
+    with pytest.raises(ValueError, match="looks normalised or log-transformed.*layer="):
+        preprocess.prepare(a, layer="lognorm", n_top_genes=None)
+    with pytest.raises(ValueError, match="negative values.*not scaled data"):
+        preprocess.prepare(a, layer="scaled", n_top_genes=None)
+    a.obs["one"] = "T cell"
+    with pytest.raises(ValueError, match=r"has 1 class.*Choose another label key"):
+        data.check_labels(a, "one")
+    with pytest.raises(ValueError, match=r"1 class.*Choose another label key"):
+        preprocess.split_indices(a.obs["one"].to_numpy())
+    y = np.array(["B"] * 50 + ["rare"] * 3 + ["T"] * 7)
+    with pytest.raises(ValueError, match=r"\{'rare': 3\}.*about 7 cells.*fractions"):
+        preprocess.split_indices(y)
+    assert len(preprocess.split_indices(y, stratify=False)["test"]) == 9
