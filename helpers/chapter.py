@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 
 from .runtime import jsonable
@@ -37,8 +38,14 @@ MANIFEST = ".written-by-book.json"
 
 
 def resolve_output_dir(output_dir: str | Path | None, chapter: str) -> Path:
-    """The chapter's output folder, created if needed (``_build/outputs/<chapter>``)."""
-    out = Path(output_dir) if output_dir else REPO_ROOT / "_build" / "outputs" / chapter
+    """The chapter's output folder, created if needed (``_build/outputs/<chapter>``).
+
+    A relative ``output_dir`` is taken from the repository root, so a notebook writes to
+    the same place wherever it is executed from (the CLI passes absolute paths for
+    folders outside the repository).
+    """
+    out = Path(output_dir) if output_dir else Path("_build") / "outputs" / chapter
+    out = out if out.is_absolute() else REPO_ROOT / out
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -152,21 +159,40 @@ def notebook_for(name: str, dest: Path) -> Path:
     return out
 
 
+def _portable(path: Path) -> str:
+    """``path`` relative to the repository root when inside it, else absolute."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def run_chapter(
     name: str,
     parameters: dict | None = None,
     output_dir: str | Path | None = None,
     kernel: str = "python3",
+    *,
+    notebook: str | Path | None = None,
 ) -> Path:
-    """Execute a chapter with papermill; returns the executed notebook path."""
+    """Execute a chapter with papermill; returns the executed notebook path.
+
+    The executed notebook goes to ``<output_dir>/<name>.ipynb`` unless ``notebook``
+    names another path. A relative ``output_dir`` is taken from the repository root.
+    """
     import papermill as pm
 
     params = dict(parameters or {})
     out = resolve_output_dir(output_dir or params.get("output_dir"), name)
-    params["output_dir"] = str(out.resolve())
-    executed = check_writable(out / f"{name}.ipynb")  # before any work
+    params["output_dir"] = _portable(out)
+    if notebook:  # the caller owns that path (write_reference): no guard, no manifest
+        executed = Path(notebook)
+        executed.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        executed = check_writable(out / f"{name}.ipynb")  # before any work
     src = notebook_for(name, out / "_src")
-    executed = output_path(executed)
+    executed = executed if notebook else output_path(executed)
     pm.execute_notebook(
         str(src),
         str(executed),
@@ -176,6 +202,97 @@ def run_chapter(
         progress_bar=False,
     )
     return executed
+
+
+# ------------------------------------------------------------------ reference notebooks
+
+#: Committed fast-mode executions; ``make test`` compares a fresh run with them (nbval).
+REFERENCE_DIR = REPO_ROOT / "tests" / "reference"
+#: name of each reference → (chapter, parameters beyond ``fast=True``). The second
+#: cell-typing run is the README's rerun on another labelled dataset (parameters only).
+REFERENCES: dict[str, tuple[str, dict]] = {
+    "cell_typing": ("cell_typing", {}),
+    "frequencies": ("frequencies", {}),
+    "perturbation": ("perturbation", {}),
+    "concepts": ("concepts", {}),
+    "stability": ("stability", {}),
+    "probes": ("probes", {}),
+    "cell_typing_pbmc68k": (
+        "cell_typing",
+        {"dataset": "pbmc68k_reduced", "label_key": "bulk_labels", "layer": None},
+    ),
+}
+#: Output types nbval does not compare (it skips images by default); dropped from the
+#: references so that the repository holds text, not pictures.
+_UNCOMPARED = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def write_reference(name: str) -> Path:
+    """Execute reference ``name`` (fast preset) into ``tests/reference/<name>.ipynb``.
+
+    Its outputs go to ``_build/test-chapters/<name>`` (relative to the repository, so a
+    re-execution by nbval anywhere writes there too); images are dropped (nbval does
+    not compare them).
+    """
+    import nbformat
+
+    if name not in REFERENCES:
+        raise KeyError(
+            f"No reference {name!r}. Known references: {sorted(REFERENCES)}."
+        )
+    chapter, params = REFERENCES[name]
+    path = REFERENCE_DIR / f"{name}.ipynb"
+    run_chapter(
+        chapter,
+        {**params, "fast": True},
+        Path("_build") / "test-chapters" / name,
+        notebook=path,
+    )
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            for key in _UNCOMPARED:
+                output.get("data", {}).pop(key, None)
+    nbformat.write(nb, path)
+    return path
+
+
+def _code_cells(nb) -> list[str]:
+    return [
+        c.source.strip()
+        for c in nb.cells
+        if c.cell_type == "code"
+        and "injected-parameters" not in c.get("metadata", {}).get("tags", [])
+    ]
+
+
+def stale_references() -> dict[str, str]:
+    """References whose code no longer matches their chapter: ``{name: why}``.
+
+    nbval executes a reference notebook's own code; this check ties that code to
+    ``chapters/<chapter>.md``, so a changed chapter also fails until ``make reference``.
+    """
+    import jupytext
+    import nbformat
+
+    stale = {}
+    for name, (chapter, _) in REFERENCES.items():
+        path = REFERENCE_DIR / f"{name}.ipynb"
+        if not path.is_file():
+            stale[name] = f"{path} is missing"
+            continue
+        ref = _code_cells(nbformat.read(path, as_version=4))
+        now = _code_cells(jupytext.read(CHAPTERS / f"{chapter}.md"))
+        if ref != now:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(ref, now)) if a != b),
+                min(len(ref), len(now)),
+            )
+            stale[name] = (
+                f"code cell {first} differs from chapters/{chapter}.md "
+                f"({len(ref)} code cells in the reference, {len(now)} now)"
+            )
+    return stale
 
 
 def _value(text: str):
@@ -189,7 +306,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(
         description="Run a chapter of the book with parameters (papermill)."
     )
-    ap.add_argument("chapter", nargs="+", help="chapter name(s), e.g. cell_typing")
+    ap.add_argument("chapter", nargs="*", help="chapter name(s), e.g. cell_typing")
     ap.add_argument(
         "-p",
         "--param",
@@ -207,18 +324,90 @@ def main(argv=None) -> None:
         default=None,
         help="output folder (default _build/outputs/<chapter>)",
     )
+    ap.add_argument(
+        "--reference",
+        action="store_true",
+        help="regenerate the reference notebooks in tests/reference (chapter names "
+        "optional: default all of them); what `make reference` runs",
+    )
     args = ap.parse_args(argv)
+    if args.reference:
+        for name in args.chapter or sorted(REFERENCES):
+            print(write_reference(name))
+        return
+    if not args.chapter:
+        ap.error("name at least one chapter (or pass --reference)")
     params = {k: _value(v) for k, v in args.param}
     if args.fast:
         params["fast"] = True
+    # -o is relative to where the command runs (inside a notebook: to the repository)
+    base = Path(args.output_dir).resolve() if args.output_dir else None
     for name in args.chapter:
-        out = (
-            Path(args.output_dir) / name
-            if args.output_dir and len(args.chapter) > 1
-            else args.output_dir
-        )
+        out = base / name if base and len(args.chapter) > 1 else base
         print(run_chapter(name, params, out))
 
 
 if __name__ == "__main__":
     main()
+
+
+# ------------------------------------------------------------------ results at a glance
+
+#: How a figure of ours is judged against the study's figure (shown under every table).
+VERDICT_RULE = (
+    "Verdict rule: *reproduced* when ours is within ± tolerance of the reference "
+    "figure; *better* / *not reproduced* when it lies beyond the tolerance on the "
+    "good / bad side (for figures with no good side, any figure beyond the tolerance "
+    "is *not reproduced*); *not comparable* when the study gives no figure for this "
+    "setting."
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One figure of a reference study set beside ours.
+
+    ``theirs=None`` means the study reports no comparable number. ``higher_is_better``
+    is ``True``/``False`` for figures with a good side, ``None`` for figures only to be
+    matched (an eigenvalue, a correlation the study reports).
+    """
+
+    figure: str
+    theirs: float | None
+    ours: float | None
+    tolerance: float
+    source: str
+    higher_is_better: bool | None = True
+
+    def verdict(self) -> str:
+        """The verdict by :data:`VERDICT_RULE`."""
+        if self.theirs is None or self.ours is None:
+            return "not comparable"
+        gap = float(self.ours) - float(self.theirs)
+        if abs(gap) <= self.tolerance:
+            return "reproduced"
+        if self.higher_is_better is None:
+            return "not reproduced"
+        return "better" if (gap > 0) == self.higher_is_better else "not reproduced"
+
+
+def glance(claims: list[Claim], digits: int = 3):
+    """Results at a glance: figure, source, reference, ours, tolerance, verdict (a
+    DataFrame, one row per claim, values at ``digits`` decimals)."""
+    import pandas as pd
+
+    def fmt(v):
+        return "—" if v is None else f"{float(v):.{digits}f}"
+
+    rows = [
+        {
+            "figure": c.figure,
+            "source": c.source,
+            "reference": fmt(c.theirs),
+            "ours": fmt(c.ours),
+            "tolerance": f"±{c.tolerance:g}",
+            "verdict": c.verdict(),
+        }
+        for c in claims
+    ]
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)

@@ -67,3 +67,28 @@ def test_output_guard_refuses_foreign_files_and_allows_the_books(tmp_path):
     nb.metadata["papermill"] = {"input_path": str(source)}
     nbformat.write(nb, legacy / "frequencies.ipynb")
     assert chapter.check_writable(legacy / "frequencies.ipynb")
+
+def test_verdicts_follow_the_stated_rule():
+    from helpers.chapter import Claim, glance
+
+    assert Claim("acc", 0.90, 0.91, 0.02, "blog").verdict() == "reproduced"
+    assert Claim("acc", 0.90, 0.95, 0.02, "blog").verdict() == "better"
+    assert Claim("acc", 0.90, 0.80, 0.02, "blog").verdict() == "not reproduced"
+    assert Claim("err", 0.10, 0.05, 0.02, "x", False).verdict() == "better"
+    assert Claim("λ0", 0.272, 0.228, 0.02, "blog", None).verdict() == "not reproduced"
+    assert Claim("λ0", 0.272, 0.265, 0.02, "blog", None).verdict() == "reproduced"
+    assert Claim("acc", None, 0.9, 0.02, "blog").verdict() == "not comparable"
+    table = glance([Claim("acc", 0.9, 0.9049, 0.02, "blog")])
+    assert table.loc[0, ["reference", "ours", "verdict"]].tolist() == [
+        "0.900", "0.905", "reproduced"]
+
+
+def test_relative_output_dirs_are_taken_from_the_repository(tmp_path, monkeypatch):
+    from helpers import chapter
+
+    monkeypatch.chdir(tmp_path)
+    out = chapter.resolve_output_dir("_build/test-chapters/_probe_", "x")
+    assert out == chapter.REPO_ROOT / "_build" / "test-chapters" / "_probe_"
+    assert chapter._portable(out) == "_build/test-chapters/_probe_"
+    assert chapter._portable(tmp_path) == str(tmp_path.resolve())
+    out.rmdir()
