@@ -72,6 +72,7 @@ __all__ = [
     "read_top_units",
     "PAPER_PROBE",
     "SCALED_PROBE",
+    "PAPER_PROBE_SETUP",
 ]
 
 #: The paper's probes (Appendix G): "logistic regression from sklearn with default
@@ -81,6 +82,23 @@ PAPER_PROBE = {"cell type": dict(C=1.0, max_iter=50, scale=False),
                "cell cycle": dict(C=1.0, max_iter=100, scale=False)}
 #: The variant reported beside it: standardised features, enough iterations to converge.
 SCALED_PROBE = dict(C=1.0, max_iter=2000, scale=True)
+#: The paper's probe setup (Appendix G, Section 4.2, Table 3): an scGPT SAE with
+#: c = 5000, k = 80 on Tabula Sapiens Immune; balanced train/test cells per class.
+PAPER_PROBE_SETUP = {
+    "embedding model": ("scGPT", "Appendix G / Figure 10"),
+    "SAE c": (5000, "Section 4.2"), "SAE k": (80, "Section 4.2"),
+    "SAE learning rate": (5e-5, "Table 3, Tabula Sapiens Immune, scGPT c = 5000"),
+    "SAE epochs": (1500, "Table 3, Tabula Sapiens Immune, scGPT c = 5000"),
+    "SAE batch size": (1024, "Appendix B"), "SAE aux_k": (512, "Appendix B"),
+    "probe": ("sklearn LogisticRegression, defaults", "Appendix G"),
+    "feature scaling": ("none", "Appendix G (default parameters)"),
+    "C": (1.0, "Appendix G (sklearn default)"),
+    "max_iter (cell type)": (50, "Appendix G"),
+    "max_iter (cell cycle)": (100, "Appendix G (sklearn default)"),
+    "test share (cell type)": (2000 / 8000, "Appendix G: 6000 train, 2000 test per class"),
+    "test share (cell cycle)": (1000 / 11000,
+                                "Appendix G: 10000 train, 1000 test per class"),
+}
 
 PHASES = ("G1", "S", "G2M")  # the categories of a phase column, in scanpy's order
 REGEV_FILE = "genesets/regev_lab_cell_cycle_genes.txt"
