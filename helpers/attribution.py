@@ -436,8 +436,8 @@ def attribute(X_counts, f: ActivationFn, space, acts, n_prototypes: int = 10,
         Attribution per gene, sorted descending (Eq. 3), named ``"attribution"``.
     """
     X, genes = _genes_and_matrix(X_counts, genes, layer)
-    protos, cfs, p_rows, c_rows = _pairs(X, space, acts, n_prototypes, n_counterfactuals,
-                                         threshold, prototype_idx)
+    protos, cfs, p_rows, c_rows = _pairs(X, space, acts, n_prototypes,
+                                         n_counterfactuals, threshold, prototype_idx)
     scores = occlusion_scores(f, _rows(X, p_rows), _rows(X, c_rows), batch_size=batch_size)
     s = pd.Series(scores.mean(0), index=genes, name="attribution")
     s = s.sort_values(ascending=False, kind="stable")

@@ -127,7 +127,7 @@ def _fmt(v) -> str:
 
 
 def bh_adjust(pvals) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values; NaN entries stay NaN and are not counted."""
+    """Benjamini-Hochberg adjusted p-values; NaN entries stay NaN, are not counted."""
     p = np.asarray(pvals, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     ok = np.flatnonzero(np.isfinite(p))

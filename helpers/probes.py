@@ -6,9 +6,10 @@ fit a logistic regression on concept activations and on the embedding's own dime
 ("neurons"), compare held-out accuracy and confusion matrices, then read the units with the
 largest coefficients through their genes and count how many are known markers.
 
-The probe is the paper's (Appendix G): scikit-learn's ``LogisticRegression`` with default
-parameters on the raw features, ``max_iter=50`` for cell types (:data:`PAPER_PROBE`).
-``scale=True`` / a larger ``max_iter`` give the standardised variant, reported beside it.
+The probe is the paper's (Appendix G): scikit-learn's ``LogisticRegression`` with
+default parameters on the raw features, ``max_iter=50`` for cell types
+(:data:`PAPER_PROBE`). ``scale=True`` / a larger ``max_iter`` give the standardised
+variant, reported beside it.
 
 Keys written
 ------------
@@ -95,7 +96,8 @@ PAPER_PROBE_SETUP = {
     "C": (1.0, "Appendix G (sklearn default)"),
     "max_iter (cell type)": (50, "Appendix G"),
     "max_iter (cell cycle)": (100, "Appendix G (sklearn default)"),
-    "test share (cell type)": (2000 / 8000, "Appendix G: 6000 train, 2000 test per class"),
+    "test share (cell type)": (2000 / 8000,
+                               "Appendix G: 6000 train, 2000 test per class"),
     "test share (cell cycle)": (1000 / 11000,
                                 "Appendix G: 10000 train, 1000 test per class"),
 }
