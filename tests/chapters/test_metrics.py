@@ -50,9 +50,11 @@ def test_stability_fast():
 def test_concepts_fast_follows_the_papers_recipe():
     m = metrics("concepts")
     recipe = {r["setting"]: r for r in m["recipe"]}
-    for setting in ("SAE batch size", "SAE aux_k", "attribution threshold", "specific share"):
+    for setting in ("SAE batch size", "SAE aux_k", "attribution threshold",
+                    "specific share"):
         assert recipe[setting]["match"], setting
-    assert all(r["why"] for r in m["recipe"] if not r["match"])  # every deviation says why
+    # every deviation says why
+    assert all(r["why"] for r in m["recipe"] if not r["match"])
     assert m["sae_r2"] > 0.9
     # the base-rate test can only remove concepts from the paper's share-only count
     assert m["n_specific"] <= m["n_specific_share_only"]
@@ -61,7 +63,8 @@ def test_concepts_fast_follows_the_papers_recipe():
 
 def test_probes_fast_use_the_papers_probe():
     m = metrics("probes")
-    assert m["probe_settings"]["cell type"] == {"C": 1.0, "max_iter": 50, "scale": False}
+    paper = {"C": 1.0, "max_iter": 50, "scale": False}
+    assert m["probe_settings"]["cell type"] == paper
     assert m["probe_settings"]["cell cycle"]["max_iter"] == 100
 
 
