@@ -29,6 +29,14 @@ Appendix C: :func:`deg` runs ``scanpy.tl.rank_genes_groups`` between the
 maximally activating cells and their counterfactual cells, and
 :func:`deletion_curve` / :func:`deletion_curves` record the activation as
 genes are swapped in attribution order vs |fold change| order.
+:func:`split_prototypes` splits a unit's prototypes into a ranking half and a
+held-out half, so :func:`unit_deletion_curves` can score the attribution order
+on pairs that did not produce it (the paper scores it on the same pairs, which
+favours attribution by construction).
+
+:func:`n_important` counts the genes the paper keeps: attribution above an
+absolute 0.05 in activation units (:data:`PAPER_THRESHOLD`);
+``relative=True`` counts those above 5% of the top gene's score instead.
 
 This module writes nothing into AnnData objects.
 """
@@ -63,7 +71,14 @@ __all__ = [
     "deg",
     "deg_order",
     "activating_and_counterfactual_cells",
+    "split_prototypes",
+    "n_important",
+    "PAPER_THRESHOLD",
 ]
+
+#: Genes with attribution above this (activation units) are kept, as in the
+#: paper's Figure 2.C ("attribution > 0.05").
+PAPER_THRESHOLD = 0.05
 
 
 # ---------------------------------------------------------------------------
@@ -312,8 +327,50 @@ def occlusion_scores(f: ActivationFn, X_proto, X_cf, batch_size: int = 4096) -> 
     return scores
 
 
-def _pairs(X, space, acts, n_prototypes, n_counterfactuals, threshold):
+def split_prototypes(acts, n_prototypes: int = 10, seed: int = 0,
+                     threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Split a unit's ``n_prototypes`` top cells into a ranking and a held-out half.
+
+    The prototypes (:func:`prototypes`) are permuted with ``seed``; the first
+    ``ceil(n / 2)`` rank the genes, the other ``floor(n / 2)`` score the ranking.
+    The halves are disjoint; each is returned sorted by activation (descending).
+
+    Raises
+    ------
+    ValueError
+        When fewer than 2 cells activate the unit (nothing to hold out).
+    """
     protos = prototypes(acts, n=n_prototypes, threshold=threshold)
+    if protos.size < 2:
+        raise ValueError(
+            f"{protos.size} prototype(s) for this unit; a held-out split needs >= 2. "
+            "Raise n_prototypes or pick a unit with more activating cells.")
+    perm = np.random.default_rng(seed).permutation(protos.size)
+    n_rank = (protos.size + 1) // 2
+    rank, held = np.sort(perm[:n_rank]), np.sort(perm[n_rank:])
+    return protos[rank], protos[held]
+
+
+def n_important(scores: pd.Series, threshold: float = PAPER_THRESHOLD,
+                relative: bool = False) -> int:
+    """Genes with attribution ``> threshold`` (absolute, activation units).
+
+    ``relative=True``: above ``threshold`` times the top gene's score instead (a
+    per-unit scale; not the paper's rule).
+    """
+    s = pd.Series(scores, dtype=np.float64)
+    if s.empty:
+        return 0
+    cut = threshold * float(s.max()) if relative else threshold
+    return int((s > cut).sum())
+
+
+def _pairs(X, space, acts, n_prototypes, n_counterfactuals, threshold,
+           prototype_idx=None):
+    if prototype_idx is None:
+        protos = prototypes(acts, n=n_prototypes, threshold=threshold)
+    else:
+        protos = np.asarray(prototype_idx, dtype=int).ravel()
     cfs = counterfactuals(space, acts, protos, n_counterfactuals, threshold=threshold)
     p_rows = np.repeat(protos, cfs.shape[1])
     c_rows = cfs.ravel()
@@ -344,7 +401,7 @@ def _rows(X, idx) -> np.ndarray:
 def attribute(X_counts, f: ActivationFn, space, acts, n_prototypes: int = 10,
               n_counterfactuals: int = 3, genes: Sequence[str] | None = None,
               batch_size: int = 4096, threshold: float = 0.0, layer: str | None = None,
-              return_pairs: bool = False):
+              return_pairs: bool = False, prototype_idx=None):
     """Gene attribution of one unit, mean over prototypes x counterfactuals (Eq. 3).
 
     Parameters
@@ -369,6 +426,9 @@ def attribute(X_counts, f: ActivationFn, space, acts, n_prototypes: int = 10,
         AnnData layer holding counts (None: X).
     return_pairs
         Also return ``dict(prototypes=, counterfactuals=, scores=(pairs, g))``.
+    prototype_idx
+        Explicit prototype cells (e.g. a half of :func:`split_prototypes`);
+        default the ``n_prototypes`` most activating cells.
 
     Returns
     -------
@@ -376,7 +436,8 @@ def attribute(X_counts, f: ActivationFn, space, acts, n_prototypes: int = 10,
         Attribution per gene, sorted descending (Eq. 3), named ``"attribution"``.
     """
     X, genes = _genes_and_matrix(X_counts, genes, layer)
-    protos, cfs, p_rows, c_rows = _pairs(X, space, acts, n_prototypes, n_counterfactuals, threshold)
+    protos, cfs, p_rows, c_rows = _pairs(X, space, acts, n_prototypes,
+                                         n_counterfactuals, threshold, prototype_idx)
     scores = occlusion_scores(f, _rows(X, p_rows), _rows(X, c_rows), batch_size=batch_size)
     s = pd.Series(scores.mean(0), index=genes, name="attribution")
     s = s.sort_values(ascending=False, kind="stable")
@@ -516,13 +577,15 @@ def deletion_curves(X_counts, f: ActivationFn, space, acts, attribution: pd.Seri
                     deg_table: pd.DataFrame, steps: int = 50, n_prototypes: int = 10,
                     n_counterfactuals: int = 3, genes: Sequence[str] | None = None,
                     max_pval: float = 5e-3, threshold: float = 0.0,
-                    layer: str | None = None) -> pd.DataFrame:
+                    layer: str | None = None, prototype_idx=None) -> pd.DataFrame:
     """Attribution- vs DEG-ordered deletion curves of one unit (paper Figure 8).
 
     For every prototype x counterfactual pair, genes are swapped from the
     counterfactual into the prototype in attribution order and in |fold
     change| order (DEG genes with p <= ``max_pval``). Activations are divided by
     the prototype's unperturbed activation and averaged over pairs.
+    ``prototype_idx``: score on these prototypes (e.g. the held-out half of
+    :func:`split_prototypes`) instead of the ``n_prototypes`` most activating.
 
     Returns
     -------
@@ -530,7 +593,8 @@ def deletion_curves(X_counts, f: ActivationFn, space, acts, attribution: pd.Seri
         Columns ``n_genes``, ``attribution``, ``deg`` (relative activation).
     """
     X, genes = _genes_and_matrix(X_counts, genes, layer)
-    _, _, p_rows, c_rows = _pairs(X, space, acts, n_prototypes, n_counterfactuals, threshold)
+    _, _, p_rows, c_rows = _pairs(X, space, acts, n_prototypes, n_counterfactuals,
+                                  threshold, prototype_idx)
     order_attr = pd.Index(genes).get_indexer(attribution.sort_values(ascending=False).index.astype(str))
     order_attr = order_attr[order_attr >= 0]
     order_deg = deg_order(deg_table, genes, max_pval=max_pval)
@@ -594,14 +658,25 @@ def unit_attributions(X_counts, embedding, units, sae=None, space=None, acts=Non
 def unit_deletion_curves(X_counts, embedding, sae, space, acts, attributions: dict, *,
                          steps: int = 50, n_prototypes: int = 10,
                          n_counterfactuals: int = 3, genes=None,
-                         max_cells: int = 1000) -> pd.DataFrame:
+                         max_cells: int = 1000, holdout: bool = True,
+                         seed: int = 0) -> pd.DataFrame:
     """:func:`deletion_curves` of several concepts against a DEG between their
     activating cells and counterfactuals (:func:`activating_and_counterfactual_cells`,
     :func:`deg`).
 
     ``attributions`` is ``{concept: gene-score Series}`` (:func:`unit_attributions`);
-    ``acts`` the ``(n, c)`` activations of all concepts. Returns the curves stacked,
-    with a ``unit`` column.
+    ``acts`` the ``(n, c)`` activations of all concepts.
+
+    With ``holdout`` (default) each concept's ``n_prototypes`` prototypes are split
+    by :func:`split_prototypes` (``seed``): the attribution order is recomputed on
+    the ranking half (:func:`attribute`) and the curves are scored on the held-out
+    half (columns ``attribution``, ``deg``); the same ranking scored on the ranking
+    half is the in-sample comparison (``attribution_in_sample``,
+    ``deg_in_sample``). Only the keys of ``attributions`` are used then. Without
+    ``holdout``: the given attributions, scored on all prototypes (the paper's
+    protocol, which favours attribution since the same pairs produced it).
+
+    Returns the curves stacked, with a ``unit`` column.
     """
     curves = []
     for c, scores in attributions.items():
@@ -609,8 +684,21 @@ def unit_deletion_curves(X_counts, embedding, sae, space, acts, attributions: di
         act_idx, cf_idx = activating_and_counterfactual_cells(
             space, acts[:, c], max_cells=max_cells, n_counterfactuals=n_counterfactuals)
         deg_table = deg(X_counts, act_idx, cf_idx, genes=genes)
-        curve = deletion_curves(X_counts, f, space, acts[:, c], scores, deg_table,
-                                steps=steps, n_prototypes=n_prototypes,
-                                n_counterfactuals=n_counterfactuals, genes=genes)
-        curves.append(curve.assign(unit=c))
+        kw = dict(steps=steps, n_prototypes=n_prototypes,
+                  n_counterfactuals=n_counterfactuals, genes=genes)
+        if not holdout:
+            curve = deletion_curves(X_counts, f, space, acts[:, c], scores, deg_table,
+                                    **kw)
+            curves.append(curve.assign(unit=c))
+            continue
+        rank, held = split_prototypes(acts[:, c], n_prototypes, seed=seed)
+        ranked = attribute(X_counts, f, space, acts[:, c], n_prototypes=n_prototypes,
+                           n_counterfactuals=n_counterfactuals, genes=genes,
+                           prototype_idx=rank)
+        out = deletion_curves(X_counts, f, space, acts[:, c], ranked, deg_table,
+                              prototype_idx=held, **kw)
+        ins = deletion_curves(X_counts, f, space, acts[:, c], ranked, deg_table,
+                              prototype_idx=rank, **kw)
+        curves.append(out.assign(attribution_in_sample=ins["attribution"],
+                                 deg_in_sample=ins["deg"], unit=c))
     return pd.concat(curves, ignore_index=True)

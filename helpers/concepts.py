@@ -4,10 +4,18 @@ Follows Sections 3.1, 3.3, 3.4 and Figures 2.B / 3.A.b of *Discovering
 interpretable biological concepts in single-cell RNA-seq foundation models*:
 
 * :func:`characterise` - for each concept, the cells that activate it
-  (activation > 0) and, per categorical obs column, the most common label and
-  its share; "specific" when the share is >= ``specific_share`` (0.7 in the
-  paper), "not enough data" below ``min_active_cells`` activating cells (100).
-  :func:`summary` counts the statuses for a bar chart like Figure 2.B.
+  (activation > 0) and, per categorical obs column, the most common label, its
+  share, its base rate (share among all cells), the enrichment (share / base
+  rate) and a one-sided binomial p-value of the share against the base rate
+  (Benjamini-Hochberg across concepts); "specific" when the share is >=
+  ``specific_share`` (0.7 in the paper) *and* the adjusted p <= ``alpha`` (the
+  paper uses the share alone, which counts a concept firing on random cells of
+  a 77% class as specific), "not enough data" below ``min_active_cells``
+  activating cells (100). :func:`summary` counts the statuses for a bar chart
+  like Figure 2.B.
+* :data:`PAPER_RECIPE` / :func:`recipe_table` - the paper's settings for the
+  concept chapters and a table of ours against them (setting, paper, ours,
+  match, why).
 * :func:`gsea_annotate` - attribution-based GSEA: ``gseapy.prerank`` (through
   :func:`helpers.enrichment.prerank`) of each unit's attribution scores; the
   best term per unit (highest NES among positively enriched terms) and the
@@ -32,12 +40,16 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .data import to_dense
 from .enrichment import prerank as _prerank
 from .runtime import jsonable
 
 __all__ = [
+    "PAPER_RECIPE",
+    "recipe_table",
+    "bh_adjust",
     "characterise",
     "summary",
     "gsea_annotate",
@@ -49,6 +61,84 @@ __all__ = [
 ]
 
 STATUSES = ("specific", "not specific", "not enough data")
+
+#: The paper's settings for the steps the concept chapters reproduce, with where
+#: each is stated. ``helpers.sae.PAPER_RECIPE`` / ``paper_settings`` hold the SAE's.
+PAPER_RECIPE = {
+    "specific share": (0.7, "Section 4.2 (\"at least 70%\")"),
+    "specificity test vs base rate": ("none", "Section 3.1 (share only)"),
+    "min activating cells": (100, "Figure 2 caption (\"less than 100 cells\")"),
+    "prototypes per unit": (10, "Sections 4.2-4.3"),
+    "counterfactuals per prototype": (3, "Sections 4.2-4.3 (N_C = 3)"),
+    "attribution threshold": (0.05, "Section 4.2 / Figure 2.C (absolute)"),
+    "units per group": (20, "Section 4.3"),
+    "GSEA strong / weak p": ("5e-05 / 0.005", "Section 4.3"),
+    "DEG max cells": (1000, "Appendix C"),
+    "DEG p for deletion": (0.005, "Appendix C"),
+    "deletion pairs": ("same prototypes as the ranking", "Appendix C"),
+}
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(np.isclose(float(a), float(b), rtol=1e-9, atol=0.0))
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def recipe_table(ours: Mapping, theirs: Mapping, why: Mapping | None = None
+                 ) -> pd.DataFrame:
+    """Our settings against the paper's (or a blog's), one row per setting.
+
+    Parameters
+    ----------
+    ours
+        ``{setting: value}`` - the values this run used (from its parameters).
+    theirs
+        ``{setting: value}`` or ``{setting: (value, source)}`` - the reference's.
+    why
+        ``{setting: reason}`` for settings that differ.
+
+    Returns
+    -------
+    DataFrame indexed by ``setting`` with columns ``paper``, ``ours``, ``match``
+    (computed: numbers equal to 1e-9 relative, else equal as text), ``why``
+    (empty where they match) and ``source``. Settings in ``ours`` come first, in
+    its order, then those only in ``theirs``; a missing side reads "-".
+    """
+    why = dict(why or {})
+    rows = []
+    for key in list(ours) + [k for k in theirs if k not in ours]:
+        ref = theirs.get(key, "-")
+        ref, src = ref if isinstance(ref, tuple) else (ref, "")
+        val = ours.get(key, "-")
+        same = key in ours and key in theirs and _same(val, ref)
+        rows.append(dict(setting=key, paper=_fmt(ref), ours=_fmt(val), match=same,
+                         why="" if same else str(why.get(key, "")), source=src))
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4g}"
+    return str(v)
+
+
+def bh_adjust(pvals) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values; NaN entries stay NaN, are not counted."""
+    p = np.asarray(pvals, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    adj = p[order] * m / np.arange(1, m + 1)
+    adj = np.minimum.accumulate(adj[::-1])[::-1]
+    out[order] = np.clip(adj, 0.0, 1.0)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -82,8 +172,17 @@ def _check_keys(obs: pd.DataFrame, keys: Sequence[str]) -> list[str]:
 
 
 def characterise(obs: pd.DataFrame, acts, keys: Sequence[str], min_active_cells: int = 100,
-                 specific_share: float = 0.7, concept_names: Sequence | None = None) -> pd.DataFrame:
+                 specific_share: float = 0.7, concept_names: Sequence | None = None,
+                 alpha: float | None = 0.01, adjust: bool = True) -> pd.DataFrame:
     """Metadata characterisation of each concept by its activating cells.
+
+    A concept is "specific" to a key when its top label's share of the activating
+    cells is >= ``specific_share`` and that share is significantly above the
+    label's base rate (its share of all cells): one-sided binomial test of the
+    number of activating cells with the top label, ``X ~ Binomial(n_active, base
+    rate)``, Benjamini-Hochberg across the concepts with enough data (per key)
+    when ``adjust``, kept when ``p <= alpha``. ``alpha=None`` drops the test: the
+    paper's rule, by share alone.
 
     Parameters
     ----------
@@ -100,15 +199,22 @@ def characterise(obs: pd.DataFrame, acts, keys: Sequence[str], min_active_cells:
         "specific" to that key.
     concept_names
         Index of the result (default 0..c-1).
+    alpha, adjust
+        Significance level of the base-rate test and whether its p-values are
+        BH-adjusted across concepts (``None``: no test, share only).
 
     Returns
     -------
     pandas.DataFrame
         One row per concept: ``n_active``; per key ``<key>_top`` (most common
         label), ``<key>_share`` (its share of the activating cells, NaN when no
-        cell activates) and ``<key>_status``; ``status`` = "specific" if
-        specific for any key, "not enough data", else "not specific";
-        ``specific_to`` = the keys it is specific for, joined with "+".
+        cell activates), ``<key>_base_rate`` (the top label's share of all
+        cells), ``<key>_enrichment`` (share / base rate), ``<key>_pvalue`` (the
+        binomial test, BH-adjusted when ``adjust``; NaN without enough data) and
+        ``<key>_status``; ``status`` = "specific" if specific for any key, "not
+        enough data", else "not specific"; ``specific_to`` = the keys it is
+        specific for, joined with "+"; ``specific_by_share`` = whether the paper's
+        share-only rule would call it specific for some key.
     """
     A = _acts_matrix(acts)
     keys = _check_keys(obs, keys)
@@ -116,6 +222,8 @@ def characterise(obs: pd.DataFrame, acts, keys: Sequence[str], min_active_cells:
         raise ValueError(f"acts has {A.shape[0]} rows but obs has {len(obs)}; pass the activations of the same cells.")
     if not 0 < specific_share <= 1:
         raise ValueError(f"specific_share must be in (0, 1], got {specific_share}.")
+    if alpha is not None and not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1] or None, got {alpha}.")
     active = A > 0
     n_active = active.sum(0)
     out = pd.DataFrame({"n_active": n_active.astype(int)},
@@ -123,6 +231,7 @@ def characterise(obs: pd.DataFrame, acts, keys: Sequence[str], min_active_cells:
                                       name="concept"))
     enough = n_active >= min_active_cells
     specific_any = np.zeros(A.shape[1], dtype=bool)
+    by_share_any = np.zeros(A.shape[1], dtype=bool)
     specific_to = [[] for _ in range(A.shape[1])]
     for key in keys:
         codes, labels = pd.factorize(obs[key].astype(str), sort=True)
@@ -133,15 +242,29 @@ def characterise(obs: pd.DataFrame, acts, keys: Sequence[str], min_active_cells:
         with np.errstate(invalid="ignore", divide="ignore"):
             share = counts[np.arange(len(top)), top] / n_active
         share = np.where(n_active > 0, share, np.nan)
-        spec = enough & (share >= specific_share)
+        base = onehot.mean(0)[top]
+        n_top = counts[np.arange(len(top)), top]
+        # P(X >= n_top), X ~ Binomial(n_active, base): sf at n_top - 1
+        pval = stats.binom.sf(n_top - 1, n_active, base)
+        pval = np.where(enough, pval, np.nan)
+        if adjust:
+            pval = bh_adjust(pval)
+        by_share = enough & (share >= specific_share)
+        spec = by_share if alpha is None else by_share & (pval <= alpha)
         out[f"{key}_top"] = np.where(n_active > 0, np.asarray(labels)[top], None)
         out[f"{key}_share"] = share
+        out[f"{key}_base_rate"] = np.where(n_active > 0, base, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"{key}_enrichment"] = np.where(n_active > 0, share / base, np.nan)
+        out[f"{key}_pvalue"] = pval
+        by_share_any |= by_share
         out[f"{key}_status"] = np.where(~enough, "not enough data", np.where(spec, "specific", "not specific"))
         specific_any |= spec
         for i in np.flatnonzero(spec):
             specific_to[i].append(key)
     out["status"] = np.where(~enough, "not enough data", np.where(specific_any, "specific", "not specific"))
     out["specific_to"] = ["+".join(s) for s in specific_to]
+    out["specific_by_share"] = by_share_any
     return out
 
 

@@ -6,6 +6,11 @@ fit a logistic regression on concept activations and on the embedding's own dime
 ("neurons"), compare held-out accuracy and confusion matrices, then read the units with the
 largest coefficients through their genes and count how many are known markers.
 
+The probe is the paper's (Appendix G): scikit-learn's ``LogisticRegression`` with
+default parameters on the raw features, ``max_iter=50`` for cell types
+(:data:`PAPER_PROBE`). ``scale=True`` / a larger ``max_iter`` give the standardised
+variant, reported beside it.
+
 Keys written
 ------------
 :func:`score_cell_cycle` writes ``adata.obs["S_score"]``, ``adata.obs["G2M_score"]`` and
@@ -30,6 +35,7 @@ read_top_units(coef, run, *, concepts, n, n_genes, markers, ...) -> DataFrame of
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,6 +43,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix
 from sklearn.model_selection import train_test_split
@@ -64,7 +71,36 @@ __all__ = [
     "prepare_runs",
     "probe_task",
     "read_top_units",
+    "PAPER_PROBE",
+    "SCALED_PROBE",
+    "PAPER_PROBE_SETUP",
 ]
+
+#: The paper's probes (Appendix G): "logistic regression from sklearn with default
+#: parameters" (cell cycle) and "with default parameters and max_iter = 50" (cell
+#: types); no feature scaling is mentioned, so none is applied.
+PAPER_PROBE = {"cell type": dict(C=1.0, max_iter=50, scale=False),
+               "cell cycle": dict(C=1.0, max_iter=100, scale=False)}
+#: The variant reported beside it: standardised features, enough iterations to converge.
+SCALED_PROBE = dict(C=1.0, max_iter=2000, scale=True)
+#: The paper's probe setup (Appendix G, Section 4.2, Table 3): an scGPT SAE with
+#: c = 5000, k = 80 on Tabula Sapiens Immune; balanced train/test cells per class.
+PAPER_PROBE_SETUP = {
+    "embedding model": ("scGPT", "Appendix G / Figure 10"),
+    "SAE c": (5000, "Section 4.2"), "SAE k": (80, "Section 4.2"),
+    "SAE learning rate": (5e-5, "Table 3, Tabula Sapiens Immune, scGPT c = 5000"),
+    "SAE epochs": (1500, "Table 3, Tabula Sapiens Immune, scGPT c = 5000"),
+    "SAE batch size": (1024, "Appendix B"), "SAE aux_k": (512, "Appendix B"),
+    "probe": ("sklearn LogisticRegression, defaults", "Appendix G"),
+    "feature scaling": ("none", "Appendix G (default parameters)"),
+    "C": (1.0, "Appendix G (sklearn default)"),
+    "max_iter (cell type)": (50, "Appendix G"),
+    "max_iter (cell cycle)": (100, "Appendix G (sklearn default)"),
+    "test share (cell type)": (2000 / 8000,
+                               "Appendix G: 6000 train, 2000 test per class"),
+    "test share (cell cycle)": (1000 / 11000,
+                                "Appendix G: 10000 train, 1000 test per class"),
+}
 
 PHASES = ("G1", "S", "G2M")  # the categories of a phase column, in scanpy's order
 REGEV_FILE = "genesets/regev_lab_cell_cycle_genes.txt"
@@ -265,12 +301,15 @@ def balanced_indices(labels, n_per_class: int | None = None, seed: int = 0,
 
 
 def probe(features, labels, seed: int = 0, test_size: float = 0.3, feature_names=None,
-          C: float = 1.0, max_iter: int = 2000, train_idx=None, test_idx=None) -> dict:
+          C: float = 1.0, max_iter: int = 100, train_idx=None, test_idx=None,
+          scale: bool = False) -> dict:
     """Logistic-regression probe of labels from features, with a held-out test split.
 
-    Features are standardised (fitted on the training cells), then a multinomial
-    ``sklearn.linear_model.LogisticRegression`` (L2, ``C``) is fitted. Coefficients therefore
-    compare units on one scale (per standard deviation of the unit).
+    A multinomial ``sklearn.linear_model.LogisticRegression`` (L2, ``C``; defaults as
+    sklearn's, as in the paper) is fitted on the raw features; with ``scale`` they
+    are standardised first (fitted on the training cells), so that coefficients
+    compare units per standard deviation. A run that stops at ``max_iter`` is kept
+    (as the paper's ``max_iter=50``) and reported by ``converged``.
 
     Parameters
     ----------
@@ -284,10 +323,13 @@ def probe(features, labels, seed: int = 0, test_size: float = 0.3, feature_names
         Names of the units (default ``0..n_units-1``).
     C, max_iter
         Passed to LogisticRegression.
+    scale
+        Standardise the features first (``StandardScaler``).
 
     Returns
     -------
     dict with ``accuracy`` (held-out), ``chance`` (share of the most frequent test class),
+    ``converged`` (the solver stopped before ``max_iter``), ``n_iter``,
     ``confusion`` (DataFrame, true class x predicted class, counts), ``coef`` (DataFrame,
     class x unit), ``model`` (fitted sklearn Pipeline), ``train_idx``, ``test_idx``,
     ``y_test``, ``y_pred``.
@@ -310,9 +352,12 @@ def probe(features, labels, seed: int = 0, test_size: float = 0.3, feature_names
         train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=test_size,
                                                random_state=seed, stratify=y)
     train_idx, test_idx = np.sort(np.asarray(train_idx)), np.sort(np.asarray(test_idx))
-    model = make_pipeline(StandardScaler(),
+    steps = [StandardScaler()] if scale else []
+    model = make_pipeline(*steps,
                           LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
-    model.fit(X[train_idx], y[train_idx])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X[train_idx], y[train_idx])
     y_pred = model.predict(X[test_idx])
     lr = model[-1]
     coef = lr.coef_
@@ -324,7 +369,9 @@ def probe(features, labels, seed: int = 0, test_size: float = 0.3, feature_names
                         index=pd.Index(classes, name="true"),
                         columns=pd.Index(classes, name="predicted"))
     chance = float(pd.Series(y[test_idx]).value_counts(normalize=True).max())
+    n_iter = int(np.max(lr.n_iter_))
     return {"accuracy": float(accuracy_score(y[test_idx], y_pred)), "chance": chance,
+            "converged": n_iter < max_iter, "n_iter": n_iter,
             "confusion": conf, "coef": coef, "model": model, "train_idx": train_idx,
             "test_idx": test_idx, "y_test": y[test_idx], "y_pred": y_pred}
 
@@ -417,27 +464,45 @@ def fit_run(adata, *, embedding: str = "scvi", n_latent: int = 16, max_epochs=No
 
 
 def probe_task(U, Z, labels, *, seed: int = 0, test_size: float = 0.3, C: float = 1.0,
-               max_iter: int = 2000, min_class_size: int | None = None) -> dict:
+               max_iter: int = 100, min_class_size: int | None = None,
+               scale: bool = False, compare: dict | None = None,
+               compare_label: str = "scaled") -> dict:
     """Probe concepts ``U`` and neurons ``Z`` on the same balanced cells and split.
+
+    ``C``, ``max_iter``, ``scale`` as in :func:`probe` (defaults: the paper's
+    cell-cycle probe; :data:`PAPER_PROBE` has both tasks'). ``compare`` (e.g.
+    :data:`SCALED_PROBE`) fits a second probe per feature set on the same split; its
+    accuracies go to the summary as ``concepts (<compare_label>)`` and ``neurons
+    (<compare_label>)``.
 
     Returns ``dict(res={"concepts": probe(...), "neurons": probe(...)}, idx, classes,
     summary)`` with ``summary`` the row of the accuracy table (classes, cells per class,
-    test cells, chance, concepts, neurons).
+    test cells, chance, concepts, neurons, converged), and ``res_compare`` with
+    ``compare``.
     """
     labels = np.asarray(labels)
     idx = balanced_indices(labels, seed=seed, min_class_size=min_class_size)
     y = labels[idx]
     tr, te = train_test_split(np.arange(len(idx)), test_size=test_size,
                               random_state=seed, stratify=y)
-    res = {unit: probe(feats[idx], y, seed=seed, C=C, max_iter=max_iter, train_idx=tr,
-                       test_idx=te)
-           for unit, feats in (("concepts", U), ("neurons", Z))}
+    feats = (("concepts", U), ("neurons", Z))
+    res = {unit: probe(f[idx], y, seed=seed, C=C, max_iter=max_iter, train_idx=tr,
+                       test_idx=te, scale=scale)
+           for unit, f in feats}
     classes = sorted(set(y))
     summary = {"classes": len(classes), "cells per class": len(idx) // len(classes),
                "test cells": len(te), "chance": res["concepts"]["chance"],
                "concepts": res["concepts"]["accuracy"],
-               "neurons": res["neurons"]["accuracy"]}
-    return dict(res=res, idx=idx, classes=classes, summary=summary)
+               "neurons": res["neurons"]["accuracy"],
+               "converged": all(r["converged"] for r in res.values())}
+    out = dict(res=res, idx=idx, classes=classes, summary=summary)
+    if compare is not None:
+        out["res_compare"] = {unit: probe(f[idx], y, seed=seed, train_idx=tr,
+                                          test_idx=te, **compare)
+                              for unit, f in feats}
+        for unit in ("concepts", "neurons"):
+            summary[f"{unit} ({compare_label})"] = out["res_compare"][unit]["accuracy"]
+    return out
 
 
 def read_top_units(coef: pd.DataFrame, run: dict, *, concepts: bool = True, n: int = 3,

@@ -3,7 +3,10 @@
 The architecture and training recipe follow Gao et al. (2024), *Scaling and
 evaluating sparse autoencoders*, as used on single-cell embeddings by the paper
 *Discovering interpretable biological concepts in single-cell RNA-seq foundation
-models* (Table 3: batch size 1024, ``aux_k`` 512, learning rate ~1e-4):
+models* (its Appendix B and Table 3: batch size 1024, ``aux_k`` 512, learning rate
+1e-4 for c <= 1000 and 5e-4 for c >= 2000 on scVI). :func:`paper_settings` returns
+that recipe for a dictionary size, :data:`PAPER_RECIPE` holds its fixed part.
+The model:
 
 .. math::
 
@@ -83,7 +86,15 @@ __all__ = [
     "sae_loss",
     "geometric_median",
     "paper_table3",
+    "paper_row",
+    "paper_settings",
+    "PAPER_RECIPE",
 ]
+
+#: The fixed part of the paper's SAE recipe (Appendix B: "Batch size is fixed to
+#: 1024 and aux_k to 512"); learning rate and epochs depend on the Table 3 row.
+PAPER_RECIPE = {"batch_size": 1024, "k_aux": 512,
+                "source": "Appendix B and Table 3 (scVI rows)"}
 
 
 # ----------------------------------------------------------------------------
@@ -363,6 +374,11 @@ class SAETrainSettings:
         ``"auto"`` (GPU when available), ``"cpu"``, ``"cuda"``...; stored resolved.
     progress
         Show a tqdm bar over epochs.
+    k_aux
+        Dead latents used by the auxiliary loss (:class:`TopKSAE`); ``None``:
+        ``d // 2``. The paper's 512 is capped at ``c`` and, per batch, at the
+        number of dead latents (:meth:`TopKSAE.aux_activations`). An explicit
+        ``k_aux`` argument of :func:`train_sae` wins over this field.
     """
 
     epochs: int = 100
@@ -375,6 +391,7 @@ class SAETrainSettings:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    k_aux: int | None = None
 
     def __post_init__(self):
         if not 0 <= self.val_fraction < 1:
@@ -490,7 +507,7 @@ def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
     Z
         ``(n, d)`` embeddings (numpy or scipy sparse), finite.
     c, k, k_aux
-        See :class:`TopKSAE` (``k_aux`` default ``d // 2``).
+        See :class:`TopKSAE` (``k_aux`` default: ``settings.k_aux``, else ``d // 2``).
     settings
         :class:`SAETrainSettings` (default: its defaults).
     **overrides
@@ -510,6 +527,8 @@ def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
         counter), ``seconds`` (cumulative).
     """
     settings = dataclasses.replace(settings or SAETrainSettings(), **overrides)
+    if k_aux is None:
+        k_aux = settings.k_aux
     Z = _as_embedding(Z)
     dev = get_device(settings.device)
     train_idx, val_idx = _split(Z.shape[0], settings)
@@ -559,8 +578,10 @@ def scale_sweep(Z, configs: Sequence[tuple] = ((200, 3), (500, 8), (1000, 16)),
     """Train one SAE per ``(c, k)`` (or ``(c, k, lr)``) and tabulate its metrics.
 
     In the spirit of the paper's Table 3. ``settings``/``overrides`` as in
-    :func:`train_sae` (a config's ``lr`` replaces the settings' one). Metrics are
-    computed on all cells of ``Z`` with :func:`sae_metrics`.
+    :func:`train_sae` (a config's ``lr`` replaces the settings' one; a config's
+    third element may also be a dict of :class:`SAETrainSettings` fields, e.g.
+    ``(500, 8, {"lr": 1e-4, "epochs": 1500})``). Metrics are computed on all cells
+    of ``Z`` with :func:`sae_metrics`.
 
     Returns
     -------
@@ -578,7 +599,9 @@ def scale_sweep(Z, configs: Sequence[tuple] = ((200, 3), (500, 8), (1000, 16)),
             raise ValueError(f"each config must be (c, k) or (c, k, lr), got {cfg!r}.")
         c, k = int(cfg[0]), int(cfg[1])
         s = settings
-        if len(cfg) == 3:
+        if len(cfg) == 3 and isinstance(cfg[2], dict):
+            s = dataclasses.replace(settings, **cfg[2])
+        elif len(cfg) == 3:
             s = dataclasses.replace(settings, lr=float(cfg[2]))
         t0 = time.perf_counter()
         model, hist = train_sae(Z, c, k, s)
@@ -652,10 +675,48 @@ def get_metrics(adata, *, key: str = "sae") -> dict:
 
 
 def paper_table3() -> pd.DataFrame:
-    """The scVI rows of the paper's Table 3: its SAEs' size, R² and active concepts."""
+    """The scVI rows of the paper's Table 3: size, learning rate, epochs, R², active.
+
+    Batch size (1024) and ``aux_k`` (512) are the same for every row
+    (:data:`PAPER_RECIPE`).
+    """
     return pd.DataFrame({
         "dataset": (["Tabula Sapiens Immune"] * 5
                     + ["Cross-tissue Immune Cell Atlas"] * 5),
         "c": [200, 500, 1000, 2000, 5000] * 2, "k": [3, 8, 16, 32, 80] * 2,
+        "lr": [1e-4, 1e-4, 1e-4, 5e-4, 5e-4] * 2,
+        "epochs": [1000, 1500, 1000, 2000, 3000, 2000, 2000, 2000, 2000, 4000],
         "R2": [0.936, 0.988, 0.991, 0.997, 0.998, 0.946, 0.982, 0.992, 0.997, 0.999],
         "active concepts": [199, 489, 972, 1634, 4108, 198, 487, 974, 1607, 3399]})
+
+
+def paper_row(c: int, dataset: str = "Tabula Sapiens Immune") -> pd.Series:
+    """The Table 3 scVI row of ``dataset`` whose ``c`` is nearest to ``c``.
+
+    Ties go to the smaller dictionary. The row's ``c`` says which one was used
+    (e.g. ``c = 100`` reads the ``c = 200`` row).
+    """
+    t = paper_table3()
+    t = t[t["dataset"] == dataset]
+    if t.empty:
+        raise ValueError(f"no Table 3 rows for dataset {dataset!r}; choose one of "
+                         f"{sorted(paper_table3()['dataset'].unique())}.")
+    dist = (np.log(t["c"].to_numpy(float)) - np.log(float(c))) ** 2
+    return t.iloc[int(np.argmin(dist))]
+
+
+def paper_settings(c: int, dataset: str = "Tabula Sapiens Immune",
+                   **overrides) -> SAETrainSettings:
+    """The paper's training recipe for a dictionary of size ``c``.
+
+    Batch size 1024 and ``k_aux`` 512 (:data:`PAPER_RECIPE`), learning rate and
+    epochs of the nearest Table 3 scVI row (:func:`paper_row`) of ``dataset``
+    (default Tabula Sapiens Immune, the dataset of the paper's Figures 2-3).
+    ``overrides`` replace fields (e.g. ``epochs`` when the paper's are not
+    affordable, ``seed``, ``device``).
+    """
+    row = paper_row(c, dataset)
+    base = SAETrainSettings(epochs=int(row["epochs"]), lr=float(row["lr"]),
+                            batch_size=PAPER_RECIPE["batch_size"],
+                            k_aux=PAPER_RECIPE["k_aux"])
+    return dataclasses.replace(base, **overrides)

@@ -59,6 +59,7 @@ __all__ = [
     "seed_table",
     "fit_seed_saes",
     "shared_gene_union",
+    "PAPER_STABILITY",
 ]
 
 
@@ -277,6 +278,22 @@ def matched_gene_table(pairs: pd.DataFrame, scores_1: Mapping, scores_2: Mapping
                      "shared": ", ".join(ov["shared"]), "n_shared": ov["n_shared"]})
     return pd.DataFrame(rows, columns=["atom_1", "atom_2", sim, "top_genes_1", "top_genes_2",
                                        "shared", "n_shared"])
+
+
+#: The paper's stability setup (Section 4.4, Figure 4; SAE per Section 4.2 and
+#: Table 3, scVI c = 500 on Tabula Sapiens Immune), for a recipe table.
+PAPER_STABILITY = {
+    "embedding model": ("scVI / scGPT pretrained on neither dataset", "Section 4.4"),
+    "SAE c": (500, "Section 4.2 (scVI)"), "SAE k": (8, "Section 4.2 (scVI)"),
+    "SAE learning rate": (1e-4, "Table 3, scVI c = 500"),
+    "SAE epochs": (1500, "Table 3, scVI c = 500, Tabula Sapiens Immune"),
+    "SAE batch size": (1024, "Appendix B"), "SAE aux_k": (512, "Appendix B"),
+    "matching": ("Hungarian on cosine", "Section 4.4"),
+    "chance level": ("none", "Figure 4.B"),
+    "prototypes per concept": (10, "Sections 4.2-4.3"),
+    "counterfactuals per prototype": (3, "Sections 4.2-4.3 (N_C = 3)"),
+    "top genes compared per pair": (10, "Figure 4.C"),
+}
 
 
 def fit_saes(Zs, seeds, *, n_concepts: int, k: int, settings=None):

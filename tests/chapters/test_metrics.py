@@ -47,6 +47,27 @@ def test_stability_fast():
     assert m["across_embeddings_mean_activation_correlation"] > 2 * m["across_embeddings_shuffled_null"]
 
 
+def test_concepts_fast_follows_the_papers_recipe():
+    m = metrics("concepts")
+    recipe = {r["setting"]: r for r in m["recipe"]}
+    for setting in ("SAE batch size", "SAE aux_k", "attribution threshold",
+                    "specific share"):
+        assert recipe[setting]["match"], setting
+    # every deviation says why
+    assert all(r["why"] for r in m["recipe"] if not r["match"])
+    assert m["sae_r2"] > 0.9
+    # the base-rate test can only remove concepts from the paper's share-only count
+    assert m["n_specific"] <= m["n_specific_share_only"]
+    assert m["deletion_held_out"] and "deletion_auc_attribution_in_sample" in m
+
+
+def test_probes_fast_use_the_papers_probe():
+    m = metrics("probes")
+    paper = {"C": 1.0, "max_iter": 50, "scale": False}
+    assert m["probe_settings"]["cell type"] == paper
+    assert m["probe_settings"]["cell cycle"]["max_iter"] == 100
+
+
 def test_probes_fast():
     m = metrics("probes")
     for task in ("pancreas/cell type", "pbmc68k_reduced/cell type"):

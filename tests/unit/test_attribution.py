@@ -165,3 +165,50 @@ def test_unit_attributions_of_neurons_rank_their_own_genes_first():
     assert set(attr[1].index[:2]) == {"g2", "g3"}
     assert set(attr[4].index[:2]) == {"g8", "g9"}
     assert (attr[4].drop(["g8", "g9"]) == 0).all()
+
+
+def test_split_prototypes_disjoint_seeded_halves():
+    _, _, _, acts = _setup()
+    protos = at.prototypes(acts, 10)
+    rank, held = at.split_prototypes(acts, 10, seed=0)
+    assert len(rank) == 5 and len(held) == 5 and not set(rank) & set(held)
+    assert set(rank) | set(held) == set(protos)
+    assert np.all(np.diff(acts[rank]) <= 0) and np.all(np.diff(acts[held]) <= 0)
+    again = at.split_prototypes(acts, 10, seed=0)
+    np.testing.assert_array_equal(again[0], rank)
+    other = [tuple(at.split_prototypes(acts, 10, seed=s)[0]) for s in range(1, 6)]
+    assert any(o != tuple(rank) for o in other)
+    r3, h3 = at.split_prototypes(acts, 3, seed=0)
+    assert len(r3) == 2 and len(h3) == 1
+    one = np.zeros_like(acts)
+    one[0] = 1.0
+    with pytest.raises(ValueError, match="held-out"):
+        at.split_prototypes(one, 10)
+
+
+def test_attribute_and_deletion_curves_on_given_prototypes():
+    X, Z, f, acts = _setup()
+    genes = [f"g{i}" for i in range(N_GENES)]
+    rank, held = at.split_prototypes(acts, 10, seed=0)
+    s, pairs = at.attribute(X, f, Z, acts, genes=genes, prototype_idx=rank,
+                            return_pairs=True)
+    np.testing.assert_array_equal(pairs["prototypes"], rank)
+    assert set(s.index[:6]) == {f"g{i}" for i in PLANTED}
+    act_idx, cf_idx = at.activating_and_counterfactual_cells(Z, acts, max_cells=100)
+    table = at.deg(X, act_idx, cf_idx, genes=genes)
+    held_c = at.deletion_curves(X, f, Z, acts, s, table, steps=10, genes=genes,
+                                prototype_idx=held)
+    in_c = at.deletion_curves(X, f, Z, acts, s, table, steps=10, genes=genes,
+                              prototype_idx=rank)
+    assert not np.allclose(held_c["attribution"], in_c["attribution"])
+    # the planted program generalises: the held-out curve still beats DEG order
+    assert held_c["attribution"].sum() <= held_c["deg"].sum() + 1e-9
+
+
+def test_n_important_absolute_and_relative():
+    s = pd.Series([2.0, 0.2, 0.06, 0.05, -1.0], index=list("abcde"))
+    assert at.PAPER_THRESHOLD == 0.05
+    assert at.n_important(s) == 3  # > 0.05 in activation units
+    assert at.n_important(s, relative=True) == 2  # > 5% of 2.0 = 0.1
+    assert at.n_important(s * 100) == 4 and at.n_important(s * 100, relative=True) == 2
+    assert at.n_important(pd.Series(dtype=float)) == 0

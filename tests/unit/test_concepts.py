@@ -99,3 +99,67 @@ def test_explorer_html_is_self_contained():
     assert [c["id"] for c in data["concepts"]] == ["0", "2"]  # only concepts with attributions
     assert data["attributions"]["0"][0] == ["Cd3e", 0.9]
     assert len(data["activations"]["2"]["idx"]) == 100
+
+
+def _cycle_obs(seed=0, n=10_000):
+    """Cells with the pancreas-like phase imbalance: 77% G1, 5% a rare class."""
+    rng = np.random.default_rng(seed)
+    phase = rng.choice(["G1", "S", "G2M", "rare"], size=n, p=[0.77, 0.10, 0.08, 0.05])
+    return pd.DataFrame({"phase": phase}), rng
+
+
+def test_specificity_against_base_rates_planted_truth():
+    obs, rng = _cycle_obs()
+    n = len(obs)
+    A = np.zeros((n, 3))
+    A[rng.choice(n, 300, replace=False), 0] = 1.0  # random cells: mostly G1 by chance
+    rare = np.flatnonzero(obs["phase"].to_numpy() == "rare")
+    A[rng.choice(rare, 150, replace=False), 1] = 1.0  # the rare class's cells only
+    g1 = np.flatnonzero(obs["phase"].to_numpy() == "G1")
+    A[rng.choice(g1, 300, replace=False), 2] = 1.0  # G1 cells only: share 1 vs 0.77
+    t = cc.characterise(obs, A, ["phase"], min_active_cells=100, alpha=0.01)
+    base = (obs["phase"] == "G1").mean()
+    assert t.loc[0, "phase_top"] == "G1" and t.loc[0, "phase_share"] >= 0.7
+    assert t.loc[0, "phase_base_rate"] == pytest.approx(base)
+    assert t.loc[0, "phase_enrichment"] == pytest.approx(t.loc[0, "phase_share"] / base)
+    # chance: share >= 0.7 but not above the base rate -> not specific
+    assert t.loc[0, "phase_pvalue"] > 0.05
+    assert t.loc[0, "status"] == "not specific" and t.loc[0, "specific_by_share"]
+    # the 5% class: share 1, enrichment ~ 20, tiny p -> specific
+    assert t.loc[1, "phase_top"] == "rare" and t.loc[1, "phase_enrichment"] > 15
+    assert t.loc[1, "phase_pvalue"] < 1e-100 and t.loc[1, "status"] == "specific"
+    # G1 only: share 1.0 vs 0.77 over 300 cells is significant too
+    assert t.loc[2, "status"] == "specific"
+    # the paper's rule (share alone) calls the chance concept specific
+    paper = cc.characterise(obs, A, ["phase"], min_active_cells=100, alpha=None)
+    assert paper["status"].tolist() == ["specific"] * 3
+
+
+def test_binomial_pvalue_and_bh():
+    from scipy import stats
+
+    obs, rng = _cycle_obs(1, n=2000)
+    A = np.zeros((2000, 1))
+    A[:200, 0] = 1.0
+    t = cc.characterise(obs, A, ["phase"], min_active_cells=10, adjust=False)
+    top = t.loc[0, "phase_top"]
+    k = int((obs["phase"].iloc[:200] == top).sum())
+    p0 = float((obs["phase"] == top).mean())
+    expect = stats.binomtest(k, 200, p0, alternative="greater").pvalue
+    assert t.loc[0, "phase_pvalue"] == pytest.approx(expect, rel=1e-9)
+    np.testing.assert_allclose(cc.bh_adjust([0.01, 0.04, np.nan, 0.03]),
+                               [0.03, 0.04, np.nan, 0.04])
+
+
+def test_recipe_table_match_is_computed():
+    theirs = {"batch size": (1024, "Table 3"), "lr": 1e-4, "threshold": 0.05,
+              "scaler": "none"}
+    ours = {"batch size": 1024, "lr": 1e-3, "threshold": 0.05 * 1.0,
+            "scaler": "none", "epochs": 30}
+    t = cc.recipe_table(ours, theirs, why={"lr": "faster on CPU", "batch size": "x"})
+    assert list(t.index) == ["batch size", "lr", "threshold", "scaler", "epochs"]
+    assert t["match"].tolist() == [True, False, True, True, False]
+    assert t.loc["lr", "why"] == "faster on CPU" and t.loc["batch size", "why"] == ""
+    assert t.loc["batch size", "source"] == "Table 3"
+    assert t.loc["epochs", "paper"] == "-"
+    assert list(t.columns) == ["paper", "ours", "match", "why", "source"]

@@ -187,3 +187,41 @@ def test_read_top_units_reads_each_class_top_neuron_through_its_genes():
     assert genes == [{"g0", "g1"}, {"g4", "g5"}]
     assert top["Regev hits"].tolist() == ["g0", "g5"]
     assert top["hits own phase"].tolist() == ["g0", "g5"]
+
+
+def test_probe_defaults_are_the_papers():
+    from sklearn.linear_model import LogisticRegression
+
+    from helpers.probes import PAPER_PROBE, SCALED_PROBE
+
+    assert PAPER_PROBE["cell type"] == dict(C=1.0, max_iter=50, scale=False)
+    assert PAPER_PROBE["cell cycle"]["max_iter"] == LogisticRegression().max_iter
+    assert PAPER_PROBE["cell cycle"]["C"] == LogisticRegression().C
+    rng = np.random.default_rng(3)
+    X = rng.exponential(size=(300, 5)) * 50
+    y = np.where(X[:, 1] > np.median(X[:, 1]), "hi", "lo")
+    res = probe(X, y, seed=0)
+    assert len(res["model"]) == 1  # no scaler in front
+    lr = res["model"][-1]
+    assert lr.max_iter == 100 and lr.C == 1.0
+    assert res["n_iter"] <= 100 and isinstance(res["converged"], bool)
+    short = probe(X, y, seed=0, max_iter=1)
+    assert not short["converged"]
+    scaled = probe(X, y, seed=0, **SCALED_PROBE)
+    assert len(scaled["model"]) == 2 and scaled["converged"]
+
+
+def test_probe_task_reports_the_compared_variant():
+    from helpers.probes import SCALED_PROBE
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], [120, 60, 90])
+    U = np.zeros((270, 6))
+    U[np.arange(270), pd.factorize(labels)[0]] = 1.0
+    Z = rng.standard_normal((270, 4))
+    r = probe_task(U, Z, labels, seed=0, max_iter=50, compare=SCALED_PROBE,
+                   compare_label="scaled, 2000 iter")
+    assert r["res"]["concepts"]["model"][-1].max_iter == 50
+    assert r["summary"]["concepts (scaled, 2000 iter)"] == 1.0
+    np.testing.assert_array_equal(r["res_compare"]["concepts"]["test_idx"],
+                                  r["res"]["concepts"]["test_idx"])

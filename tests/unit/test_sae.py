@@ -252,3 +252,40 @@ def test_errors():
         TopKSAE(4, 10, k=11)
     with pytest.raises(ValueError, match="NaN"):
         train_sae(np.full((10, 3), np.nan), c=5, k=1, epochs=1, progress=False)
+
+
+def test_paper_settings_follow_table3():
+    from helpers.sae import PAPER_RECIPE, paper_row, paper_settings, paper_table3
+
+    t = paper_table3()
+    ts = t[t["dataset"] == "Tabula Sapiens Immune"].set_index("c")
+    for c in (200, 500, 1000, 2000, 5000):
+        s = paper_settings(c)
+        assert s.batch_size == PAPER_RECIPE["batch_size"] == 1024
+        assert s.k_aux == PAPER_RECIPE["k_aux"] == 512
+        assert s.lr == ts.loc[c, "lr"] and s.epochs == ts.loc[c, "epochs"]
+    assert paper_settings(500).lr == 1e-4 and paper_settings(500).epochs == 1500
+    assert paper_settings(2000).lr == 5e-4
+    assert paper_settings(500, "Cross-tissue Immune Cell Atlas").epochs == 2000
+    assert int(paper_row(100)["c"]) == 200 and int(paper_row(700)["c"]) == 500
+    assert paper_settings(500, epochs=30, seed=3).epochs == 30
+    with pytest.raises(ValueError, match="Table 3"):
+        paper_row(500, "nope")
+
+
+def test_settings_k_aux_is_capped_by_c_and_by_dead_latents():
+    Z, _ = planted(n=300, d=8, c=12, k=2)
+    model, _ = train_sae(Z, 20, 2, SAETrainSettings(epochs=1, k_aux=512, progress=False,
+                                                    device="cpu"))
+    assert model.k_aux == 20 and model.settings.k_aux == 512
+    pre = torch.randn(5, 20)
+    dead = torch.zeros(20, dtype=torch.bool)
+    dead[[3, 7, 11]] = True
+    aux = model.aux_activations(pre, dead)
+    assert ((aux != 0).sum(1) <= 3).all() and (aux[:, ~dead] == 0).all()
+    explicit, _ = train_sae(Z, 20, 2, SAETrainSettings(epochs=1, k_aux=512,
+                                                       progress=False), k_aux=4)
+    assert explicit.k_aux == 4
+    table = scale_sweep(Z, [(20, 2, {"lr": 5e-4, "epochs": 2})], epochs=1,
+                        progress=False, device="cpu")
+    assert table.loc[0, "lr"] == 5e-4 and table.loc[0, "epochs"] == 2
