@@ -248,13 +248,21 @@ def write_reference(name: str) -> Path:
         Path("_build") / "test-chapters" / name,
         notebook=path,
     )
-    nb = nbformat.read(path, as_version=4)
+    nbformat.write(_portable_reference(nbformat.read(path, as_version=4)), path)
+    return path
+
+
+def _portable_reference(nb):
+    """``nb`` without image outputs and with repository-relative papermill paths."""
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             for key in _UNCOMPARED:
                 output.get("data", {}).pop(key, None)
-    nbformat.write(nb, path)
-    return path
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = _portable(Path(meta[key]))
+    return nb
 
 
 def _code_cells(nb) -> list[str]:
