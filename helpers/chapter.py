@@ -253,8 +253,11 @@ def write_reference(name: str) -> Path:
 
 
 def _portable_reference(nb):
-    """``nb`` without image outputs and with repository-relative papermill paths."""
-    for cell in nb.cells:
+    """``nb`` without image outputs, with numbered cell ids (jupytext draws random ones)
+    and repository-relative papermill paths, so that regenerating it diffs only what
+    changed."""
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:03d}"
         for output in cell.get("outputs", []):
             for key in _UNCOMPARED:
                 output.get("data", {}).pop(key, None)

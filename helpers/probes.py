@@ -55,7 +55,7 @@ from .data import check_labels, get_matrix, is_integer_counts, load_dataset
 from .data import data_dir as _data_dir
 from .embeddings import fit_embedding
 from .preprocess import prepare, subsample
-from .sae import sae_metrics, train_sae
+from .sae import paper_sae_rows, sae_metrics, train_sae
 
 __all__ = [
     "cell_cycle_genes",
@@ -87,10 +87,9 @@ SCALED_PROBE = dict(C=1.0, max_iter=2000, scale=True)
 #: c = 5000, k = 80 on Tabula Sapiens Immune; balanced train/test cells per class.
 PAPER_PROBE_SETUP = {
     "embedding model": ("scGPT", "Appendix G / Figure 10"),
-    "SAE c": (5000, "Section 4.2"), "SAE k": (80, "Section 4.2"),
-    "SAE learning rate": (5e-5, "Table 3, Tabula Sapiens Immune, scGPT c = 5000"),
-    "SAE epochs": (1500, "Table 3, Tabula Sapiens Immune, scGPT c = 5000"),
-    "SAE batch size": (1024, "Appendix B"), "SAE aux_k": (512, "Appendix B"),
+    # scGPT row: helpers.sae.paper_table3 holds the scVI rows only
+    **paper_sae_rows(5000, 80, 5e-5, 1500,
+                     "Table 3, scGPT c = 5000 (Tabula Sapiens Immune)"),
     "probe": ("sklearn LogisticRegression, defaults", "Appendix G"),
     "feature scaling": ("none", "Appendix G (default parameters)"),
     "C": (1.0, "Appendix G (sklearn default)"),

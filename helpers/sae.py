@@ -89,6 +89,7 @@ __all__ = [
     "paper_row",
     "paper_settings",
     "PAPER_RECIPE",
+    "paper_sae_rows",
 ]
 
 #: The fixed part of the paper's SAE recipe (Appendix B: "Batch size is fixed to
@@ -703,6 +704,20 @@ def paper_row(c: int, dataset: str = "Tabula Sapiens Immune") -> pd.Series:
                          f"{sorted(paper_table3()['dataset'].unique())}.")
     dist = (np.log(t["c"].to_numpy(float)) - np.log(float(c))) ** 2
     return t.iloc[int(np.argmin(dist))]
+
+
+def paper_sae_rows(c: int, k: int, lr: float, epochs: int, source: str) -> dict:
+    """The paper's SAE settings as recipe-table rows ``{setting: (value, source)}``.
+
+    ``c``, ``k``, ``lr`` and ``epochs`` come from the row of Table 3 (or Section 4.2)
+    that ``source`` names; batch size and ``aux_k`` from :data:`PAPER_RECIPE`.
+    """
+    return {
+        "SAE c": (c, source), "SAE k": (k, source),
+        "SAE learning rate": (lr, source), "SAE epochs": (epochs, source),
+        "SAE batch size": (PAPER_RECIPE["batch_size"], "Appendix B"),
+        "SAE aux_k": (PAPER_RECIPE["k_aux"], "Appendix B"),
+    }
 
 
 def paper_settings(c: int, dataset: str = "Tabula Sapiens Immune",

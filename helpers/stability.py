@@ -44,7 +44,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from .data import get_matrix
-from .sae import sae_metrics, train_sae
+from .sae import paper_row, paper_sae_rows, sae_metrics, train_sae
 
 __all__ = [
     "match_dictionaries",
@@ -284,10 +284,8 @@ def matched_gene_table(pairs: pd.DataFrame, scores_1: Mapping, scores_2: Mapping
 #: Table 3, scVI c = 500 on Tabula Sapiens Immune), for a recipe table.
 PAPER_STABILITY = {
     "embedding model": ("scVI / scGPT pretrained on neither dataset", "Section 4.4"),
-    "SAE c": (500, "Section 4.2 (scVI)"), "SAE k": (8, "Section 4.2 (scVI)"),
-    "SAE learning rate": (1e-4, "Table 3, scVI c = 500"),
-    "SAE epochs": (1500, "Table 3, scVI c = 500, Tabula Sapiens Immune"),
-    "SAE batch size": (1024, "Appendix B"), "SAE aux_k": (512, "Appendix B"),
+    **paper_sae_rows(500, 8, float(paper_row(500)["lr"]), int(paper_row(500)["epochs"]),
+                     "Table 3, scVI c = 500 (Tabula Sapiens Immune)"),
     "matching": ("Hungarian on cosine", "Section 4.4"),
     "chance level": ("none", "Figure 4.B"),
     "prototypes per concept": (10, "Sections 4.2-4.3"),

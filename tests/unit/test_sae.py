@@ -289,3 +289,16 @@ def test_settings_k_aux_is_capped_by_c_and_by_dead_latents():
     table = scale_sweep(Z, [(20, 2, {"lr": 5e-4, "epochs": 2})], epochs=1,
                         progress=False, device="cpu")
     assert table.loc[0, "lr"] == 5e-4 and table.loc[0, "epochs"] == 2
+
+
+def test_paper_sae_rows_agree_with_paper_settings():
+    from helpers import sae as sae_mod
+    from helpers.stability import PAPER_STABILITY
+
+    st = sae_mod.paper_settings(500)
+    rows = sae_mod.paper_sae_rows(500, 8, st.lr, st.epochs, "Table 3")
+    assert rows["SAE learning rate"][0] == st.lr == 1e-4 and rows["SAE epochs"][0] == 1500
+    assert rows["SAE batch size"][0] == st.batch_size == 1024
+    assert rows["SAE aux_k"][0] == st.k_aux == 512
+    assert {k: v[0] for k, v in rows.items()} == {
+        k: PAPER_STABILITY[k][0] for k in rows}
