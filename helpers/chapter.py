@@ -341,7 +341,19 @@ def main(argv=None) -> None:
         help="regenerate the reference notebooks in tests/reference (chapter names "
         "optional: default all of them); what `make reference` runs",
     )
+    ap.add_argument(
+        "--glance",
+        action="store_true",
+        help="print the book-wide results-at-a-glance table from the metrics.json "
+        "under -o (default _build/outputs)",
+    )
     args = ap.parse_args(argv)
+    if args.glance:
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+            print(book_glance(args.output_dir).to_string(index=False))
+        return
     if args.reference:
         for name in args.chapter or sorted(REFERENCES):
             print(write_reference(name))
@@ -358,9 +370,6 @@ def main(argv=None) -> None:
         print(run_chapter(name, params, out))
 
 
-if __name__ == "__main__":
-    main()
-
 
 # ------------------------------------------------------------------ results at a glance
 
@@ -370,7 +379,7 @@ VERDICT_RULE = (
     "figure; *better* / *not reproduced* when it lies beyond the tolerance on the "
     "good / bad side (for figures with no good side, any figure beyond the tolerance "
     "is *not reproduced*); *not comparable* when the study gives no figure for this "
-    "setting."
+    "setting, or when the note names a difference of setting that decides the figure."
 )
 
 
@@ -380,7 +389,9 @@ class Claim:
 
     ``theirs=None`` means the study reports no comparable number. ``higher_is_better``
     is ``True``/``False`` for figures with a good side, ``None`` for figures only to be
-    matched (an eigenvalue, a correlation the study reports).
+    matched (an eigenvalue, a correlation the study reports). ``comparable=False``
+    shows the study's figure but gives the verdict *not comparable*; ``note`` then says
+    why (different data, model or scale).
     """
 
     figure: str
@@ -389,10 +400,12 @@ class Claim:
     tolerance: float
     source: str
     higher_is_better: bool | None = True
+    comparable: bool = True
+    note: str = ""
 
     def verdict(self) -> str:
         """The verdict by :data:`VERDICT_RULE`."""
-        if self.theirs is None or self.ours is None:
+        if self.theirs is None or self.ours is None or not self.comparable:
             return "not comparable"
         gap = float(self.ours) - float(self.theirs)
         if abs(gap) <= self.tolerance:
@@ -401,10 +414,24 @@ class Claim:
             return "not reproduced"
         return "better" if (gap > 0) == self.higher_is_better else "not reproduced"
 
+    def record(self) -> dict:
+        """The claim and its verdict as a JSON-ready dict (for ``metrics.json``)."""
+        rec = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for k in ("theirs", "ours"):
+            rec[k] = None if rec[k] is None else float(rec[k])
+        return {**rec, "verdict": self.verdict()}
+
+
+GLANCE_COLUMNS = ["figure", "source", "reference", "ours", "tolerance", "verdict", "note"]
+
 
 def glance(claims: list[Claim], digits: int = 3):
-    """Results at a glance: figure, source, reference, ours, tolerance, verdict (a
-    DataFrame, one row per claim, values at ``digits`` decimals)."""
+    """Results at a glance: figure, source, reference, ours, tolerance, verdict, note
+    (a DataFrame, one row per claim, values at ``digits`` decimals)."""
+    return _glance_table([c.record() for c in claims], digits)
+
+
+def _glance_table(records: list[dict], digits: int = 3):
     import pandas as pd
 
     def fmt(v):
@@ -412,13 +439,58 @@ def glance(claims: list[Claim], digits: int = 3):
 
     rows = [
         {
-            "figure": c.figure,
-            "source": c.source,
-            "reference": fmt(c.theirs),
-            "ours": fmt(c.ours),
-            "tolerance": f"±{c.tolerance:g}",
-            "verdict": c.verdict(),
+            **({"chapter": r["chapter"]} if "chapter" in r else {}),
+            "figure": r["figure"],
+            "source": r["source"],
+            "reference": fmt(r["theirs"]),
+            "ours": fmt(r["ours"]),
+            "tolerance": f"±{r['tolerance']:g}",
+            "verdict": r["verdict"],
+            "note": r.get("note", ""),
         }
-        for c in claims
+        for r in records
     ]
-    return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+    columns = (["chapter"] if rows and "chapter" in rows[0] else []) + GLANCE_COLUMNS
+    return pd.DataFrame(rows, columns=columns)
+
+
+def glue_glance(claims: list[Claim], *, key: str = "glance", digits: int = 3):
+    """Glue a chapter's results-at-a-glance table for the top of its page.
+
+    Glues ``key`` (the table) and ``f"{key}_rule"`` (:data:`VERDICT_RULE`, Markdown),
+    which the chapter pastes near its top with ``{glue} glance`` and
+    ``{glue:md} glance_rule``, and which the intro page pastes from every chapter.
+    Returns the table (end the cell with it, so a notebook reader and nbval see it)
+    and, as ``table.attrs["records"]``, the claims for ``metrics["glance"]``.
+    """
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    if not claims:
+        raise ValueError("glue_glance needs at least one Claim")
+    table = glance(claims, digits)
+    glue(key, table, display=False)
+    glue(f"{key}_rule", Markdown(VERDICT_RULE), display=False)
+    table.attrs["records"] = [c.record() for c in claims]
+    return table
+
+
+def book_glance(root: str | Path | None = None, digits: int = 3):
+    """The book-wide results-at-a-glance table from every chapter's ``metrics.json``
+    under ``root`` (default ``_build/outputs``): one row per claim, with its chapter.
+    Chapters whose metrics carry no ``glance`` are left out."""
+    root = Path(root) if root is not None else REPO_ROOT / "_build" / "outputs"
+    records = []
+    for path in sorted(root.glob("*/metrics.json")):
+        for rec in json.loads(path.read_text()).get("glance", []):
+            records.append({"chapter": path.parent.name, **rec})
+    if not records:
+        raise FileNotFoundError(
+            f"no metrics.json with a 'glance' entry under {root}; run the chapters "
+            "first (make book, or python -m helpers.chapter NAME)"
+        )
+    return _glance_table(records, digits)
+
+
+if __name__ == "__main__":
+    main()

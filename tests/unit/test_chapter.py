@@ -81,6 +81,30 @@ def test_verdicts_follow_the_stated_rule():
     table = glance([Claim("acc", 0.9, 0.9049, 0.02, "blog")])
     assert table.loc[0, ["reference", "ours", "verdict"]].tolist() == [
         "0.900", "0.905", "reproduced"]
+    # a named difference of setting overrides the numbers
+    other = Claim("R²", 0.91, 0.91, 0.02, "paper", comparable=False, note="other data")
+    assert other.verdict() == "not comparable"
+    assert other.record()["verdict"] == "not comparable"
+
+
+def test_book_glance_collects_every_chapter(tmp_path):
+    from helpers.chapter import Claim, book_glance, glue_glance
+
+    with pytest.raises(ValueError, match="at least one Claim"):
+        glue_glance([])
+    with pytest.raises(FileNotFoundError, match="run the chapters"):
+        book_glance(tmp_path)
+    claims = {"a": [Claim("acc", 0.9, 0.8, 0.02, "blog")],
+              "b": [Claim("r", 0.5, 0.5, 0.1, "paper", None), Claim("n", None, 3, 0, "x")]}
+    for name, cl in claims.items():
+        (tmp_path / name).mkdir()
+        records = glue_glance(cl).attrs["records"]
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"glance": records}))
+    (tmp_path / "c").mkdir()  # a chapter without a table is left out
+    (tmp_path / "c" / "metrics.json").write_text("{}")
+    table = book_glance(tmp_path)
+    assert table["chapter"].tolist() == ["a", "b", "b"]
+    assert table["verdict"].tolist() == ["not reproduced", "reproduced", "not comparable"]
 
 
 def test_relative_output_dirs_are_taken_from_the_repository(tmp_path, monkeypatch):
