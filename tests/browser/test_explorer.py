@@ -1,53 +1,10 @@
-"""The concept explorer in a real headless browser (Debian chromium + chromedriver).
-
-CI installs ``chromium chromium-driver`` (apt); Selenium is told the driver path so
-Selenium Manager never downloads anything.
-"""
-
-import os
-import shutil
-import tempfile
-from pathlib import Path
+"""The concept explorer in a real headless browser (fixture ``driver`` in conftest.py)."""
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from helpers import concepts as cc
 from helpers.enrichment import gene_terms
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and not os.environ.get("CI"),  # on CI a missing browser fails below
-    reason="/usr/bin/chromium is absent: install Debian's chromium and chromium-driver "
-           "(apt-get install -y chromium chromium-driver) to run the browser test",
-)
-
-
-@pytest.fixture()
-def driver():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is absent on CI: .ci/run must apt-get install chromium chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not Path(CHROMEDRIVER).exists():
-        pytest.fail(f"{CHROMIUM} exists but {CHROMEDRIVER} does not: apt-get install -y chromium-driver")
-    profile = tempfile.mkdtemp(prefix="explorer-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1200,900"):
-        opts.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    try:
-        yield drv
-    finally:
-        drv.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _page(tmp_path):
@@ -55,13 +12,20 @@ def _page(tmp_path):
     n = 120
     obs = pd.DataFrame({"cell_type": np.repeat(["Alpha", "Beta", "Ductal"], 40)})
     A = np.zeros((n, 3))
-    A[:40, 0] = rng.random(40) + 0.1      # concept 0: Alpha cells
-    A[40:80, 2] = rng.random(40) + 0.1    # concept 2: Beta cells
+    A[:40, 0] = rng.random(40) + 0.1  # concept 0: Alpha cells
+    A[40:80, 2] = rng.random(40) + 0.1  # concept 2: Beta cells
     t = cc.characterise(obs, A, ["cell_type"], min_active_cells=10)
-    attr = {0: pd.Series({"Gcg": 1.0, "Irx2": 0.4, "Arx": 0.2}),
-            2: pd.Series({"Ins1": 0.9, "Pdx1": 0.5, "Nkx6-1": -0.1})}
-    terms = gene_terms(["Gcg", "Ins1"], {"glucagon secretion (GO:0070091)": ["GCG"],
-                                            "insulin secretion (GO:0030073)": ["INS1", "PDX1"]})
+    attr = {
+        0: pd.Series({"Gcg": 1.0, "Irx2": 0.4, "Arx": 0.2}),
+        2: pd.Series({"Ins1": 0.9, "Pdx1": 0.5, "Nkx6-1": -0.1}),
+    }
+    terms = gene_terms(
+        ["Gcg", "Ins1"],
+        {
+            "glucagon secretion (GO:0070091)": ["GCG"],
+            "insulin secretion (GO:0030073)": ["INS1", "PDX1"],
+        },
+    )
     comp = cc.composition(obs, A, ["cell_type"], [0, 2])
     xy = rng.normal(size=(n, 2))
     return cc.write_explorer(tmp_path / "explorer.html", t, attr, terms, comp, xy, A)
@@ -77,7 +41,10 @@ def test_explorer_loads_and_switches_concepts(driver, tmp_path):
     assert not errors, errors
 
     def genes():
-        return [g.get_attribute("data-gene") for g in driver.find_elements(By.CSS_SELECTOR, "svg g.gene")]
+        return [
+            g.get_attribute("data-gene")
+            for g in driver.find_elements(By.CSS_SELECTOR, "svg g.gene")
+        ]
 
     select = Select(driver.find_element(By.CSS_SELECTOR, "select"))
     assert [o.text.split(" -")[0] for o in select.options] == ["concept 0", "concept 2"]
@@ -96,7 +63,8 @@ def test_explorer_loads_and_switches_concepts(driver, tmp_path):
     # the UMAP canvas has highlighted (red-ish) pixels for activating cells
     n_red = driver.execute_script(
         "var c=document.querySelector('canvas');var d=c.getContext('2d').getImageData(0,0,c.width,c.height).data;"
-        "var n=0;for(var i=0;i<d.length;i+=4){if(d[i]>d[i+1]+60&&d[i+3]>0)n++;}return n;")
+        "var n=0;for(var i=0;i<d.length;i+=4){if(d[i]>d[i+1]+60&&d[i+3]>0)n++;}return n;"
+    )
     assert n_red > 0
 
 
@@ -107,9 +75,14 @@ def test_explorer_works_inside_the_books_iframe(driver, tmp_path):
 
     page = _page(tmp_path).read_text()
     host = tmp_path / "host.html"
-    host.write_text(f"<!DOCTYPE html><html><body><h1>chapter</h1>{cc.show_explorer(page).data}</body></html>")
+    host.write_text(
+        f"<!DOCTYPE html><html><body><h1>chapter</h1>{cc.show_explorer(page).data}</body></html>"
+    )
     driver.get(host.resolve().as_uri())
     driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
     Select(driver.find_element(By.CSS_SELECTOR, "select")).select_by_value("2")
-    genes = [g.get_attribute("data-gene") for g in driver.find_elements(By.CSS_SELECTOR, "svg g.gene")]
+    genes = [
+        g.get_attribute("data-gene")
+        for g in driver.find_elements(By.CSS_SELECTOR, "svg g.gene")
+    ]
     assert genes == ["Ins1", "Pdx1", "Nkx6-1"]
