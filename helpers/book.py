@@ -6,6 +6,8 @@ Jupyter Book loads it through ``sphinx.extra_extensions`` in ``_config.yml``:
   read from the chapter's parameters cell and the ``if fast:`` block that follows it;
 - ``{book-clone-steps}`` (directive): how to clone and run, with the repository URL
   of ``_config.yml`` (the one every link and button uses);
+- ``{book-verdict-rule}`` (directive): the verdict rule of the results tables
+  (``helpers.chapter.VERDICT_RULE``), for the intro, which pastes every chapter's table;
 - ``{book-runtimes}`` (directive): each chapter's run time with its default parameters
   as this build recorded it (myst-nb's execution data; with jupyter-cache, the time of
   the run that produced the cached outputs) beside its run time with ``fast`` (the
@@ -299,6 +301,22 @@ class CloneSteps(SphinxDirective):
         return [nodes.literal_block(text, text, language="bash")]
 
 
+class VerdictRule(SphinxDirective):
+    """``{book-verdict-rule}``: :data:`helpers.chapter.VERDICT_RULE` (Markdown), the
+    rule under every results table, for pages that paste the chapters' tables."""
+
+    def run(self):
+        from docutils.statemachine import StringList
+
+        from .chapter import VERDICT_RULE
+
+        container = nodes.container()
+        self.state.nested_parse(
+            StringList([VERDICT_RULE]), self.content_offset, container
+        )
+        return container.children
+
+
 def _launch_fixes(app, pagename, templatename, context, doctree):
     """Install cell in the downloadable notebook; the Colab button opens it."""
     if not context.get("ipynb_source"):
@@ -335,6 +353,7 @@ def setup(app):
     app.add_directive("book-fast-presets", FastPresets)
     app.add_directive("book-runtimes", Runtimes)
     app.add_directive("book-clone-steps", CloneSteps)
+    app.add_directive("book-verdict-rule", VerdictRule)
     app.add_post_transform(RuntimesTransform)
     # after sphinx-book-theme's launch buttons (priority 501), which copy the notebook
     app.connect("html-page-context", _launch_fixes, priority=510)
