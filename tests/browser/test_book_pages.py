@@ -1,8 +1,8 @@
 """The built book in a headless browser, served on loopback as a reader would open it.
 
 Every page of the table of contents: no console errors, no request outside the book's
-own server, and, on the pages with equations, maths typeset by MathJax (``mjx-container``
-elements, no raw ``\\(`` left in the text).
+own server, and, on the pages with equations, maths typeset by MathJax
+(``mjx-container`` elements, no raw ``\\(`` left in the text).
 
 The book under test is ``$BOOK_HTML`` when set (e.g. ``_build/html`` after ``make
 book``); otherwise a quick build of this checkout with chapter execution turned off
@@ -132,3 +132,29 @@ def test_chapter_pages_offer_notebook_and_launch_buttons(driver, book_url, netwo
     first = nb["cells"][0]
     assert "book-install" in first["metadata"]["tags"]
     assert "pip" in "".join(first["source"])
+
+
+CHAPTER_PAGES = [p for p in _toc_pages() if p.startswith("chapters/")]
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES)
+def test_every_figure_has_a_caption(driver, book_url, network_log, page):
+    """Every image in a chapter's text sits in a figure with a non-empty caption.
+
+    Needs executed chapters: with a quick build (execution off) there are no outputs
+    and the test skips; point ``$BOOK_HTML`` at a full build to run it.
+    """
+    _open(driver, f"{book_url}/{page}.html", network_log)
+    outputs = driver.execute_script(
+        "return document.querySelectorAll('article .cell_output').length;"
+    )
+    if not outputs:
+        pytest.skip(f"{page} has no executed outputs in this build (set BOOK_HTML)")
+    uncaptioned = driver.execute_script(
+        "var imgs = Array.from(document.querySelectorAll('article img'));"
+        "return imgs.filter(function (i) {"
+        " var f = i.closest('figure'); var c = f && f.querySelector('figcaption');"
+        " return !(c && c.textContent.trim()); }).map(function (i) {"
+        " return i.getAttribute('src'); });"
+    )
+    assert not uncaptioned, f"{page}: figures without a caption: {uncaptioned}"

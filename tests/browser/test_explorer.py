@@ -1,4 +1,4 @@
-"""The concept explorer in a real headless browser (fixture ``driver`` in conftest.py)."""
+"""The concept explorer in a real headless browser (``driver``: conftest.py)."""
 
 import numpy as np
 import pandas as pd
@@ -62,22 +62,24 @@ def test_explorer_loads_and_switches_concepts(driver, tmp_path):
     assert "100.0%" in driver.find_element(By.CSS_SELECTOR, "[id$='-comp']").text
     # the UMAP canvas has highlighted (red-ish) pixels for activating cells
     n_red = driver.execute_script(
-        "var c=document.querySelector('canvas');var d=c.getContext('2d').getImageData(0,0,c.width,c.height).data;"
-        "var n=0;for(var i=0;i<d.length;i+=4){if(d[i]>d[i+1]+60&&d[i+3]>0)n++;}return n;"
+        "var c=document.querySelector('canvas');"
+        "var d=c.getContext('2d').getImageData(0,0,c.width,c.height).data;"
+        "var n=0;for(var i=0;i<d.length;i+=4){if(d[i]>d[i+1]+60&&d[i+3]>0)n++;}"
+        "return n;"
     )
     assert n_red > 0
 
 
 def test_explorer_works_inside_the_books_iframe(driver, tmp_path):
-    """The book shows the page through show_explorer (a sandboxed <iframe srcdoc>): it must run there."""
+    """The book shows the page through show_explorer (a sandboxed <iframe srcdoc>):
+    it must run there."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     page = _page(tmp_path).read_text()
     host = tmp_path / "host.html"
-    host.write_text(
-        f"<!DOCTYPE html><html><body><h1>chapter</h1>{cc.show_explorer(page).data}</body></html>"
-    )
+    frame = cc.show_explorer(page).data
+    host.write_text(f"<!DOCTYPE html><html><body><h1>chapter</h1>{frame}</body></html>")
     driver.get(host.resolve().as_uri())
     driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
     Select(driver.find_element(By.CSS_SELECTOR, "select")).select_by_value("2")
