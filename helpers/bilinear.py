@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from .baselines import logistic
 from .data import get_matrix
 from .preprocess import split_indices
-from .runtime import get_device
+from .runtime import epochs_for_budget, get_device
 
 
 class BilinearMLP(nn.Module):
@@ -117,6 +117,10 @@ class BilinearTrainSettings:
     loss (``None``: run all ``epochs``). ``patience`` alone also restores the best
     epoch. Off by default (the blog's recipe trains a fixed number of epochs); the
     chapters turn it on.
+
+    ``max_steps`` caps ``epochs`` at a budget of optimizer steps
+    (:func:`helpers.runtime.epochs_for_budget`; ``None``: no cap); the stored
+    settings hold the epochs run.
     """
 
     task: str = "classification"
@@ -132,6 +136,7 @@ class BilinearTrainSettings:
     seed: int = 0
     restore_best: bool = False
     patience: int | None = None
+    max_steps: int | None = None
 
     def __post_init__(self):
         if self.task not in ("classification", "regression"):
@@ -190,25 +195,31 @@ def _tensors(model, X, Y, split, s: BilinearTrainSettings, dev):
     return Xt, Yt, criterion, loss
 
 
-def _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen) -> None:
-    """One pass over the training cells in a random order (drawn from ``gen``)."""
+def _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen, *,
+                 shard=None, forward=None) -> None:
+    """One pass over the training cells in a random order (drawn from ``gen``).
+
+    Data-parallel (:mod:`helpers.distributed`): every process draws the same order and
+    ``shard`` keeps its share of each batch; ``forward`` is the wrapped model.
+    """
     dev = Xt.device
     model.train()
     perm = train_idx[torch.randperm(len(train_idx), generator=gen).to(dev)]
     for start in range(0, len(perm), s.batch_size):
         b = perm[start:start + s.batch_size]
+        b = b if shard is None else shard(b)
         xb = Xt[b]
         if s.noise_std > 0:
             xb = xb + s.noise_std * torch.randn(xb.shape, generator=gen).to(dev)
         opt.zero_grad(set_to_none=True)
-        criterion(model(xb), Yt[b]).backward()
+        criterion((forward or model)(xb), Yt[b]).backward()
         opt.step()
         sched.step()
 
 
 def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict,
                    settings: BilinearTrainSettings | None = None, *,
-                   progress: bool = True, **overrides):
+                   progress: bool = True, fabric=None, **overrides):
     """Train with AdamW and a cosine learning-rate schedule; returns ``(model, history)``.
 
     Parameters
@@ -223,6 +234,10 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
         :class:`BilinearTrainSettings` (default: its defaults); keyword ``overrides``
         replace single fields (``epochs=30``). The settings used are stored as
         ``model.settings``.
+    fabric
+        A launched ``lightning.fabric.Fabric`` for data-parallel training (see
+        :mod:`helpers.distributed`): each process takes its share of every batch and
+        gradients are averaged. ``None`` (default): one process on ``settings.device``.
 
     Seeding: the batch order and noise come from a local ``torch.Generator`` seeded with
     ``settings.seed``; dropout draws from torch's global generator, so the loop runs
@@ -244,12 +259,20 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
     """
     s = _settings(settings, overrides)
     _check_inputs(X, Y, split)
-    dev = get_device(s.device)
+    dev = get_device(s.device) if fabric is None else fabric.device
     Xt, Yt, criterion, loss = _tensors(model, X, Y, split, s, dev)
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay,
                             foreach=True)
+    ddp = {}
+    if fabric is not None:
+        from .distributed import ddp_hooks
+
+        forward, opt = fabric.setup(model, opt)
+        ddp = dict(shard=ddp_hooks(fabric)["shard"], forward=forward)
     train_idx = torch.as_tensor(split["train"], device=dev)
+    s = replace(s, epochs=epochs_for_budget(s.epochs, len(train_idx), s.batch_size,
+                                            s.max_steps))
     steps = s.epochs * int(np.ceil(len(train_idx) / s.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))
@@ -261,7 +284,7 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
         gen = torch.Generator().manual_seed(s.seed)
         bar = tqdm(range(s.epochs), desc="training", disable=quiet, leave=False)
         for epoch in bar:
-            _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen)
+            _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen, **ddp)
             row = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0]}
             row.update(_evaluate(model, Xt, Yt, split, criterion, s.task))
             rows.append(row)
