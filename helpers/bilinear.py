@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from scipy.stats import spearmanr
 from torch import nn
@@ -171,17 +172,40 @@ def _loss_fn(task: str, loss: str | None, class_weight, huber_delta: float):
 
 
 def _check_inputs(X, Y, split) -> None:
-    if len(X) != len(Y):
-        raise ValueError(f"X has {len(X)} cells but Y has {len(Y)}; they must match.")
+    if X.shape[0] != len(Y):
+        raise ValueError(f"X has {X.shape[0]} cells but Y has {len(Y)}; they must match.")
     for part in ("train", "val"):
         if part not in split or len(split[part]) == 0:
             raise ValueError(f"split needs a non-empty {part!r} index array.")
 
 
+class Features:
+    """Cells × genes for training and prediction: a dense tensor on ``device``, or a
+    scipy sparse matrix kept sparse and densified one batch of rows at a time (so
+    memory grows with the non-zeros, not with cells × genes). Index with a torch
+    index tensor or a slice; returns a dense float32 tensor on ``device``."""
+
+    def __init__(self, X, device="cpu"):
+        self.device = torch.device(device)
+        self.csr = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else None
+        self.dense = None if self.csr is not None else torch.as_tensor(
+            np.asarray(X, np.float32), device=self.device)
+        self.shape = tuple((self.csr if self.csr is not None else self.dense).shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if self.dense is not None:
+            return self.dense[idx]
+        rows = idx.cpu().numpy() if torch.is_tensor(idx) else idx
+        return torch.from_numpy(self.csr[rows].toarray()).to(self.device)
+
+
 def _tensors(model, X, Y, split, s: BilinearTrainSettings, dev):
     """Features, targets and the loss (class weights from the training split) on
     ``dev``."""
-    Xt = torch.as_tensor(np.asarray(X, np.float32), device=dev)
+    Xt = Features(X, dev)
     weight = None
     if s.task == "classification":
         Yt = torch.as_tensor(np.array(Y), dtype=torch.long, device=dev)
@@ -225,7 +249,8 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
     Parameters
     ----------
     X
-        cells × genes features (float).
+        cells × genes features (float; a scipy sparse matrix stays sparse, see
+        :class:`Features`).
     Y
         Class indices (classification) or cells × outputs targets (regression).
     split
@@ -331,7 +356,7 @@ def fit(X: np.ndarray, Y: np.ndarray, split: dict, *, hidden: int = 128,
     are as in :func:`train_bilinear`. Returns ``(model, history)``.
     """
     s = _settings(settings, overrides)
-    X = np.asarray(X, np.float32)
+    X = X.astype(np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
     if s.task == "regression":
         Y = np.asarray(Y, np.float32)
         Y = Y[:, None] if Y.ndim == 1 else Y
@@ -362,7 +387,7 @@ def _evaluate(model, Xt, Yt, split, criterion, task) -> dict:
 def predict(model: BilinearMLP, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Model outputs for ``X`` (cells × outputs), computed on CPU in batches."""
     model = model.to("cpu").eval()
-    Xt = torch.as_tensor(np.asarray(X, np.float32))
+    Xt = Features(X)
     return torch.cat([model(Xt[i:i + batch_size]) for i in range(0, len(Xt), batch_size)]).numpy()
 
 

@@ -31,3 +31,25 @@ def test_trainers_stop_at_the_budget():
     m, h = bilinear.train_bilinear(m, Z, y, split, epochs=40, batch_size=100,
                                    max_steps=9, progress=False)
     assert len(h) == m.settings.epochs == 3
+
+
+def test_sparse_features_train_the_dense_model_without_densifying():
+    import scipy.sparse as sp
+
+    from helpers import synthetic
+
+    adata = synthetic.atlas_counts(600, 300, n_types=3, markers=10, seed=1)
+    X = adata.X.log1p()
+    y = adata.obs["cell_type"].cat.codes.to_numpy()
+    split = {"train": np.arange(400), "val": np.arange(400, 500)}
+    kw = dict(hidden=6, epochs=3, batch_size=64, progress=False)
+    dense, _ = bilinear.fit(X.toarray(), y, split, **kw)
+    sparse, h = bilinear.fit(sp.csr_matrix(X), y, split, **kw)
+    for a, b in zip(dense.state_dict().values(), sparse.state_dict().values()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6)
+    feats = bilinear.Features(X)
+    assert feats.dense is None and feats.csr.nnz == X.nnz  # kept sparse
+    np.testing.assert_allclose(bilinear.predict(sparse, X), bilinear.predict(sparse, X.toarray()),
+                               atol=1e-6)
+    longer, h = bilinear.fit(sp.csr_matrix(X), y, split, **{**kw, "epochs": 40})
+    assert h["val_accuracy"].iloc[-1] > 0.8  # the planted types are learned
