@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from scipy.stats import spearmanr
 from torch import nn
@@ -46,7 +47,7 @@ from tqdm.auto import tqdm
 from .baselines import logistic
 from .data import get_matrix
 from .preprocess import split_indices
-from .runtime import get_device
+from .runtime import epochs_for_budget, get_device
 
 
 class BilinearMLP(nn.Module):
@@ -117,6 +118,10 @@ class BilinearTrainSettings:
     loss (``None``: run all ``epochs``). ``patience`` alone also restores the best
     epoch. Off by default (the blog's recipe trains a fixed number of epochs); the
     chapters turn it on.
+
+    ``max_steps`` caps ``epochs`` at a budget of optimizer steps
+    (:func:`helpers.runtime.epochs_for_budget`; ``None``: no cap); the stored
+    settings hold the epochs run.
     """
 
     task: str = "classification"
@@ -132,6 +137,7 @@ class BilinearTrainSettings:
     seed: int = 0
     restore_best: bool = False
     patience: int | None = None
+    max_steps: int | None = None
 
     def __post_init__(self):
         if self.task not in ("classification", "regression"):
@@ -166,17 +172,40 @@ def _loss_fn(task: str, loss: str | None, class_weight, huber_delta: float):
 
 
 def _check_inputs(X, Y, split) -> None:
-    if len(X) != len(Y):
-        raise ValueError(f"X has {len(X)} cells but Y has {len(Y)}; they must match.")
+    if X.shape[0] != len(Y):
+        raise ValueError(f"X has {X.shape[0]} cells but Y has {len(Y)}; they must match.")
     for part in ("train", "val"):
         if part not in split or len(split[part]) == 0:
             raise ValueError(f"split needs a non-empty {part!r} index array.")
 
 
+class Features:
+    """Cells × genes for training and prediction: a dense tensor on ``device``, or a
+    scipy sparse matrix kept sparse and densified one batch of rows at a time (so
+    memory grows with the non-zeros, not with cells × genes). Index with a torch
+    index tensor or a slice; returns a dense float32 tensor on ``device``."""
+
+    def __init__(self, X, device="cpu"):
+        self.device = torch.device(device)
+        self.csr = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else None
+        self.dense = None if self.csr is not None else torch.as_tensor(
+            np.asarray(X, np.float32), device=self.device)
+        self.shape = tuple((self.csr if self.csr is not None else self.dense).shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if self.dense is not None:
+            return self.dense[idx]
+        rows = idx.cpu().numpy() if torch.is_tensor(idx) else idx
+        return torch.from_numpy(self.csr[rows].toarray()).to(self.device)
+
+
 def _tensors(model, X, Y, split, s: BilinearTrainSettings, dev):
     """Features, targets and the loss (class weights from the training split) on
     ``dev``."""
-    Xt = torch.as_tensor(np.asarray(X, np.float32), device=dev)
+    Xt = Features(X, dev)
     weight = None
     if s.task == "classification":
         Yt = torch.as_tensor(np.array(Y), dtype=torch.long, device=dev)
@@ -190,31 +219,38 @@ def _tensors(model, X, Y, split, s: BilinearTrainSettings, dev):
     return Xt, Yt, criterion, loss
 
 
-def _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen) -> None:
-    """One pass over the training cells in a random order (drawn from ``gen``)."""
+def _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen, *,
+                 shard=None, forward=None) -> None:
+    """One pass over the training cells in a random order (drawn from ``gen``).
+
+    Data-parallel (:mod:`helpers.distributed`): every process draws the same order and
+    ``shard`` keeps its share of each batch; ``forward`` is the wrapped model.
+    """
     dev = Xt.device
     model.train()
     perm = train_idx[torch.randperm(len(train_idx), generator=gen).to(dev)]
     for start in range(0, len(perm), s.batch_size):
         b = perm[start:start + s.batch_size]
+        b = b if shard is None else shard(b)
         xb = Xt[b]
         if s.noise_std > 0:
             xb = xb + s.noise_std * torch.randn(xb.shape, generator=gen).to(dev)
         opt.zero_grad(set_to_none=True)
-        criterion(model(xb), Yt[b]).backward()
+        criterion((forward or model)(xb), Yt[b]).backward()
         opt.step()
         sched.step()
 
 
 def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict,
                    settings: BilinearTrainSettings | None = None, *,
-                   progress: bool = True, **overrides):
+                   progress: bool = True, fabric=None, **overrides):
     """Train with AdamW and a cosine learning-rate schedule; returns ``(model, history)``.
 
     Parameters
     ----------
     X
-        cells × genes features (float).
+        cells × genes features (float; a scipy sparse matrix stays sparse, see
+        :class:`Features`).
     Y
         Class indices (classification) or cells × outputs targets (regression).
     split
@@ -223,6 +259,10 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
         :class:`BilinearTrainSettings` (default: its defaults); keyword ``overrides``
         replace single fields (``epochs=30``). The settings used are stored as
         ``model.settings``.
+    fabric
+        A launched ``lightning.fabric.Fabric`` for data-parallel training (see
+        :mod:`helpers.distributed`): each process takes its share of every batch and
+        gradients are averaged. ``None`` (default): one process on ``settings.device``.
 
     Seeding: the batch order and noise come from a local ``torch.Generator`` seeded with
     ``settings.seed``; dropout draws from torch's global generator, so the loop runs
@@ -244,12 +284,20 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
     """
     s = _settings(settings, overrides)
     _check_inputs(X, Y, split)
-    dev = get_device(s.device)
+    dev = get_device(s.device) if fabric is None else fabric.device
     Xt, Yt, criterion, loss = _tensors(model, X, Y, split, s, dev)
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay,
                             foreach=True)
+    ddp = {}
+    if fabric is not None:
+        from .distributed import ddp_hooks
+
+        forward, opt = fabric.setup(model, opt)
+        ddp = dict(shard=ddp_hooks(fabric)["shard"], forward=forward)
     train_idx = torch.as_tensor(split["train"], device=dev)
+    s = replace(s, epochs=epochs_for_budget(s.epochs, len(train_idx), s.batch_size,
+                                            s.max_steps))
     steps = s.epochs * int(np.ceil(len(train_idx) / s.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))
@@ -261,7 +309,7 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
         gen = torch.Generator().manual_seed(s.seed)
         bar = tqdm(range(s.epochs), desc="training", disable=quiet, leave=False)
         for epoch in bar:
-            _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen)
+            _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen, **ddp)
             row = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0]}
             row.update(_evaluate(model, Xt, Yt, split, criterion, s.task))
             rows.append(row)
@@ -308,7 +356,7 @@ def fit(X: np.ndarray, Y: np.ndarray, split: dict, *, hidden: int = 128,
     are as in :func:`train_bilinear`. Returns ``(model, history)``.
     """
     s = _settings(settings, overrides)
-    X = np.asarray(X, np.float32)
+    X = X.astype(np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
     if s.task == "regression":
         Y = np.asarray(Y, np.float32)
         Y = Y[:, None] if Y.ndim == 1 else Y
@@ -339,7 +387,7 @@ def _evaluate(model, Xt, Yt, split, criterion, task) -> dict:
 def predict(model: BilinearMLP, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Model outputs for ``X`` (cells × outputs), computed on CPU in batches."""
     model = model.to("cpu").eval()
-    Xt = torch.as_tensor(np.asarray(X, np.float32))
+    Xt = Features(X)
     return torch.cat([model(Xt[i:i + batch_size]) for i in range(0, len(Xt), batch_size)]).numpy()
 
 

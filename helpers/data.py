@@ -571,11 +571,39 @@ def _values(X) -> np.ndarray:
     return X.data if sp.issparse(X) else np.asarray(X)
 
 
+def is_dask(X) -> bool:
+    """True for a dask array (``adata.X`` of a lazily read or Dask-backed AnnData)."""
+    return type(X).__module__.split(".")[0] == "dask"
+
+
+def _block_summary(block) -> np.ndarray:
+    v = np.asarray(_values(block), dtype=np.float64).ravel()
+    finite = np.isfinite(v)
+    v = v[finite]
+    if not v.size:
+        return np.array([[float((~finite).sum()), np.inf, 0.0]])
+    return np.array([[float((~finite).sum()), v.min(), np.abs(v - np.rint(v)).max()]])
+
+
+def value_summary(X) -> tuple[int, float, float]:
+    """``(non-finite values, minimum, largest distance from an integer)`` of the stored
+    values of ``X`` (finite ones for the last two; ``inf`` minimum when none).
+
+    A dask array is summarised block by block (one pass, nothing gathered), so the
+    count checks work on data larger than memory and on a Dask cluster.
+    """
+    if is_dask(X):
+        parts = X.map_blocks(_block_summary, chunks=(1, 3), dtype=np.float64)
+        rows = np.asarray(parts.compute()).reshape(-1, 3)
+    else:
+        rows = _block_summary(X)
+    return int(rows[:, 0].sum()), float(rows[:, 1].min()), float(rows[:, 2].max())
+
+
 def check_finite(X, what: str = "X") -> None:
     """Raise ``ValueError`` if ``X`` holds NaN or infinite values."""
-    v = _values(X)
-    if not np.all(np.isfinite(v)):
-        n = int((~np.isfinite(v)).sum())
+    n = value_summary(X)[0]
+    if n:
         raise ValueError(
             f"{what} contains {n} NaN/inf values. Remove or impute them before "
             "training (e.g. drop the affected cells or genes)."
@@ -584,22 +612,21 @@ def check_finite(X, what: str = "X") -> None:
 
 def is_integer_counts(X, tol: float = COUNTS_TOL) -> bool:
     """True when every stored value is a non-negative integer (within ``tol``)."""
-    v = _values(X)
-    return bool(v.size == 0 or (v.min() >= 0 and np.abs(v - np.rint(v)).max() <= tol))
+    n_bad, low, frac = value_summary(X)
+    return bool(n_bad == 0 and (low == np.inf or (low >= 0 and frac <= tol)))
 
 
 def check_counts(X, what: str = "X") -> None:
     """Raise ``ValueError`` unless ``X`` holds finite, non-negative integer counts."""
     check_finite(X, what)
-    v = _values(X)
-    if v.size and v.min() < 0:
+    _, low, frac = value_summary(X)
+    if low < 0:
         raise ValueError(
-            f"{what} has negative values (min {v.min():.3g}) where raw counts are "
+            f"{what} has negative values (min {low:.3g}) where raw counts are "
             "required. Pass the raw-count layer (e.g. layer='counts' or "
             "'spliced'), not scaled data."
         )
-    if not is_integer_counts(X):
-        frac = float(np.abs(v - np.rint(v)).max())
+    if frac > COUNTS_TOL:
         raise ValueError(
             f"{what} holds non-integer values (largest distance from an integer "
             f"{frac:.3g}) where raw counts are required: it looks normalised or "

@@ -8,6 +8,13 @@ genes (Rpl/Rps) and genes detected in fewer than ``min_cells_per_gene`` cells,
 - ``adata.layers["counts"]``: the raw counts the features came from;
 - ``adata.X``: log1p(normalised counts), restricted to the selected genes;
 - ``adata.uns["preprocess"]``: the settings used.
+
+Dask-backed AnnData (``adata.X`` a dask array, e.g. from ``anndata.experimental.
+read_lazy`` or ``da.from_array``) goes through the same steps lazily: the count
+checks and gene filters run block by block and scanpy's ``normalize_total``, ``log1p``
+and ``highly_variable_genes`` take the dask route, so the work runs on whatever dask
+scheduler is active (a ``dask.distributed`` cluster included). The result stays
+dask-backed; ``adata.to_memory()`` gathers it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from sklearn.model_selection import train_test_split
 
-from .data import get_matrix
+from .data import get_matrix, is_dask
 
 
 def drop_gene_prefixes(adata: AnnData, prefixes=("Rpl", "Rps")) -> AnnData:
@@ -36,10 +43,13 @@ def normalize_log1p(
     adata: AnnData, layer: str | None = None, target_sum: float = 1e4
 ) -> AnnData:
     """In place: ``layers["counts"]`` = counts of ``layer``; X = log1p(normalised)."""
-    counts = sp.csr_matrix(
-        get_matrix(adata, layer=layer, counts=True), dtype=np.float32
-    )
-    adata.layers["counts"] = counts.copy()
+    counts = get_matrix(adata, layer=layer, counts=True)
+    if is_dask(counts):  # stays lazy: scanpy normalises dask arrays block by block
+        counts = counts.astype(np.float32)
+        adata.layers["counts"] = counts
+    else:
+        counts = sp.csr_matrix(counts, dtype=np.float32)
+        adata.layers["counts"] = counts.copy()
     adata.X = counts
     sc.pp.normalize_total(adata, target_sum=target_sum)
     sc.pp.log1p(adata)
@@ -58,6 +68,21 @@ def select_hvgs(adata: AnnData, n_top_genes: int | None) -> AnnData:
         raise ValueError(f"n_top_genes={n_top_genes}: need at least 2 genes.")
     sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes)
     return adata[:, adata.var["highly_variable"].to_numpy()].copy()
+
+
+def _n_expressed_block(block) -> np.ndarray:
+    return np.asarray((block > 0).sum(axis=0)).reshape(1, -1)
+
+
+def n_cells_expressed(X) -> np.ndarray:
+    """Cells with a non-zero value, per gene (column), for numpy, scipy or dask ``X``
+    (a dask array is counted block by block)."""
+    if is_dask(X):
+        per_block = X.map_blocks(_n_expressed_block,
+                                 chunks=((1,) * X.numblocks[0], X.chunks[1]),
+                                 dtype=np.int64)
+        return np.asarray(per_block.sum(axis=0).compute()).ravel()
+    return np.asarray((X > 0).sum(axis=0)).ravel()
 
 
 def prepare(
@@ -79,8 +104,7 @@ def prepare(
     """
     get_matrix(adata, layer=layer, counts=True)  # fail early, before any copy
     out = drop_gene_prefixes(adata, drop_prefixes)
-    counts = get_matrix(out, layer=layer)
-    expressed = np.asarray((counts > 0).sum(axis=0)).ravel() >= min_cells_per_gene
+    expressed = n_cells_expressed(get_matrix(out, layer=layer)) >= min_cells_per_gene
     n_prefix = adata.n_vars - out.n_vars
     out = out[:, expressed].copy()
     normalize_log1p(out, layer)

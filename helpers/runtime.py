@@ -65,3 +65,23 @@ def jsonable(x, digits: int | None = None):
     if hasattr(x, "to_dict"):
         return jsonable(x.to_dict(), digits)
     return x
+
+
+def epochs_for_budget(epochs: int, n_train: int, batch_size: int,
+                      max_steps: int | None = None) -> int:
+    """Epochs to run: ``epochs``, capped so that at most about ``max_steps`` optimizer
+    steps are taken (whole epochs, at least one).
+
+    A budget in steps keeps training time linear in the budget rather than in the
+    number of cells: defaults tuned on thousands of cells do not become hours on an
+    atlas. ``max_steps=None`` (default) runs all ``epochs``.
+    """
+    if epochs < 1 or n_train < 1 or batch_size < 1:
+        raise ValueError(f"epochs={epochs}, n_train={n_train}, batch_size={batch_size}: "
+                         "each must be at least 1.")
+    if max_steps is None:
+        return int(epochs)
+    if max_steps < 1:
+        raise ValueError(f"max_steps={max_steps}; pass a positive step budget or None.")
+    per_epoch = math.ceil(n_train / batch_size)
+    return int(min(epochs, max(1, max_steps // per_epoch)))

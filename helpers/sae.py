@@ -65,7 +65,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import check_finite, get_matrix, to_dense
-from .runtime import get_device, jsonable
+from .runtime import epochs_for_budget, get_device, jsonable
 
 
 __all__ = [
@@ -253,10 +253,17 @@ class TopKSAE(nn.Module):
         return self.decoder.weight.detach().t().float().cpu().numpy().copy()
 
     @torch.no_grad()
-    def update_activity(self, acts: torch.Tensor) -> None:
-        """Advance the dead-latent counters by one batch of activations."""
+    def update_activity(self, acts: torch.Tensor, reduce=None) -> None:
+        """Advance the dead-latent counters by one batch of activations.
+
+        ``reduce`` (data-parallel training) sums a tensor over all processes, so that
+        every process counts the whole global batch and the counters stay identical.
+        """
         fired = (acts > 0).any(dim=0)
-        self.samples_since_active.add_(acts.shape[0])
+        n = torch.tensor(acts.shape[0], device=acts.device)
+        if reduce is not None:
+            fired, n = reduce(fired.to(torch.float32)) > 0, reduce(n)
+        self.samples_since_active.add_(int(n))
         self.samples_since_active[fired] = 0
 
     def dead_mask(self, dead_after: int) -> torch.Tensor:
@@ -380,6 +387,10 @@ class SAETrainSettings:
         ``d // 2``. The paper's 512 is capped at ``c`` and, per batch, at the
         number of dead latents (:meth:`TopKSAE.aux_activations`). An explicit
         ``k_aux`` argument of :func:`train_sae` wins over this field.
+    max_steps
+        Step budget: ``epochs`` is capped so that about this many optimizer steps
+        are taken (:func:`helpers.runtime.epochs_for_budget`); ``None``: no cap. The
+        stored settings hold the epochs run.
     """
 
     epochs: int = 100
@@ -393,6 +404,7 @@ class SAETrainSettings:
     device: str = "auto"
     progress: bool = True
     k_aux: int | None = None
+    max_steps: int | None = None
 
     def __post_init__(self):
         if not 0 <= self.val_fraction < 1:
@@ -429,22 +441,29 @@ def geometric_median(X: np.ndarray, n_iter: int = 100, tol: float = 1e-6) -> np.
 
 
 def sae_loss(model: TopKSAE, z: torch.Tensor, dead: torch.Tensor | None = None,
-             aux_coef: float = 1 / 32, scale: float = 1.0) -> SAELoss:
+             aux_coef: float = 1 / 32, scale: float = 1.0, *,
+             forward=None, reduce=None) -> SAELoss:
     """Training objective on one batch.
 
     ``total = scale * mean((z - ẑ)²) + aux_coef * ||e - ê||² / ||e||²`` where
     ``e = z - ẑ`` (detached) and ``ê = W_dec ReLU(TopK_{k_aux}(pre[dead]))``;
     the auxiliary term is 0 when no latent is dead or ``aux_coef == 0``.
     ``recon`` is the first term (scaled), ``aux`` the unweighted second one and
-    ``acts`` the batch's activations.
+    ``acts`` the batch's activations. ``forward`` (default ``model``) runs the forward
+    pass: a data-parallel wrapper of ``model`` (see :mod:`helpers.distributed`);
+    there ``reduce`` (a sum over processes) makes the auxiliary term's denominator the
+    global batch's, so that the averaged gradients equal one process's.
     """
-    z_hat, acts, pre = model(z)
+    z_hat, acts, pre = (forward or model)(z)
     recon = ((z - z_hat) ** 2).mean() * scale
     aux = torch.zeros((), device=z.device)
     if aux_coef > 0 and dead is not None and bool(dead.any()):
         resid = (z - z_hat).detach()
         e_hat = model.decoder(model.aux_activations(pre, dead))
-        aux = ((resid - e_hat) ** 2).sum() / (resid**2).sum().clamp_min(1e-12)
+        denom = (resid**2).sum()
+        if reduce is not None:  # the global batch's mean share per process
+            denom = reduce(denom) / reduce(torch.ones((), device=denom.device))
+        aux = ((resid - e_hat) ** 2).sum() / denom.clamp_min(1e-12)
         aux = torch.nan_to_num(aux, nan=0.0)
     return SAELoss(recon + aux_coef * aux, recon, aux, acts)
 
@@ -470,37 +489,52 @@ def init_sae(Z_train: np.ndarray, c: int, k: int, k_aux: int | None = None, *,
 
 
 def train_step(model: TopKSAE, zb: torch.Tensor, opt: torch.optim.Optimizer, *,
-               dead_after: int, aux_coef: float, scale: float) -> SAELoss:
-    """One Adam step on ``zb`` under the unit-norm constraint; returns the terms."""
+               dead_after: int, aux_coef: float, scale: float, forward=None,
+               reduce=None) -> SAELoss:
+    """One Adam step on ``zb`` under the unit-norm constraint; returns the terms.
+
+    ``forward`` and ``reduce``: data-parallel training (:mod:`helpers.distributed`);
+    by default one process.
+    """
     dead = model.dead_mask(dead_after)
-    loss = sae_loss(model, zb, dead, aux_coef=aux_coef, scale=scale)
+    loss = sae_loss(model, zb, dead, aux_coef=aux_coef, scale=scale, forward=forward,
+                    reduce=reduce)
     opt.zero_grad(set_to_none=True)
     loss.total.backward()
     model.project_decoder_grad()
     opt.step()
     model.normalize_decoder()
-    model.update_activity(loss.acts.detach())
+    model.update_activity(loss.acts.detach(), reduce)
     return loss
 
 
 def train_epoch(model: TopKSAE, X: torch.Tensor, opt: torch.optim.Optimizer,
                 order: torch.Tensor, *, batch_size: int, dead_after: int,
-                aux_coef: float, scale: float) -> dict:
-    """One pass over ``X`` in ``order``; per-sample means of loss, recon and aux."""
+                aux_coef: float, scale: float, shard=None, forward=None,
+                reduce=None) -> dict:
+    """One pass over ``X`` in ``order``; per-sample means of loss, recon and aux.
+
+    Data-parallel (:mod:`helpers.distributed`): every process walks the same global
+    batches and ``shard`` keeps its share of each; the means are over all processes.
+    """
     sums = dict(loss=0.0, recon=0.0, aux=0.0)
     for start in range(0, X.shape[0], batch_size):
-        zb = X[order[start : start + batch_size]]
+        idx = order[start : start + batch_size]
+        zb = X[idx if shard is None else shard(idx)]
         loss = train_step(model, zb, opt, dead_after=dead_after, aux_coef=aux_coef,
-                          scale=scale)
+                          scale=scale, forward=forward, reduce=reduce)
         m = zb.shape[0]
         sums["aux"] += float(loss.aux.detach()) * m
         sums["loss"] += float(loss.total.detach()) * m
         sums["recon"] += float(loss.recon.detach()) * m
+    if reduce is not None:
+        sums = dict(zip(sums, reduce(torch.tensor(list(sums.values()))).tolist()))
     return {key: v / X.shape[0] for key, v in sums.items()}
 
 
 def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
-              k_aux: int | None = None, **overrides) -> tuple[TopKSAE, pd.DataFrame]:
+              k_aux: int | None = None, fabric=None,
+              **overrides) -> tuple[TopKSAE, pd.DataFrame]:
     """Train a :class:`TopKSAE` on embeddings ``Z`` with Adam.
 
     Parameters
@@ -514,6 +548,11 @@ def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
     **overrides
         Fields of :class:`SAETrainSettings` replaced for this call, e.g.
         ``train_sae(Z, 500, 8, lr=1e-3, epochs=30)``.
+    fabric
+        A launched ``lightning.fabric.Fabric`` for data-parallel training (see
+        :mod:`helpers.distributed`): each process takes its share of every batch,
+        gradients are averaged and the dead-latent counters summed across processes.
+        ``None`` (default): one process on ``settings.device``.
 
     Returns
     -------
@@ -531,12 +570,15 @@ def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
     if k_aux is None:
         k_aux = settings.k_aux
     Z = _as_embedding(Z)
-    dev = get_device(settings.device)
+    dev = get_device(settings.device) if fabric is None else fabric.device
     train_idx, val_idx = _split(Z.shape[0], settings)
     Z_train, Z_val = Z[train_idx], Z[val_idx]
     dead_after = settings.dead_after
     dead_after = len(train_idx) if dead_after is None else int(dead_after)
-    settings = dataclasses.replace(settings, dead_after=dead_after, device=str(dev))
+    epochs = epochs_for_budget(settings.epochs, len(train_idx), settings.batch_size,
+                               settings.max_steps)
+    settings = dataclasses.replace(settings, dead_after=dead_after, device=str(dev),
+                                   epochs=epochs)
     # two generators, as before: one draws the initialisation, the other the batch order
     init_gen = torch.Generator().manual_seed(settings.seed)
     order_gen = torch.Generator().manual_seed(settings.seed)
@@ -548,6 +590,11 @@ def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
                    aux_coef=settings.aux_coef, scale=1.0 / var if var > 0 else 1.0)
     X = torch.as_tensor(Z_train, device=dev)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    if fabric is not None:
+        from .distributed import ddp_hooks
+
+        forward, opt = fabric.setup(model, opt)
+        step_kw.update(ddp_hooks(fabric), forward=forward)
     rows, t0 = [], time.perf_counter()
     bar = tqdm(range(1, settings.epochs + 1), desc=f"SAE c={c} k={k}",
                disable=not settings.progress, leave=False)
