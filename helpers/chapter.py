@@ -454,6 +454,19 @@ def _glance_table(records: list[dict], digits: int = 3):
     return pd.DataFrame(rows, columns=columns)
 
 
+class _IndexFreeTable:
+    """A DataFrame shown without its row index (HTML and text), for pasting."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def _repr_html_(self) -> str:
+        return self.table.to_html(index=False, border=0, classes="dataframe glance")
+
+    def __repr__(self) -> str:
+        return self.table.to_string(index=False)
+
+
 def glue_glance(claims: list[Claim], *, key: str = "glance", digits: int = 3):
     """Glue a chapter's results-at-a-glance table for the top of its page.
 
@@ -469,7 +482,7 @@ def glue_glance(claims: list[Claim], *, key: str = "glance", digits: int = 3):
     if not claims:
         raise ValueError("glue_glance needs at least one Claim")
     table = glance(claims, digits)
-    glue(key, table, display=False)
+    glue(key, _IndexFreeTable(table), display=False)
     glue(f"{key}_rule", Markdown(VERDICT_RULE), display=False)
     table.attrs["records"] = [c.record() for c in claims]
     return table
