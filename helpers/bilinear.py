@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from .baselines import logistic
 from .data import get_matrix
 from .preprocess import split_indices
-from .runtime import epochs_for_budget, get_device
+from .runtime import epochs_for_budget, get_device, single_thread
 
 
 class BilinearMLP(nn.Module):
@@ -420,6 +420,11 @@ def eigendecompose(model: BilinearMLP, outputs=None, n_modules: int | None = Non
     ``n_modules`` (default: all r), each oriented so that its largest-magnitude entry is positive.
     Mapping eigenvectors back to genes is the costly step, so ask only for the modules you read.
     """
+    with single_thread():  # small LAPACK problems: threads only cost (bench_bilinear)
+        return _eigendecompose(model, outputs, n_modules)
+
+
+def _eigendecompose(model: BilinearMLP, outputs, n_modules: int | None):
     W, V, P = _weights(model)
     outputs = list(range(P.shape[0]) if outputs is None else ([outputs] if np.isscalar(outputs) else outputs))
     # thin QR, shared by all outputs (torch's LAPACK call beats numpy's: see

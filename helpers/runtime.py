@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -85,3 +86,23 @@ def epochs_for_budget(epochs: int, n_train: int, batch_size: int,
         raise ValueError(f"max_steps={max_steps}; pass a positive step budget or None.")
     per_epoch = math.ceil(n_train / batch_size)
     return int(min(epochs, max(1, max_steps // per_epoch)))
+
+
+@contextmanager
+def single_thread():
+    """Run the enclosed numpy/scipy (BLAS, LAPACK) and torch calls on one thread.
+
+    For many small dense problems (the rank-2h eigenproblems of
+    :func:`helpers.bilinear.eigendecompose`) threads cost more than they give, and on
+    a busy machine spinning BLAS threads can make them 10-100× slower. The previous
+    thread counts are restored on exit.
+    """
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(n)
