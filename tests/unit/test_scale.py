@@ -53,3 +53,16 @@ def test_sparse_features_train_the_dense_model_without_densifying():
                                atol=1e-6)
     longer, h = bilinear.fit(sp.csr_matrix(X), y, split, **{**kw, "epochs": 40})
     assert h["val_accuracy"].iloc[-1] > 0.8  # the planted types are learned
+
+
+def test_single_thread_restores_the_thread_counts():
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from helpers.runtime import single_thread
+
+    before = torch.get_num_threads()
+    with single_thread():
+        assert torch.get_num_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info())
+    assert torch.get_num_threads() == before
