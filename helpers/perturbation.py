@@ -510,8 +510,8 @@ def separation_by_group(score, condition, groups, *, control_value: str,
     condition = np.asarray(condition).astype(str)
     groups = np.asarray(groups).astype(str)
     if not len(score) == len(condition) == len(groups):
-        raise ValueError(f"score ({len(score)}), condition ({len(condition)}) and groups "
-                         f"({len(groups)}) need one value per cell each.")
+        raise ValueError(f"score ({len(score)}), condition ({len(condition)}) and "
+                         f"groups ({len(groups)}) need one value per cell each.")
     is_ctrl = condition == str(control_value)
     if not is_ctrl.any():
         raise ValueError(f"No control cells: no condition equals control_value="
@@ -525,7 +525,7 @@ def separation_by_group(score, condition, groups, *, control_value: str,
         c, t = score[(groups == g) & is_ctrl], score[(groups == g) & is_trt]
         ok = min(len(c), len(t)) >= min_cells
         if ok:
-            # Mann–Whitney U / (n_t n_c) with average ranks = AUROC (ties count one half)
+            # Mann–Whitney U / (n_t n_c), average ranks: AUROC (ties count one half)
             ranks = pd.Series(np.concatenate([t, c])).rank().to_numpy()
             u = ranks[:len(t)].sum() - len(t) * (len(t) + 1) / 2
             auroc = u / (len(t) * len(c))
@@ -539,14 +539,16 @@ def separation_by_group(score, condition, groups, *, control_value: str,
     return out
 
 
-# ------------------------------------------------------------ composition of real doubles
+# ------------------------------------------------------- composition of real doubles
 
 
 def _ci(samples, axis=0):
-    return (np.quantile(samples, 0.025, axis=axis), np.quantile(samples, 0.975, axis=axis))
+    return (np.quantile(samples, 0.025, axis=axis),
+            np.quantile(samples, 0.975, axis=axis))
 
 
-def composition_readout(adata: AnnData, fitted: dict, *, perturbation_key: str = "perturbation",
+def composition_readout(adata: AnnData, fitted: dict, *,
+                        perturbation_key: str = "perturbation",
                         control_value: str = "control", sep: str = "+", combos=None,
                         n_genes: int | None = None, held_out=("val", "test"),
                         n_boot: int = 200, seed: int = 0) -> dict:
@@ -556,15 +558,17 @@ def composition_readout(adata: AnnData, fitted: dict, *, perturbation_key: str =
 
     (a) **outputs**: the retained fraction of each part,
         ``w_p = (f̄_p(d) − f̄_p(ctrl)) / (f̄_p(p) − f̄_p(ctrl))`` (1: the double raises
-        ``p``'s output as much as ``p`` alone; 0: not at all), with ``f̄`` the mean output
-        over the combination's cells and the held-out singles and controls (splits
+        ``p``'s output as much as ``p`` alone; 0: not at all), with ``f̄`` the mean
+        output over the combination's cells and the held-out singles and controls (splits
         ``held_out`` of ``fitted``; the validation split only chose the epoch).
         ``separated``: the part's own held-out output increment
         ``f̄_p(p) − f̄_p(ctrl)`` has a 95% interval above 0; only then is ``w_p``
-        defined (else NaN). ``raised``: separated and the interval of ``w_p`` lies above 0.
+        defined (else NaN). ``raised``: separated and the interval of ``w_p`` lies
+        above 0.
     (b) **expression** (log-normalised ``adata.X``; all genes, or with ``n_genes`` the
         genes with the largest response ``|Δ_p| / SE`` to any single, chosen on single
-        cells only, which hides programmes only a combination moves): the observed change
+        cells only, which hides programmes only a combination moves): the observed
+        change
         ``Δ_d = x̄(d) − x̄(ctrl)`` against three predictions ``Σ ω_p Δ_p`` from the
         parts' changes ``Δ_p = x̄(p) − x̄(ctrl)`` (all cells of each part): *additive*
         ``ω = 1`` (single A + single B − control); *read-out* ``ω = w`` (the parts'
@@ -608,8 +612,8 @@ def composition_readout(adata: AnnData, fitted: dict, *, perturbation_key: str =
     usable = [c for c in combos
               if all(p in singles for p in c.split(sep)) and (labels == c).any()]
     if not usable:
-        raise ValueError(f"No combination among {combos[:10]} has all of its parts among the "
-                         f"model's outputs {singles[:10]} and cells in adata.")
+        raise ValueError(f"No combination among {combos[:10]} has all of its parts "
+                         f"among the model's outputs {singles[:10]} and cells in adata.")
     out = predict(fitted["model"], fitted["X"])
     expr = get_matrix(adata, dense=True).astype(np.float64)
     rows = fitted["single_cells"]
@@ -621,8 +625,9 @@ def composition_readout(adata: AnnData, fitted: dict, *, perturbation_key: str =
     all_idx = {g: np.flatnonzero(labels == g) for g in need + usable}
     for g, idx in {**held_idx, **all_idx}.items():
         if len(idx) < 2:
-            raise ValueError(f"group {g!r} has {len(idx)} cells (held-out for outputs, all "
-                             "for expression); need at least 2 to average and bootstrap.")
+            raise ValueError(f"group {g!r} has {len(idx)} cells (held-out for outputs, "
+                             "all for expression); need at least 2 to average and "
+                             "bootstrap.")
 
     ctrl_x = expr[all_idx[control]]
     z = []
@@ -715,7 +720,8 @@ def composition_readout(adata: AnnData, fitted: dict, *, perturbation_key: str =
     overall = {}
     for k in keys:
         have = [r["combination"] for r in expr_rows
-                if np.isfinite(r[k]) and (r["detectable"] or k == "output_additive_error")]
+                if np.isfinite(r[k])
+                and (r["detectable"] or k == "output_additive_error")]
         if not have:
             overall[k] = {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": 0}
             continue

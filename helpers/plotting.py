@@ -415,7 +415,7 @@ def matched_correlations(curves: dict, null):
     return fig
 
 
-# ------------------------------------------------------------------ perturbation: groups, doubles
+# ------------------------------------------------------- perturbation: groups, doubles
 
 
 def score_by_group(score, groups, condition, separation: pd.DataFrame | None = None,
@@ -423,7 +423,8 @@ def score_by_group(score, groups, condition, separation: pd.DataFrame | None = N
     """Box plots of a score per group (x) and condition (hue); with ``separation``
     (``helpers.perturbation.separation_by_group``) each group's AUROC is written above
     its boxes. Groups are ordered by their number of cells."""
-    df = pd.DataFrame({"score": np.asarray(score, float), "group": np.asarray(groups).astype(str),
+    df = pd.DataFrame({"score": np.asarray(score, float),
+                       "group": np.asarray(groups).astype(str),
                        "condition": np.asarray(condition).astype(str)})
     order = df["group"].value_counts().index.tolist()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * len(order)), 3.6))
@@ -459,14 +460,17 @@ def composition_readout_figure(readout: dict, title: str = ""):
     y = np.arange(len(out))
     ok = out["separated"].to_numpy(bool)
     val = out["retained"].to_numpy(float)
-    ax.errorbar(val[ok], y[ok], xerr=np.vstack([val - out["ci_low"], out["ci_high"] - val])[:, ok],
-                fmt="o", color="C0", capsize=3, label="separated part")
-    ax.plot(np.zeros((~ok).sum()), y[~ok], "x", color="C7", label="not separated from control")
+    xerr = np.vstack([val - out["ci_low"], out["ci_high"] - val])[:, ok]
+    ax.errorbar(val[ok], y[ok], xerr=xerr, fmt="o", color="C0", capsize=3,
+                label="separated part")
+    ax.plot(np.zeros((~ok).sum()), y[~ok], "x", color="C7",
+            label="not separated from control")
     ax.axvline(1, color="k", lw=0.6, ls="--")
     ax.axvline(0, color="k", lw=0.6)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set(xlabel="retained output w (1 = as in the single)", title="(a) outputs on the combination")
+    ax.set(xlabel="retained output w (1 = as in the single)",
+           title="(a) outputs on the combination")
     ax.legend(frameon=False, fontsize=7)
     ax = axes[1]
     x = np.arange(len(ex))

@@ -144,8 +144,8 @@ def synthetic_interaction(seed: int = 0, n_cells: int = 150, n_genes: int = 200,
     singles = ["A", "B", "C", "D"]
     need = genes_per_perturbation * len(singles) + n_emergent + 10
     if n_genes < need:
-        raise ValueError(f"n_genes={n_genes} too small for {len(singles)} programmes of "
-                         f"{genes_per_perturbation} genes and {n_emergent} emergent "
+        raise ValueError(f"n_genes={n_genes} too small for {len(singles)} programmes "
+                         f"of {genes_per_perturbation} genes and {n_emergent} emergent "
                          f"genes; raise n_genes to at least {need}.")
     base = rng.normal(1.0, 0.8, n_genes)
     order = rng.permutation(n_genes)
@@ -163,14 +163,16 @@ def synthetic_interaction(seed: int = 0, n_cells: int = 150, n_genes: int = 200,
     combo[:, 0] = fold[:, 0] + fold[:, 1]
     combo[:, 1] = damping * (fold[:, 2] + fold[:, 3])
     combo[emergent, 1] = effect * np.where(np.arange(n_emergent) % 2 == 0, 1.0, -1.0)
-    shifts = {"control": np.zeros(n_genes), **{p: fold[:, j] for j, p in enumerate(singles)},
+    shifts = {"control": np.zeros(n_genes),
+              **{p: fold[:, j] for j, p in enumerate(singles)},
               "A+B": combo[:, 0], "C+D": combo[:, 1]}
     blocks, labels = [], []
     for name, shift in shifts.items():
         sf = np.exp(rng.normal(0, 0.2, n_cells))
         blocks.append(_counts(rng, base[None, :] + shift[None, :], sf))
         labels += [name] * n_cells
-    obs = pd.DataFrame({"perturbation": pd.Categorical(labels, categories=list(shifts))},
+    groups = pd.Categorical(labels, categories=list(shifts))
+    obs = pd.DataFrame({"perturbation": groups},
                        index=[f"cell{i:05d}" for i in range(len(labels))])
     obs["nperts"] = [0 if lab == "control" else lab.count("+") + 1 for lab in labels]
     adata = AnnData(sp.vstack(blocks).tocsr(), obs=obs,
@@ -179,8 +181,8 @@ def synthetic_interaction(seed: int = 0, n_cells: int = 150, n_genes: int = 200,
     adata.varm["planted_combination_log_fold"] = combo.astype(np.float32)
     adata.uns["planted_perturbations"] = singles
     additive = damping == 1 and n_emergent == 0
-    adata.uns["planted_interactions"] = {"A+B": "additive",
-                                         "C+D": "additive" if additive else "interacting"}
+    adata.uns["planted_interactions"] = {
+        "A+B": "additive", "C+D": "additive" if additive else "interacting"}
     adata.uns["planted_emergent_genes"] = [f"G{i:03d}" for i in sorted(emergent)]
     return adata
 

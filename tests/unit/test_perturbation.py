@@ -257,7 +257,7 @@ def test_additive_only_model_fails_the_interacting_case():
     assert e.loc["A+B", "additive_low"] <= 0 <= e.loc["A+B", "additive_high"]
     assert e.loc["C+D", "additive_low"] > 0.3
     assert list(e["additive holds"]) == [True, False]
-    assert e.loc["C+D", "span_low"] > 0  # the emergent genes lie outside the singles' span
+    assert e.loc["C+D", "span_low"] > 0  # emergent genes: outside the singles' span
     assert o["separated"].all()
     cd = o.loc["C+D", "retained"]
     assert (cd < o.loc["A+B", "retained"].min()).all()  # dampened parts: outputs lower
