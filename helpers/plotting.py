@@ -452,7 +452,8 @@ def composition_readout_figure(readout: dict, title: str = ""):
     retained output on the combination (95% intervals; parts the model does not
     separate from control are marked ×), and the unexplained share of the
     combination's expression change under the additive, read-out and span
-    predictions (0: exact up to sampling noise)."""
+    predictions (0: exact up to sampling noise; the axis stops at -1.2 and 1.6, so
+    wider intervals run off the frame)."""
     out, ex = readout["outputs"], readout["expression"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     ax = axes[0]
@@ -463,8 +464,9 @@ def composition_readout_figure(readout: dict, title: str = ""):
     xerr = np.vstack([val - out["ci_low"], out["ci_high"] - val])[:, ok]
     ax.errorbar(val[ok], y[ok], xerr=xerr, fmt="o", color="C0", capsize=3,
                 label="separated part")
-    ax.plot(np.zeros((~ok).sum()), y[~ok], "x", color="C7",
-            label="not separated from control")
+    if (~ok).any():
+        ax.plot(np.zeros((~ok).sum()), y[~ok], "x", color="C7",
+                label="not separated from control")
     ax.axvline(1, color="k", lw=0.6, ls="--")
     ax.axvline(0, color="k", lw=0.6)
     ax.set_yticks(y, labels, fontsize=8)
@@ -481,6 +483,8 @@ def composition_readout_figure(readout: dict, title: str = ""):
         ax.bar(x + (j - 1) * 0.27, np.nan_to_num(v), 0.27, yerr=np.nan_to_num(err),
                capsize=2, label=name, color=f"C{j}")
     ax.axhline(0, color="k", lw=0.6)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, -1.2), min(high, 1.6))  # wide intervals are cut at the frame
     ax.set_xticks(x, ex.index, rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="unexplained share", title="(b) expression change of the combination")
     ax.legend(frameon=False, fontsize=7)
