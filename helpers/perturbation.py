@@ -376,7 +376,8 @@ def fit_singles(adata: AnnData, *, perturbation_key: str = "perturbation",
     -------
     dict with ``model``, ``history``, ``X`` (the features of every cell of ``adata``),
     ``single_cells`` (rows of the controls and singles), ``split`` (into those rows),
-    ``Y`` (their targets) and ``test_mae``.
+    ``Y`` (their targets), ``singles`` (the output names, in column order) and
+    ``test_mae``.
     """
     s = replace(settings, **overrides)
     labels = _labels(adata.obs, perturbation_key)
@@ -395,7 +396,7 @@ def fit_singles(adata: AnnData, *, perturbation_key: str = "perturbation",
                                    bias=bias, settings=s, progress=progress)
     held = predict(model, X[rows[split["test"]]])
     return {"model": model, "history": history, "X": X, "single_cells": rows,
-            "split": split, "Y": Y,
+            "split": split, "Y": Y, "singles": list(singles),
             "test_mae": float(np.abs(held - Y[split["test"]]).mean())}
 
 
@@ -476,3 +477,312 @@ def composition_test(adata: AnnData, *, perturbation_key: str = "perturbation",
     return {"table": table, "group_means": pd.DataFrame(means, index=singles).T,
             "singles": singles, "skipped": skipped, "model": model,
             "history": fitted["history"], "test_mae": fitted["test_mae"]}
+
+
+# ------------------------------------------------------------ separation within groups
+
+
+def separation_by_group(score, condition, groups, *, control_value: str,
+                        treated_value: str | None = None,
+                        min_cells: int = 3) -> pd.DataFrame:
+    """Does a score separate treated from control cells *within* each group?
+
+    Parameters
+    ----------
+    score
+        One value per cell (e.g. a module score).
+    condition
+        Per-cell condition labels; ``control_value`` marks controls, ``treated_value``
+        (default: every other label) the treated cells.
+    groups
+        Per-cell group labels (e.g. cell types).
+    min_cells
+        Groups with fewer control or treated cells get NaN (listed, not dropped).
+
+    Returns
+    -------
+    DataFrame indexed by group with ``n_control``, ``n_treated``, ``mean_control``,
+    ``mean_treated``, ``difference`` (treated − control mean) and ``auroc``: the
+    probability that a treated cell scores above a control cell of the same group
+    (Mann–Whitney; ties count one half). 0.5 is no separation, 1 complete.
+    """
+    score = np.asarray(score, np.float64).ravel()
+    condition = np.asarray(condition).astype(str)
+    groups = np.asarray(groups).astype(str)
+    if not len(score) == len(condition) == len(groups):
+        raise ValueError(f"score ({len(score)}), condition ({len(condition)}) and "
+                         f"groups ({len(groups)}) need one value per cell each.")
+    is_ctrl = condition == str(control_value)
+    if not is_ctrl.any():
+        raise ValueError(f"No control cells: no condition equals control_value="
+                         f"{control_value!r} (values: {sorted(set(condition))[:10]}).")
+    is_trt = ~is_ctrl if treated_value is None else condition == str(treated_value)
+    if not is_trt.any():
+        raise ValueError(f"No treated cells (treated_value={treated_value!r}; values: "
+                         f"{sorted(set(condition))[:10]}).")
+    rows = {}
+    for g in sorted(set(groups)):
+        c, t = score[(groups == g) & is_ctrl], score[(groups == g) & is_trt]
+        ok = min(len(c), len(t)) >= min_cells
+        if ok:
+            # Mann–Whitney U / (n_t n_c), average ranks: AUROC (ties count one half)
+            ranks = pd.Series(np.concatenate([t, c])).rank().to_numpy()
+            u = ranks[:len(t)].sum() - len(t) * (len(t) + 1) / 2
+            auroc = u / (len(t) * len(c))
+        rows[g] = {"n_control": len(c), "n_treated": len(t),
+                   "mean_control": c.mean() if ok else np.nan,
+                   "mean_treated": t.mean() if ok else np.nan,
+                   "difference": t.mean() - c.mean() if ok else np.nan,
+                   "auroc": auroc if ok else np.nan}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "group"
+    return out
+
+
+# ------------------------------------------------------- composition of real doubles
+
+
+def _ci(samples, axis=0):
+    return (np.quantile(samples, 0.025, axis=axis),
+            np.quantile(samples, 0.975, axis=axis))
+
+
+def composition_readout(adata: AnnData, fitted: dict, *,
+                        perturbation_key: str = "perturbation",
+                        control_value: str = "control", sep: str = "+", combos=None,
+                        n_genes: int | None = None, held_out=("val", "test"),
+                        n_boot: int = 200, seed: int = 0) -> dict:
+    """Doubles read through a model trained on singles (:func:`fit_singles`).
+
+    For each combination ``d = p1+…+pk`` whose parts are all among the model's outputs:
+
+    (a) **outputs**: the retained fraction of each part,
+        ``w_p = (f̄_p(d) − f̄_p(ctrl)) / (f̄_p(p) − f̄_p(ctrl))`` (1: the double raises
+        ``p``'s output as much as ``p`` alone; 0: not at all), with ``f̄`` the mean
+        output over the combination's cells and the held-out singles and controls (splits
+        ``held_out`` of ``fitted``; the validation split only chose the epoch).
+        ``separated``: the part's own held-out output increment
+        ``f̄_p(p) − f̄_p(ctrl)`` has a 95% interval above 0; only then is ``w_p``
+        defined (else NaN). ``raised``: separated and the interval of ``w_p`` lies
+        above 0.
+    (b) **expression** (log-normalised ``adata.X``; all genes, or with ``n_genes`` the
+        genes with the largest response ``|Δ_p| / SE`` to any single, chosen on single
+        cells only, which hides programmes only a combination moves): the observed
+        change
+        ``Δ_d = x̄(d) − x̄(ctrl)`` against three predictions ``Σ ω_p Δ_p`` from the
+        parts' changes ``Δ_p = x̄(p) − x̄(ctrl)`` (all cells of each part): *additive*
+        ``ω = 1`` (single A + single B − control); *read-out* ``ω = w`` (the parts'
+        changes scaled by the model's outputs on the double: the singles' output
+        directions read on the double); *span* (least squares: the floor of any
+        prediction that only re-weights the parts). Each is scored by its
+        **unexplained share** ``(‖Δ_d − Σ ω_p Δ_p‖² − N_r) / (‖Δ_d‖² − N_d)``, where
+        ``N`` is the sampling noise expected in that squared norm (``Σ_g s²_g / n`` of
+        every group mean involved, weighted by ``ω²``): 0 when the prediction is exact
+        up to sampling noise, 1 when it explains nothing; noise can push it below 0.
+        ``noise``: ``sqrt(N_r) / ‖Δ_d‖`` of the additive prediction, how large the
+        plain relative error ``‖Δ_d − ΣΔ_p‖ / ‖Δ_d‖`` of an exact prediction would be.
+
+    A bootstrap (cells resampled within every group, ``n_boot`` times; replicates
+    remove the noise twice, once for the sample and once for the resampling) gives
+    95% intervals per combination and for the mean over combinations (``overall``).
+    Verdicts, per combination: ``additive holds`` when the interval of the additive
+    share reaches down to 0 (the double is the sum of its parts within sampling
+    noise); ``read-out better`` when the interval of (additive − read-out share) lies
+    above 0 (NaN unless every part is separated); ``both raised`` when every part is
+    raised. ``change`` (``‖Δ_d‖² / N_d − 1``, the double's change over its sampling
+    noise) is ``detectable`` when its interval lies above 0; ``verdict`` is then
+    "consistent with additive" or "not additive", otherwise "no change to explain"
+    (a share of a change that is only noise means nothing). ``overall`` averages the
+    expression shares over detectable combinations only (``n``).
+
+    Returns
+    -------
+    dict with ``outputs`` (one row per combination and part), ``expression`` (one row
+    per combination: ``additive``, ``readout``, ``span`` shares and
+    ``output_additive_error`` (:func:`additive_error` on the outputs), each with
+    ``_low``/``_high``, ``noise``, verdicts), ``overall`` (means over combinations,
+    with intervals) and ``genes`` (the genes used).
+    """
+    labels = _labels(adata.obs, perturbation_key).to_numpy()
+    control = str(control_value)
+    if "singles" not in fitted:
+        raise KeyError("fitted has no 'singles'; pass the result of fit_singles.")
+    singles = list(fitted["singles"])
+    combos = sorted({g for g in labels if sep in g}) if combos is None else list(combos)
+    usable = [c for c in combos
+              if all(p in singles for p in c.split(sep)) and (labels == c).any()]
+    if not usable:
+        raise ValueError(f"No combination among {combos[:10]} has all of its parts "
+                         f"among the model's outputs {singles[:10]} and cells in adata.")
+    out = predict(fitted["model"], fitted["X"])
+    expr = get_matrix(adata, dense=True).astype(np.float64)
+    rows = fitted["single_cells"]
+    held = rows[np.concatenate([fitted["split"][k] for k in held_out])]
+    col = {s: j for j, s in enumerate(singles)}
+    parts = {c: c.split(sep) for c in usable}
+    need = sorted({p for c in usable for p in parts[c]} | {control})
+    held_idx = {g: held[labels[held] == g] for g in need}
+    all_idx = {g: np.flatnonzero(labels == g) for g in need + usable}
+    for g, idx in {**held_idx, **all_idx}.items():
+        if len(idx) < 2:
+            raise ValueError(f"group {g!r} has {len(idx)} cells (held-out for outputs, "
+                             "all for expression); need at least 2 to average and "
+                             "bootstrap.")
+
+    ctrl_x = expr[all_idx[control]]
+    z = []
+    for p in singles:
+        xp = expr[labels == p]
+        se = np.sqrt(xp.var(0, ddof=1) / len(xp) + ctrl_x.var(0, ddof=1) / len(ctrl_x))
+        z.append(np.abs(xp.mean(0) - ctrl_x.mean(0)) / np.where(se > 0, se, np.inf))
+    genes = (np.arange(expr.shape[1]) if n_genes is None
+             else np.sort(np.argsort(-np.max(z, 0), kind="stable")[:n_genes]))
+    expr = expr[:, genes]
+
+    def stats(h, a, k_noise=1):
+        """Per-combination statistics from index sets h (outputs) and a (expression);
+        ``k_noise`` sampling-noise terms are removed from squared norms (2 in a
+        bootstrap replicate: the sample's noise and the resampling's)."""
+        f = {g: out[h[g]].mean(0) for g in need}
+        x = {g: expr[a[g]].mean(0) for g in need}
+        res = {}
+        for c in usable:
+            fc = out[a[c]].mean(0)
+            sep_p = np.array([f[p][col[p]] - f[control][col[p]] for p in parts[c]])
+            w = np.array([fc[col[p]] - f[control][col[p]] for p in parts[c]]) / sep_p
+            d_obs = expr[a[c]].mean(0) - x[control]
+            D = np.stack([x[p] - x[control] for p in parts[c]])
+            v = {g: (expr[a[g]].var(0, ddof=1) / len(a[g])).sum()
+                 for g in [c, control] + parts[c]}
+            denom = d_obs @ d_obs - k_noise * (v[c] + v[control])
+
+            def unexplained(weights):
+                r = d_obs - weights @ D
+                noise = (v[c] + (1 - weights.sum()) ** 2 * v[control]
+                         + sum(wp ** 2 * v[p] for wp, p in zip(weights, parts[c])))
+                return (r @ r - k_noise * noise) / denom
+
+            coef = np.linalg.lstsq(D.T, d_obs, rcond=None)[0]
+            add = additive_error(fc, [f[p] for p in parts[c]], f[control])
+            res[c] = {"w": w, "sep": sep_p,
+                      "change": (d_obs @ d_obs) / (v[c] + v[control]) - k_noise,
+                      "additive": unexplained(np.ones(len(parts[c]))),
+                      "readout": unexplained(w), "span": unexplained(coef),
+                      "output_additive_error": add["additive_error"]}
+        return res
+
+    point = stats(held_idx, all_idx)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(n_boot):
+        h = {g: rng.choice(i, len(i)) for g, i in held_idx.items()}
+        a = {g: rng.choice(i, len(i)) for g, i in all_idx.items()}
+        boot.append(stats(h, a, k_noise=2))
+    keys = ("additive", "readout", "span", "output_additive_error")
+    out_rows, expr_rows = [], []
+    for c in usable:
+        lo, hi = _ci(np.stack([b[c]["w"] for b in boot]))
+        s_lo, s_hi = _ci(np.stack([b[c]["sep"] for b in boot]))
+        for j, p in enumerate(parts[c]):
+            ok = bool(s_lo[j] > 0)
+            out_rows.append({"combination": c, "part": p,
+                             "single_increment": point[c]["sep"][j],
+                             "single_low": s_lo[j], "single_high": s_hi[j],
+                             "separated": ok,
+                             "retained": point[c]["w"][j] if ok else np.nan,
+                             "ci_low": lo[j] if ok else np.nan,
+                             "ci_high": hi[j] if ok else np.nan,
+                             "raised": bool(ok and lo[j] > 0)})
+        var = sum(expr[all_idx[g]].var(0, ddof=1) / len(all_idx[g])
+                  for g in [c, control] + parts[c])
+        norm = np.linalg.norm(expr[all_idx[c]].mean(0) - expr[all_idx[control]].mean(0))
+        row = {"combination": c, "n_cells": len(all_idx[c]),
+               "noise": float(np.sqrt(var.sum()) / norm), "change": point[c]["change"]}
+        row["change_low"], row["change_high"] = _ci([b[c]["change"] for b in boot])
+        row["detectable"] = bool(row["change_low"] > 0)
+        for k in keys:
+            lo_k, hi_k = _ci([b[c][k] for b in boot])
+            row.update({k: point[c][k], f"{k}_low": lo_k, f"{k}_high": hi_k})
+        gain = [b[c]["additive"] - b[c]["readout"] for b in boot]
+        row["gain_low"], row["gain_high"] = _ci(gain)
+        row["additive holds"] = bool(row["additive_low"] <= 0)
+        mine = [r for r in out_rows if r["combination"] == c]
+        if not all(r["separated"] for r in mine):
+            for k in ("readout", "readout_low", "readout_high", "gain_low",
+                      "gain_high"):
+                row[k] = np.nan
+        row["read-out better"] = bool(row["gain_low"] > 0)
+        row["verdict"] = ("no change to explain" if not row["detectable"]
+                          else "consistent with additive" if row["additive holds"]
+                          else "not additive")
+        row["both raised"] = all(r["raised"] for r in mine)
+        expr_rows.append(row)
+    overall = {}
+    for k in keys:
+        have = [r["combination"] for r in expr_rows
+                if np.isfinite(r[k])
+                and (r["detectable"] or k == "output_additive_error")]
+        if not have:
+            overall[k] = {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": 0}
+            continue
+        lo_k, hi_k = _ci([np.mean([b[c][k] for c in have]) for b in boot])
+        overall[k] = {"mean": float(np.mean([point[c][k] for c in have])),
+                      "ci_low": float(lo_k), "ci_high": float(hi_k), "n": len(have)}
+    overall["noise"] = {"mean": float(np.mean([r["noise"] for r in expr_rows])),
+                        "n": len(expr_rows)}
+    return {"outputs": pd.DataFrame(out_rows).set_index(["combination", "part"]),
+            "expression": pd.DataFrame(expr_rows).set_index("combination"),
+            "overall": overall, "genes": list(adata.var_names[genes])}
+
+
+def condition_response(adata: AnnData, *, condition_key: str, control_value: str,
+                       group_key: str, key_added: str = "response", n_modules: int = 3,
+                       min_cells: int = 3, hidden: int = 64, dropout: float = 0.4,
+                       seed: int = 0, progress: bool = True, **overrides) -> dict:
+    """One treated-vs-control output, its modules, and their separation per group.
+
+    The regressor (:func:`fit_regressor`, target 1 for treated cells) is trained on a
+    70/15/15 split stratified by condition, on genes z-scored with training-cell
+    statistics; its modules are written into ``adata`` under ``key_added``
+    (:func:`helpers.bilinear.annotate`, oriented so that the score rises with
+    treatment). :func:`separation_by_group` then asks, per ``group_key`` value, whether
+    module 0 separates treated from control cells, on all cells and on the held-out
+    test cells. ``overrides`` go to the training settings (``epochs``, ``lr``, ...).
+
+    Returns
+    -------
+    dict with ``model``, ``history``, ``split``, ``X``, ``Y`` (DataFrame), ``output``
+    (the treated output's name), ``separation`` (all cells) and
+    ``separation_test`` (test cells), both from :func:`separation_by_group`.
+    """
+    from .bilinear import annotate, get_modules
+
+    cond = _labels(adata.obs, condition_key)
+    if group_key not in adata.obs:
+        raise KeyError(f"group column {group_key!r} not found in obs; available: "
+                       f"{list(adata.obs.columns)}.")
+    Y = dose_targets(adata.obs, condition_key, None, control_value)
+    if Y.shape[1] != 1:
+        raise ValueError(f"obs[{condition_key!r}] holds {Y.shape[1]} treated labels "
+                         f"{list(Y.columns)[:5]}; condition_response compares one "
+                         "treatment with its control.")
+    split = split_indices(cond.to_numpy(), seed=seed)
+    X, _, _ = standardize(get_matrix(adata, dense=True), ref=split["train"])
+    model, history = fit_regressor(X, Y.to_numpy(), split, hidden=hidden,
+                                   dropout=dropout, seed=seed, progress=progress,
+                                   **overrides)
+    name = str(Y.columns[0])
+    annotate(adata, model, [name], n_modules=n_modules, X=X, targets=Y.to_numpy(),
+             key_added=key_added)
+    score = get_modules(adata, name, key=key_added)[2][:, 0]
+    groups = adata.obs[group_key].astype(str).to_numpy()
+    te = split["test"]
+    return {"model": model, "history": history, "split": split, "X": X, "Y": Y,
+            "output": name,
+            "separation": separation_by_group(score, cond, groups,
+                                              control_value=control_value,
+                                              min_cells=min_cells),
+            "separation_test": separation_by_group(score[te], cond.to_numpy()[te],
+                                                   groups[te],
+                                                   control_value=control_value,
+                                                   min_cells=min_cells)}

@@ -413,3 +413,82 @@ def matched_correlations(curves: dict, null):
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------- perturbation: groups, doubles
+
+
+def score_by_group(score, groups, condition, separation: pd.DataFrame | None = None,
+                   ylabel: str = "module 0 score", title: str = ""):
+    """Box plots of a score per group (x) and condition (hue); with ``separation``
+    (``helpers.perturbation.separation_by_group``) each group's AUROC is written above
+    its boxes. Groups are ordered by their number of cells."""
+    df = pd.DataFrame({"score": np.asarray(score, float),
+                       "group": np.asarray(groups).astype(str),
+                       "condition": np.asarray(condition).astype(str)})
+    order = df["group"].value_counts().index.tolist()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * len(order)), 3.6))
+    sns.boxplot(data=df, x="group", y="score", hue="condition", order=order, ax=ax,
+                fliersize=1.5, linewidth=0.8)
+    if separation is not None:
+        top = df["score"].max()
+        for i, g in enumerate(order):
+            a = separation["auroc"].get(g, np.nan)
+            ax.text(i, top, "—" if not np.isfinite(a) else f"{a:.2f}", ha="center",
+                    va="bottom", fontsize=7)
+        ax.set_ylim(top=top + 0.1 * (top - df["score"].min()))
+    ax.set(xlabel="", ylabel=ylabel, title=title)
+    ax.tick_params(axis="x", rotation=45, labelsize=8)
+    for t in ax.get_xticklabels():
+        t.set_ha("right")
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def composition_readout_figure(readout: dict, title: str = ""):
+    """Two panels from ``helpers.perturbation.composition_readout``: each part's
+    retained output on the combination (95% intervals; parts the model does not
+    separate from control are marked ×), and the unexplained share of the
+    combination's expression change under the additive, read-out and span
+    predictions (0: exact up to sampling noise; the axis stops at -1.2 and 1.6, so
+    wider intervals run off the frame)."""
+    out, ex = readout["outputs"], readout["expression"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    ax = axes[0]
+    labels = [f"{c}: {p}" for c, p in out.index]
+    y = np.arange(len(out))
+    ok = out["separated"].to_numpy(bool)
+    val = out["retained"].to_numpy(float)
+    xerr = np.vstack([val - out["ci_low"], out["ci_high"] - val])[:, ok]
+    ax.errorbar(val[ok], y[ok], xerr=xerr, fmt="o", color="C0", capsize=3,
+                label="separated part")
+    if (~ok).any():
+        ax.plot(np.zeros((~ok).sum()), y[~ok], "x", color="C7",
+                label="not separated from control")
+    ax.axvline(1, color="k", lw=0.6, ls="--")
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="retained output w (1 = as in the single)",
+           title="(a) outputs on the combination")
+    ax.legend(frameon=False, fontsize=7)
+    ax = axes[1]
+    x = np.arange(len(ex))
+    for j, (k, name) in enumerate([("additive", "additive"), ("readout", "read-out"),
+                                   ("span", "best re-weighting")]):
+        v = ex[k].to_numpy(float)
+        err = np.vstack([v - ex[f"{k}_low"], ex[f"{k}_high"] - v])
+        ax.bar(x + (j - 1) * 0.27, np.nan_to_num(v), 0.27, yerr=np.nan_to_num(err),
+               capsize=2, label=name, color=f"C{j}")
+    ax.axhline(0, color="k", lw=0.6)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, -1.2), min(high, 1.6))  # wide intervals are cut at the frame
+    ax.set_xticks(x, ex.index, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="unexplained share", title="(b) expression change of the combination")
+    ax.legend(frameon=False, fontsize=7)
+    sns.despine(fig=fig)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -119,6 +119,74 @@ def synthetic_combinations(seed: int = 0, n_cells: int = 150, n_genes: int = 200
     return adata
 
 
+def synthetic_interaction(seed: int = 0, n_cells: int = 150, n_genes: int = 200,
+                          effect: float = 1.0, genes_per_perturbation: int = 8,
+                          damping: float = 0.5, n_emergent: int = 8) -> AnnData:
+    """Four equal single perturbations, one additive pair and one *interacting* pair.
+
+    Groups (``n_cells`` each) in ``obs["perturbation"]``: ``control``, ``A``, ``B``,
+    ``C``, ``D``, ``A+B``, ``C+D``. Every single multiplies its own
+    ``genes_per_perturbation`` genes by ``exp(±effect)`` (disjoint, half up, half down,
+    all at one base level): the four singles are alike in size and shape, so a test
+    that tells the two pairs apart does so because of the pairs, not their parts.
+    ``A+B`` is additive on the log scale (``fold_A + fold_B``). ``C+D`` interacts in
+    two ways no sum of singles can produce: each part's response is scaled by
+    ``damping`` (mutual dampening), and ``n_emergent`` genes no single moves switch
+    by ``±effect`` (an emergent programme). ``damping=1, n_emergent=0`` makes ``C+D``
+    additive too (the null twin of the plant). Counts are Poisson with a log-normal
+    size factor; normalise + log1p before use.
+
+    Planted truth: ``varm["planted_log_fold"]`` (genes × singles),
+    ``varm["planted_combination_log_fold"]`` (genes × ``["A+B", "C+D"]``),
+    ``uns["planted_interactions"]`` and ``uns["planted_emergent_genes"]``.
+    """
+    rng = np.random.default_rng(seed)
+    singles = ["A", "B", "C", "D"]
+    need = genes_per_perturbation * len(singles) + n_emergent + 10
+    if n_genes < need:
+        raise ValueError(f"n_genes={n_genes} too small for {len(singles)} programmes "
+                         f"of {genes_per_perturbation} genes and {n_emergent} emergent "
+                         f"genes; raise n_genes to at least {need}.")
+    base = rng.normal(1.0, 0.8, n_genes)
+    order = rng.permutation(n_genes)
+    fold = np.zeros((n_genes, len(singles)))
+    sign = np.where(np.arange(genes_per_perturbation) < genes_per_perturbation // 2,
+                    1.0, -1.0)
+    for j in range(len(singles)):
+        g = order[j * genes_per_perturbation:(j + 1) * genes_per_perturbation]
+        fold[g, j] = effect * sign
+        base[g] = 1.5  # programme genes share one expression level
+    start = len(singles) * genes_per_perturbation
+    emergent = order[start:start + n_emergent]
+    base[emergent] = 1.5
+    combo = np.zeros((n_genes, 2))
+    combo[:, 0] = fold[:, 0] + fold[:, 1]
+    combo[:, 1] = damping * (fold[:, 2] + fold[:, 3])
+    combo[emergent, 1] = effect * np.where(np.arange(n_emergent) % 2 == 0, 1.0, -1.0)
+    shifts = {"control": np.zeros(n_genes),
+              **{p: fold[:, j] for j, p in enumerate(singles)},
+              "A+B": combo[:, 0], "C+D": combo[:, 1]}
+    blocks, labels = [], []
+    for name, shift in shifts.items():
+        sf = np.exp(rng.normal(0, 0.2, n_cells))
+        blocks.append(_counts(rng, base[None, :] + shift[None, :], sf))
+        labels += [name] * n_cells
+    groups = pd.Categorical(labels, categories=list(shifts))
+    obs = pd.DataFrame({"perturbation": groups},
+                       index=[f"cell{i:05d}" for i in range(len(labels))])
+    obs["nperts"] = [0 if lab == "control" else lab.count("+") + 1 for lab in labels]
+    adata = AnnData(sp.vstack(blocks).tocsr(), obs=obs,
+                    var=pd.DataFrame(index=[f"G{i:03d}" for i in range(n_genes)]))
+    adata.varm["planted_log_fold"] = fold.astype(np.float32)
+    adata.varm["planted_combination_log_fold"] = combo.astype(np.float32)
+    adata.uns["planted_perturbations"] = singles
+    additive = damping == 1 and n_emergent == 0
+    adata.uns["planted_interactions"] = {
+        "A+B": "additive", "C+D": "additive" if additive else "interacting"}
+    adata.uns["planted_emergent_genes"] = [f"G{i:03d}" for i in sorted(emergent)]
+    return adata
+
+
 def sciplex2_like(n_cells: int = 600, seed: int = 0, n_genes: int = 200,
                   genes_per_drug: int = 10, effect: float = 1.2) -> AnnData:
     """A small AnnData shaped like pertpy's ``srivatsan_2020_sciplex2()`` (scPerturb

@@ -81,4 +81,12 @@ def test_perturbation_fast():
     assert m["n_genes"] == 223 and m["dataset"] == "glioblastoma_panobinostat"
     comp = m["composition_synthetic"]
     # the planted additive pair composes, the planted interaction does not: intervals separate
-    assert comp["A+B"]["ci_high"] < comp["C+D"]["ci_low"]
+    assert comp["A+B"]["additive_high"] < comp["C+D"]["additive_low"]
+    assert comp["A+B"]["verdict"] == "consistent with additive"
+    assert comp["C+D"]["verdict"] == "not additive"
+    doubles = m["composition_norman"]["doubles"]
+    assert set(doubles) == {"MAP2K3+MAP2K6", "KLF1+TGFBR2", "MAPK1+TGFBR2", "MAP2K3+SLC38A2",
+                            "KLF1+MAP2K6"}
+    assert all({"additive", "additive_low", "additive_high", "verdict"} <= set(d)
+               for d in doubles.values())
+    assert "CD14 Mono" in m["kang_separation_by_cell_type"]["all_cells"]

@@ -10,7 +10,8 @@ from helpers import perturbation as P
 from helpers.bilinear import eigendecompose, predict
 from helpers.data import get_matrix, load_dataset
 from helpers.preprocess import normalize_log1p, split_indices
-from helpers.synthetic import SCIPLEX2_DRUGS, sciplex2_like, synthetic_combinations
+from helpers.synthetic import (SCIPLEX2_DRUGS, sciplex2_like, synthetic_combinations,
+                               synthetic_interaction)
 
 
 @pytest.fixture
@@ -204,3 +205,117 @@ def test_sciplex2_loader_path(tmp_path):
     top = (ad.obs["dose_value"] == 10000).to_numpy()
     np.testing.assert_allclose(Y.to_numpy()[top].max(1), np.log10(10001), rtol=1e-6)
     assert (np.count_nonzero(Y.to_numpy(), axis=1) == (~ctrl).astype(int)).all()
+
+
+# ------------------------------------------------------------ the interaction plant
+
+
+def test_interaction_plant_is_no_copy_and_singles_are_alike():
+    """A+B is the sum of its singles; C+D is not, nor a copy of any single; the four
+    singles are equally strong, so a separation of the pairs cannot come from them."""
+    ad = synthetic_interaction(seed=0)
+    fold, combo = ad.varm["planted_log_fold"], ad.varm["planted_combination_log_fold"]
+    np.testing.assert_allclose(combo[:, 0], fold[:, 0] + fold[:, 1])
+    assert np.linalg.norm(combo[:, 1] - fold[:, 2] - fold[:, 3]) > 1.0
+    assert min(np.linalg.norm(combo[:, 1] - fold[:, j]) for j in range(4)) > 1.0
+    np.testing.assert_allclose(np.linalg.norm(fold, axis=0), np.linalg.norm(fold[:, 0]))
+    assert ad.uns["planted_interactions"] == {"A+B": "additive", "C+D": "interacting"}
+    emergent = ad.var_names.isin(ad.uns["planted_emergent_genes"])
+    assert (fold[emergent] == 0).all() and (combo[emergent, 1] != 0).all()
+    twin = synthetic_interaction(seed=0, damping=1.0, n_emergent=0)
+    assert twin.uns["planted_interactions"]["C+D"] == "additive"
+    with pytest.raises(ValueError, match="raise n_genes to at least 50"):
+        synthetic_interaction(n_genes=40)
+
+
+def _readout(ad, **kw):
+    normalize_log1p(ad)
+    fitted = P.fit_singles(ad, singles=["A", "B", "C", "D"], seed=0, progress=False)
+    return P.composition_readout(ad, fitted, n_boot=100, **kw)
+
+
+def test_composition_intervals_separate_because_of_the_interaction():
+    """The output-space intervals of A+B and C+D separate on the plant, and overlap on
+    its null twin (same singles, C+D made additive): the interaction decides."""
+    ad = synthetic_interaction(seed=0)
+    normalize_log1p(ad)
+    t = P.composition_test(ad, n_boot=100, progress=False)["table"]
+    assert t.loc["A+B", "ci_high"] < t.loc["C+D", "ci_low"]
+    twin = synthetic_interaction(seed=0, damping=1.0, n_emergent=0)
+    normalize_log1p(twin)
+    t0 = P.composition_test(twin, n_boot=100, progress=False)["table"]
+    assert t0.loc["C+D", "ci_low"] < t0.loc["A+B", "ci_high"]  # no separation
+    assert t0.loc["C+D", "additive_error"] < t.loc["C+D", "ci_low"]
+
+
+def test_additive_only_model_fails_the_interacting_case():
+    """Expression space: the additive prediction (single A + single B − control)
+    explains A+B up to sampling noise and fails C+D; no re-weighting of the singles
+    reaches the emergent programme; the model's outputs see the dampened parts."""
+    r = _readout(synthetic_interaction(seed=0))
+    e, o = r["expression"], r["outputs"]
+    assert e.loc["A+B", "additive_low"] <= 0 <= e.loc["A+B", "additive_high"]
+    assert e.loc["C+D", "additive_low"] > 0.3
+    assert list(e["additive holds"]) == [True, False]
+    assert e.loc["C+D", "span_low"] > 0  # emergent genes: outside the singles' span
+    assert o["separated"].all()
+    cd = o.loc["C+D", "retained"]
+    assert (cd < o.loc["A+B", "retained"].min()).all()  # dampened parts: outputs lower
+    assert e.loc["C+D", "read-out better"]
+    twin = _readout(synthetic_interaction(seed=0, damping=1.0, n_emergent=0))
+    assert twin["expression"]["additive holds"].all()
+
+
+def test_composition_readout_errors():
+    ad = synthetic_interaction(seed=0, n_cells=20)
+    normalize_log1p(ad)
+    fitted = P.fit_singles(ad, singles=["A", "B"], epochs=2, seed=0, progress=False)
+    with pytest.raises(ValueError, match="No combination among"):
+        P.composition_readout(ad, fitted, combos=["C+D"])
+    with pytest.raises(KeyError, match="pass the result of fit_singles"):
+        P.composition_readout(ad, {"model": fitted["model"]})
+
+
+def test_separation_by_group_hand_values():
+    score = [0, 1, 2, 3, 5, 5, 0, 1]
+    cond = ["c", "c", "t", "t", "c", "t", "c", "t"]
+    grp = ["x", "x", "x", "x", "y", "y", "y", "y"]
+    s = P.separation_by_group(score, cond, grp, control_value="c", min_cells=1)
+    assert s.loc["x", "auroc"] == 1.0 and s.loc["x", "difference"] == 2.0
+    # pairs (treated, control): (5, 5) tie ½, (5, 0) 1, (1, 5) 0, (1, 0) 1 → 2.5 / 4
+    assert s.loc["y", "auroc"] == 0.625
+    few = P.separation_by_group(score, cond, grp, control_value="c", min_cells=3)
+    assert few["auroc"].isna().all() and few["n_treated"].tolist() == [2, 2]
+    with pytest.raises(ValueError, match="No control cells"):
+        P.separation_by_group(score, cond, grp, control_value="ctrl")
+    with pytest.raises(ValueError, match="one value per cell"):
+        P.separation_by_group(score[:3], cond, grp, control_value="c")
+
+
+def test_condition_response_separates_within_every_group():
+    """A treatment planted in every cell of two groups: module 0 separates it within
+    each group (all cells and held-out cells); its positive pole holds the up genes."""
+    ad = synthetic_interaction(seed=1, n_cells=300, n_genes=60, effect=1.5)
+    ad = ad[ad.obs["perturbation"].isin(["control", "A"])].copy()
+    ad.obs["perturbation"] = ad.obs["perturbation"].astype(str)
+    ad.obs["type"] = np.where(np.arange(ad.n_obs) % 2 == 0, "x", "y")
+    normalize_log1p(ad)
+    r = P.condition_response(ad, condition_key="perturbation", control_value="control",
+                             group_key="type", epochs=60, lr=3e-2, dropout=0.0,
+                             hidden=8, batch_size=64, progress=False)
+    assert r["output"] == "A" and list(r["separation"].index) == ["x", "y"]
+    assert (r["separation"]["auroc"] > 0.95).all()
+    assert (r["separation_test"]["auroc"] > 0.9).all()
+    from helpers.bilinear import get_modules
+    loadings = get_modules(ad, "A", key="response")[1][:, 0]
+    up = ad.varm["planted_log_fold"][:, 0] > 0
+    assert set(np.argsort(-loadings)[:2]) <= set(np.flatnonzero(up))
+    with pytest.raises(KeyError, match="group column 'celltype' not found"):
+        P.condition_response(ad, condition_key="perturbation", control_value="control",
+                             group_key="celltype")
+    three = synthetic_interaction(seed=1, n_cells=20)
+    three = three[three.obs["perturbation"].isin(["control", "A", "B"])].copy()
+    three.obs["type"] = "x"
+    with pytest.raises(ValueError, match="compares one treatment"):
+        P.condition_response(three, condition_key="perturbation",
+                             control_value="control", group_key="type")
