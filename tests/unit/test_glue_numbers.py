@@ -1,4 +1,4 @@
-"""chapter.glue_numbers: what the bilinear chapters' prose shows is what was computed."""
+"""chapter.glue_numbers: the chapters' prose shows what was computed."""
 
 import math
 
@@ -13,8 +13,10 @@ def glued(monkeypatch):
     import myst_nb
 
     calls = {}
-    monkeypatch.setattr(myst_nb, "glue",
-                        lambda key, value, display=True: calls.update({key: (value, display)}))
+    def glue(key, value, display=True):
+        calls[key] = (value, display)
+
+    monkeypatch.setattr(myst_nb, "glue", glue)
     return calls
 
 
