@@ -488,6 +488,35 @@ def glue_glance(claims: list[Claim], *, key: str = "glance", digits: int = 3):
     return table
 
 
+def glue_numbers(digits: int = 4, **values) -> dict:
+    """Glue numbers for a chapter's prose (``{glue:text}`key:.3f```), hidden.
+
+    Integers are glued as integers; other numbers rounded to ``digits`` decimals, so
+    that a rerun on another machine glues (and nbval compares) the same text; ``None``
+    and NaN become NaN (the prose then reads "nan", not a stale number). Returns the
+    glued ``{key: value}``. Raises ``TypeError`` for anything but a number (a glued
+    string would show its quotes in ``{glue:text}``).
+    """
+    import numbers
+
+    import numpy as np
+    from myst_nb import glue
+
+    glued = {}
+    for key, v in values.items():
+        if v is None:
+            v = float("nan")
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(
+                f"glue_numbers: {key}={v!r} is not a number; glue text with "
+                "myst_nb.glue (a Markdown object, shown with {glue:md})."
+            )
+        v = int(v) if isinstance(v, numbers.Integral) else round(float(v), digits)
+        glue(key, v, display=False)
+        glued[key] = v
+    return glued
+
+
 def book_glance(root: str | Path | None = None, digits: int = 3):
     """The book-wide results-at-a-glance table from every chapter's ``metrics.json``
     under ``root`` (default ``_build/outputs``): one row per claim, with its chapter.
