@@ -38,6 +38,7 @@ fit_pair_saes(Zs, seed, *, n_concepts, k, settings=None) -> (SAEs, seed twins)
 alignment_verdict(value, null, seed_level) -> dict(verdict, chance_top, position)
 r2_verdict(within, across, tolerance) -> str
 pair_summary(saes, twins, Zs, null, *, tolerance) -> DataFrame, one row per dataset pair
+read_pair(row, null, *, n_cells=None, shared=None) -> DataFrame of verdicts by rule
 
 Frozen model (the paper's setting: one pretrained model embeds both datasets): fit the
 embedding on one dataset over :func:`shared_genes` and apply it unchanged to the others
@@ -75,6 +76,8 @@ __all__ = [
     "alignment_verdict",
     "r2_verdict",
     "pair_summary",
+    "read_pair",
+    "LARGER_GAP",
     "CHANCE_QUANTILE",
     "PAPER_STABILITY",
 ]
@@ -424,6 +427,9 @@ def fit_pair_saes(Zs: Mapping, seed: int, *, n_concepts: int, k: int, settings=N
     return fit_saes(Zs, seeds, **kw), fit_saes(Zs, seeds[1:] + seeds[:1], **kw)
 
 
+#: The row of :func:`read_pair` for the paper's Figure 4.A observation.
+LARGER_GAP = "larger dataset's SAE loses less R²"
+
 #: Quantile of the random-dictionary draws' mean matched cosines taken as the top of
 #: the chance band by :func:`alignment_verdict`.
 CHANCE_QUANTILE = 95
@@ -504,3 +510,42 @@ def pair_summary(saes: Mapping, twins: Mapping, Zs: Mapping, null, *,
             "random dictionaries": chance, "chance top": read["chance_top"],
             "alignment": read["verdict"], "position": read["position"]})
     return pd.DataFrame(rows).set_index("pair")
+
+
+def read_pair(row: pd.Series, null, *, n_cells: Mapping | None = None,
+              shared: tuple[float, float] | None = None) -> pd.DataFrame:
+    """The verdicts of one :func:`pair_summary` row, each by its stated rule.
+
+    Rows: the R² verdicts of both SAEs (:func:`r2_verdict`); the alignment of the two
+    dictionaries (:func:`alignment_verdict`); whether the seed-to-seed level itself is
+    above chance (*yes* unless :func:`alignment_verdict` puts it at chance: when it is
+    not, no cross-dataset agreement can be expected beyond chance); with ``n_cells``
+    (``{dataset: cells}``) the paper's Figure 4.A observation that the SAE of the larger
+    dataset loses less R² (*yes*/*no*, *equal sizes* on a tie); with ``shared``
+    (mean shared top genes of matched and of mismatched pairs) whether matched pairs
+    share more. Returns a DataFrame with columns ``rule`` and ``verdict``.
+    """
+    a, b = row["a"], row["b"]
+    seed = alignment_verdict(row["seed-to-seed"], null, row["seed-to-seed"])
+    rows = {
+        f"R², {a} SAE on {b}": ("r2_verdict", row["R² (a SAE)"]),
+        f"R², {b} SAE on {a}": ("r2_verdict", row["R² (b SAE)"]),
+        f"matched cosine, {a} vs {b}": ("alignment_verdict", row["alignment"]),
+        "seed-to-seed above random dictionaries": (
+            "alignment_verdict of the seed level",
+            "no" if seed["verdict"] == "at chance" else "yes"),
+    }
+    if n_cells is not None:
+        drop = {a: row["R² within (a)"] - row["R² across (a SAE on b)"],
+                b: row["R² within (b)"] - row["R² across (b SAE on a)"]}
+        if n_cells[a] == n_cells[b]:
+            verdict = "equal sizes"
+        else:
+            big, small = (a, b) if n_cells[a] > n_cells[b] else (b, a)
+            verdict = "yes" if drop[big] < drop[small] else "no"
+        rows[LARGER_GAP] = ("drop of the larger < smaller", verdict)
+    if shared is not None:
+        rows["genes of matched pairs"] = (
+            "matched > mismatched shared top genes",
+            "more shared" if shared[0] > shared[1] else "no more shared")
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["rule", "verdict"])

@@ -345,3 +345,30 @@ def test_pair_summary_tells_a_shared_dictionary_from_another_one():
     assert same["random dictionaries"] == pytest.approx(null.mean())
     r2 = r2_table(saes, Zs)
     assert other["R² across (a SAE on b)"] == pytest.approx(r2.loc["a", "c"])
+
+
+def test_read_pair_applies_each_rule_to_a_planted_row():
+    from helpers.stability import LARGER_GAP, read_pair
+
+    null = np.array([[0.4, 0.4], [0.5, 0.5], [0.6, 0.6]])
+    row = pd.Series({"a": "x", "b": "y", "R² within (a)": 0.95,
+                     "R² across (a SAE on b)": 0.93, "R² within (b)": 0.95,
+                     "R² across (b SAE on a)": 0.70, "R² (a SAE)": "slightly lower",
+                     "R² (b SAE)": "much lower", "alignment": "at chance",
+                     "seed-to-seed": 0.55})
+    t = read_pair(row, null, n_cells={"x": 900, "y": 100}, shared=(2.0, 0.5))
+    assert t.loc["R², x SAE on y", "verdict"] == "slightly lower"
+    assert t.loc["R², y SAE on x", "verdict"] == "much lower"
+    # 0.55 lies inside the random band (top: the 95th percentile of 0.4, 0.5, 0.6)
+    assert t.loc["seed-to-seed above random dictionaries", "verdict"] == "no"
+    assert t.loc[LARGER_GAP, "verdict"] == "yes"  # x is larger and drops 0.02 < 0.25
+    assert read_pair(row, null, n_cells={"x": 100, "y": 900}).loc[
+        LARGER_GAP, "verdict"] == "no"
+    assert read_pair(row, null, n_cells={"x": 5, "y": 5}).loc[
+        LARGER_GAP, "verdict"] == "equal sizes"
+    assert t.loc["genes of matched pairs", "verdict"] == "more shared"
+    high_row = row.copy()
+    high_row["seed-to-seed"] = 0.9
+    high = read_pair(high_row, null)
+    assert high.loc["seed-to-seed above random dictionaries", "verdict"] == "yes"
+    assert LARGER_GAP not in high.index and "genes of matched pairs" not in high.index
