@@ -33,6 +33,9 @@ Methods
 
 AnnData keys written
 --------------------
+A fitted embedding applied unchanged (frozen) to other cells, genes aligned by name:
+:func:`apply_embedding` (the counts it reads: :func:`aligned_counts`).
+
 ``adata.obsm[key_added]`` (default ``"X_<method>"``, e.g. ``X_scvi``, ``X_pca``,
 ``X_scgpt``; for ``obsm:<key>`` nothing unless ``key_added`` differs from ``<key>``)
 and ``adata.uns["embedding"][key_added]`` = the settings; a call with another
@@ -73,6 +76,8 @@ __all__ = [
     "fit_embeddings",
     "get_embedding",
     "get_params",
+    "aligned_counts",
+    "apply_embedding",
     "METHODS",
     "SCGPT_ENV",
 ]
@@ -674,3 +679,56 @@ def fit_embeddings(adata, methods, **kwargs) -> dict:
     Returns ``{method: (n_obs, dim) matrix}`` (each also written to ``adata.obsm``).
     """
     return {m: adata.obsm[fit_embedding(adata, m, **kwargs).key] for m in methods}
+
+
+def aligned_counts(adata, embedding: Embedding, *, layer: str | None = "counts"):
+    """The raw counts of ``adata`` over ``embedding.genes``, columns in that order.
+
+    For an embedding fitted on other cells (a frozen model): genes are matched by
+    name, genes ``adata`` has beyond the model's are left out.
+
+    Raises
+    ------
+    ValueError
+        ``adata`` lacks some of the model's genes (the message counts them, names a
+        few and says how to fix it), or the values are not raw counts.
+    KeyError
+        ``layer`` does not exist.
+    """
+    names = adata.var_names.astype(str)
+    if not names.is_unique:
+        raise ValueError("adata.var_names are not unique; run "
+                         "adata.var_names_make_unique() before applying a model that "
+                         "reads genes by name.")
+    have = set(names)
+    missing = [g for g in embedding.genes if g not in have]
+    if missing:
+        raise ValueError(
+            f"adata lacks {len(missing)} of the {len(embedding.genes)} genes the "
+            f"{embedding.name} model reads (e.g. {missing[:5]}); a frozen model needs "
+            "every one of its genes. Fit the model on genes all datasets share "
+            "(helpers.stability.shared_genes) or add the missing genes as zeros on "
+            "purpose."
+        )
+    idx = names.get_indexer(embedding.genes)
+    return get_matrix(adata, layer=layer, counts=True)[:, idx]
+
+
+def apply_embedding(adata, embedding: Embedding, *, layer: str | None = "counts",
+                    key_added: str | None = None) -> np.ndarray:
+    """Embed ``adata`` with an embedding fitted on other cells, unchanged (frozen).
+
+    The nearest thing to a pretrained foundation model: the model is not updated on
+    ``adata``; its genes are aligned by name (:func:`aligned_counts`) and its
+    ``encode`` maps the counts to the space it learned elsewhere.
+
+    Writes ``adata.obsm[key_added]`` (default ``"X_<name>"``) and
+    ``adata.uns["embedding"][key_added]`` (the model's settings with ``frozen=True``)
+    and returns the ``(n_obs, dim)`` matrix.
+    """
+    Z = embedding.encode(aligned_counts(adata, embedding, layer=layer))
+    key_added = key_added or f"X_{embedding.name}"
+    adata.obsm[key_added] = Z
+    uns = adata.uns.setdefault("embedding", {})
+    uns[key_added] = _h5ad_safe({**embedding.settings, "frozen": True, "layer": layer})
+    return Z

@@ -32,6 +32,17 @@ fit_saes(Zs, seeds, *, n_concepts, k, settings=None) -> {name: TopKSAE} or [TopK
 fit_seed_saes(spaces, seeds, **kwargs) -> {space: [TopKSAE per seed]}
 seed_table(models, spaces) -> DataFrame, one row per pair of seeds of each space
 shared_gene_union(adatas, layers) -> AnnData of all cells over the shared genes
+shared_genes(adatas) -> list of the genes every dataset holds (first dataset's order)
+model_genes(adata, genes, n_top_genes, layer=None) -> the most variable of ``genes``
+fit_pair_saes(Zs, seed, *, n_concepts, k, settings=None) -> (SAEs, seed twins)
+alignment_verdict(value, null, seed_level) -> dict(verdict, chance_top, position)
+r2_verdict(within, across, tolerance) -> str
+pair_summary(saes, twins, Zs, null, *, tolerance) -> DataFrame, one row per dataset pair
+read_pair(row, null, *, n_cells=None, shared=None) -> DataFrame of verdicts by rule
+
+Frozen model (the paper's setting: one pretrained model embeds both datasets): fit the
+embedding on one dataset over :func:`shared_genes` and apply it unchanged to the others
+with :func:`helpers.embeddings.apply_embedding`.
 """
 from __future__ import annotations
 
@@ -59,6 +70,15 @@ __all__ = [
     "seed_table",
     "fit_seed_saes",
     "shared_gene_union",
+    "shared_genes",
+    "model_genes",
+    "fit_pair_saes",
+    "alignment_verdict",
+    "r2_verdict",
+    "pair_summary",
+    "read_pair",
+    "LARGER_GAP",
+    "CHANCE_QUANTILE",
     "PAPER_STABILITY",
 ]
 
@@ -284,6 +304,7 @@ def matched_gene_table(pairs: pd.DataFrame, scores_1: Mapping, scores_2: Mapping
 #: Table 3, scVI c = 500 on Tabula Sapiens Immune), for a recipe table.
 PAPER_STABILITY = {
     "embedding model": ("scVI / scGPT pretrained on neither dataset", "Section 4.4"),
+    "genes the model reads": (8000, "Table 2 (scVI: 8,000 HVG)"),
     **paper_sae_rows(500, 8, float(paper_row(500)["lr"]), int(paper_row(500)["epochs"]),
                      "Table 3, scVI c = 500 (Tabula Sapiens Immune)"),
     "matching": ("Hungarian on cosine", "Section 4.4"),
@@ -335,9 +356,7 @@ def shared_gene_union(adatas: Mapping, layers: Mapping | None = None) -> ad.AnnD
     names suffixed ``-<name>``.
     """
     layers = layers or {}
-    first = next(iter(adatas.values()))
-    var_sets = [set(a.var_names) for a in adatas.values()]
-    shared = [g for g in first.var_names if all(g in v for v in var_sets)]
+    shared = shared_genes(adatas)
     parts = {name: ad.AnnData(X=get_matrix(a, layer=layers.get(name)),
                               obs=pd.DataFrame(index=a.obs_names),
                               var=pd.DataFrame(index=a.var_names))[:, shared].copy()
@@ -351,3 +370,182 @@ def fit_seed_saes(spaces: Mapping, seeds, **kwargs) -> dict:
     """:func:`fit_saes` with every seed on every embedding: ``{space: [SAEs]}``."""
     seeds = list(seeds)
     return {m: fit_saes([Z] * len(seeds), seeds, **kwargs) for m, Z in spaces.items()}
+
+
+def shared_genes(adatas: Mapping) -> list[str]:
+    """The var names every dataset of ``{name: AnnData}`` holds, first one's order.
+
+    Raises ``ValueError`` when they share none (the message names the datasets)."""
+    if not adatas:
+        raise ValueError("shared_genes needs at least one dataset ({name: AnnData}).")
+    first = next(iter(adatas.values()))
+    var_sets = [set(map(str, a.var_names)) for a in adatas.values()]
+    shared = [str(g) for g in first.var_names if all(str(g) in v for v in var_sets)]
+    if not shared:
+        raise ValueError(f"the datasets {list(adatas)} share no gene names; check that "
+                         "they use the same gene identifiers (symbols vs Ensembl ids).")
+    return shared
+
+
+def model_genes(adata, genes, n_top_genes: int | None,
+                layer: str | None = None) -> list[str]:
+    """The ``n_top_genes`` most variable of ``genes`` in ``adata`` (the model's data).
+
+    Counts of ``layer`` over ``genes`` are log-normalised and ranked by scanpy's
+    ``highly_variable_genes`` (seurat flavour, :func:`helpers.preprocess.select_hvgs`),
+    as a foundation model reads a fixed set of variable genes (the paper's scVI: 8,000).
+    Returned in the order of ``genes``; ``None`` or a number >= len(genes) keeps all.
+    """
+    from .preprocess import normalize_log1p, select_hvgs
+
+    genes = [str(g) for g in genes]
+    missing = set(genes) - set(map(str, adata.var_names))
+    if missing:
+        raise ValueError(f"{len(missing)} of the genes are not in adata.var_names "
+                         f"(e.g. {sorted(missing)[:5]}); pass genes the dataset holds.")
+    sub = ad.AnnData(X=get_matrix(adata[:, genes], layer=layer, counts=True),
+                     var=pd.DataFrame(index=genes))
+    kept = set(select_hvgs(normalize_log1p(sub), n_top_genes).var_names)
+    return [g for g in genes if g in kept]
+
+
+def fit_pair_saes(Zs: Mapping, seed: int, *, n_concepts: int, k: int, settings=None):
+    """One SAE per dataset and a seed twin of each, for cross-dataset comparisons.
+
+    Dataset ``i`` of ``Zs`` (``{name: Z}``) gets seed ``seed + i`` (with one seed, SAEs
+    of two datasets would start from the same random dictionary and look aligned for
+    that reason alone); its twin is trained on the same data with the next dataset's
+    seed (the last one's with ``seed``), so the first two datasets' across pair and
+    each one's seed-to-seed pair use the same two seeds. Returns ``(saes, twins)``, two
+    ``{name: TopKSAE}``.
+    """
+    names = list(Zs)
+    if len(names) < 2:
+        raise ValueError(f"fit_pair_saes needs at least two datasets, got {names}.")
+    seeds = [seed + i for i in range(len(names))]
+    kw = dict(n_concepts=n_concepts, k=k, settings=settings)
+    return fit_saes(Zs, seeds, **kw), fit_saes(Zs, seeds[1:] + seeds[:1], **kw)
+
+
+#: The row of :func:`read_pair` for the paper's Figure 4.A observation.
+LARGER_GAP = "larger dataset's SAE loses less R²"
+
+#: Quantile of the random-dictionary draws' mean matched cosines taken as the top of
+#: the chance band by :func:`alignment_verdict`.
+CHANCE_QUANTILE = 95
+
+
+def alignment_verdict(value: float, null, seed_level: float) -> dict:
+    """Where a mean matched cosine lies between chance and the seed-to-seed level.
+
+    Rule: *at chance* when ``value`` is at most the :data:`CHANCE_QUANTILE`-th
+    percentile of the random draws' means (``null``: the ``(n_draws, c)`` output of
+    :func:`random_dictionary_null`); *at the seed-to-seed level* when it reaches
+    ``seed_level`` (two SAEs on one dataset, different seeds); otherwise *between chance
+    and seed-to-seed*. ``position`` is ``(value - mean chance) / (seed_level - mean
+    chance)``: 0 at chance, 1 at the seed level (NaN when the two levels coincide).
+    """
+    null = np.asarray(null, dtype=np.float64)
+    if null.ndim != 2 or null.size == 0:
+        raise ValueError("null must be the (n_draws, c) array of "
+                         f"random_dictionary_null, got shape {null.shape}.")
+    draws = null.mean(axis=1)
+    top = float(np.percentile(draws, CHANCE_QUANTILE))
+    span = float(seed_level) - float(draws.mean())
+    position = (float(value) - float(draws.mean())) / span if span > 0 else float("nan")
+    if value <= top:
+        verdict = "at chance"
+    elif value >= seed_level:
+        verdict = "at the seed-to-seed level"
+    else:
+        verdict = "between chance and seed-to-seed"
+    return {"verdict": verdict, "chance_top": top, "position": position}
+
+
+def r2_verdict(within: float, across: float, tolerance: float) -> str:
+    """The paper's reading of Figure 4.A as a rule: R² on the other dataset is *slightly
+    lower* when ``0 <= within - across <= tolerance``, *not lower* when it is higher,
+    *much lower* when the drop exceeds ``tolerance``."""
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}.")
+    drop = float(within) - float(across)
+    if drop < 0:
+        return "not lower"
+    return "slightly lower" if drop <= tolerance else "much lower"
+
+
+def pair_summary(saes: Mapping, twins: Mapping, Zs: Mapping, null, *,
+                 tolerance: float) -> pd.DataFrame:
+    """Cross-dataset stability of every pair of datasets, with both reference levels.
+
+    ``saes`` and ``twins`` are :func:`fit_pair_saes`' output on ``Zs`` (one embedding
+    space), ``null`` :func:`random_dictionary_null` for their shape. One row per pair
+    ``a vs b`` (in ``Zs`` order; columns ``a`` and ``b`` name them): the share of the
+    two datasets' embedding variance between them (:func:`between_group_share`); R²
+    within and across for each SAE and the verdict of :func:`r2_verdict` for each;
+    mean matched cosine of the two dictionaries, the
+    seed-to-seed level (mean of the two datasets' seed twins), the random-dictionary
+    mean, and :func:`alignment_verdict`'s verdict and position.
+    """
+    r2 = r2_table(saes, Zs)
+    seed_cos = {n: float(match_dictionaries(saes[n].dictionary, twins[n].dictionary)
+                         ["cosine"].mean()) for n in saes}
+    chance = float(np.asarray(null).mean())
+    rows = []
+    for a, b in combinations(list(saes), 2):
+        cos = float(match_dictionaries(saes[a].dictionary, saes[b].dictionary)
+                    ["cosine"].mean())
+        seed_level = (seed_cos[a] + seed_cos[b]) / 2
+        read = alignment_verdict(cos, null, seed_level)
+        groups = np.repeat([0, 1], [len(Zs[a]), len(Zs[b])])
+        rows.append({
+            "pair": f"{a} vs {b}", "a": a, "b": b,
+            "between-dataset variance share": between_group_share(
+                np.vstack([Zs[a], Zs[b]]), groups),
+            "R² within (a)": r2.loc[a, a], "R² across (a SAE on b)": r2.loc[a, b],
+            "R² within (b)": r2.loc[b, b], "R² across (b SAE on a)": r2.loc[b, a],
+            "R² (a SAE)": r2_verdict(r2.loc[a, a], r2.loc[a, b], tolerance),
+            "R² (b SAE)": r2_verdict(r2.loc[b, b], r2.loc[b, a], tolerance),
+            "mean matched cosine": cos, "seed-to-seed": seed_level,
+            "random dictionaries": chance, "chance top": read["chance_top"],
+            "alignment": read["verdict"], "position": read["position"]})
+    return pd.DataFrame(rows).set_index("pair")
+
+
+def read_pair(row: pd.Series, null, *, n_cells: Mapping | None = None,
+              shared: tuple[float, float] | None = None) -> pd.DataFrame:
+    """The verdicts of one :func:`pair_summary` row, each by its stated rule.
+
+    Rows: the R² verdicts of both SAEs (:func:`r2_verdict`); the alignment of the two
+    dictionaries (:func:`alignment_verdict`); whether the seed-to-seed level itself is
+    above chance (*yes* unless :func:`alignment_verdict` puts it at chance: when it is
+    not, no cross-dataset agreement can be expected beyond chance); with ``n_cells``
+    (``{dataset: cells}``) the paper's Figure 4.A observation that the SAE of the larger
+    dataset loses less R² (*yes*/*no*, *equal sizes* on a tie); with ``shared``
+    (mean shared top genes of matched and of mismatched pairs) whether matched pairs
+    share more. Returns a DataFrame with columns ``rule`` and ``verdict``.
+    """
+    a, b = row["a"], row["b"]
+    seed = alignment_verdict(row["seed-to-seed"], null, row["seed-to-seed"])
+    rows = {
+        f"R², {a} SAE on {b}": ("r2_verdict", row["R² (a SAE)"]),
+        f"R², {b} SAE on {a}": ("r2_verdict", row["R² (b SAE)"]),
+        f"matched cosine, {a} vs {b}": ("alignment_verdict", row["alignment"]),
+        "seed-to-seed above random dictionaries": (
+            "alignment_verdict of the seed level",
+            "no" if seed["verdict"] == "at chance" else "yes"),
+    }
+    if n_cells is not None:
+        drop = {a: row["R² within (a)"] - row["R² across (a SAE on b)"],
+                b: row["R² within (b)"] - row["R² across (b SAE on a)"]}
+        if n_cells[a] == n_cells[b]:
+            verdict = "equal sizes"
+        else:
+            big, small = (a, b) if n_cells[a] > n_cells[b] else (b, a)
+            verdict = "yes" if drop[big] < drop[small] else "no"
+        rows[LARGER_GAP] = ("drop of the larger < smaller", verdict)
+    if shared is not None:
+        rows["genes of matched pairs"] = (
+            "matched > mismatched shared top genes",
+            "more shared" if shared[0] > shared[1] else "no more shared")
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["rule", "verdict"])

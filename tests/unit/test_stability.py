@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.sae import train_sae
+from helpers.sae import SAETrainSettings, train_sae
 from helpers.stability import (
     between_group_share,
     fit_saes,
@@ -195,3 +195,180 @@ def test_shared_gene_union_keeps_shared_genes_and_reads_each_layer():
     X = u.layers["counts"]
     X = X.toarray() if sp.issparse(X) else X
     np.testing.assert_array_equal(X, [[1, 3], [5, 7], [9, 11], [2, 1], [5, 4]])
+
+
+# --- frozen models, shared genes, pair summaries and verdicts (issue 11) ---
+
+def _toy_counts(n=200, g=40, seed=0, prefix="g"):
+    """Poisson counts of two cell groups with different gene programs."""
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, 2, n)
+    rate = rng.gamma(2.0, 1.0, size=(2, g))[group] * rng.uniform(0.5, 2, size=(n, 1))
+    a = ad.AnnData(X=rng.poisson(rate).astype(np.float32))
+    a.var_names = [f"{prefix}{j}" for j in range(g)]
+    return a
+
+
+def test_frozen_model_aligns_genes_by_name_and_reproduces_its_own_embedding():
+    from helpers.embeddings import aligned_counts, apply_embedding, fit_embedding
+
+    train = _toy_counts(seed=0)
+    emb = fit_embedding(train, "pca", layer=None, n_latent=5)
+    # the same cells, genes in another order, two extra genes: identical embedding
+    rng = np.random.default_rng(1)
+    order = rng.permutation(train.n_vars)
+    import anndata as ad
+    extra = np.hstack([train.X[:, order], np.ones((train.n_obs, 2), np.float32)])
+    other = ad.AnnData(X=extra)
+    other.var_names = [train.var_names[i] for i in order] + ["x1", "x2"]
+    np.testing.assert_array_equal(aligned_counts(other, emb, layer=None), train.X)
+    Z = apply_embedding(other, emb, layer=None)
+    np.testing.assert_allclose(Z, train.obsm["X_pca"], atol=1e-5)
+    assert other.obsm["X_pca"] is Z and other.uns["embedding"]["X_pca"]["frozen"]
+    # new cells: the model is not refitted, so the training cells embed as before
+    new = _toy_counts(seed=2)
+    Z_new = apply_embedding(new, emb, layer=None, key_added="X_f")
+    assert Z_new.shape == (new.n_obs, 5) and "X_f" in new.obsm
+    np.testing.assert_allclose(emb.encode(train.X), train.obsm["X_pca"], atol=1e-4)
+
+
+def test_frozen_model_errors_name_the_problem():
+    from helpers.embeddings import apply_embedding, fit_embedding
+
+    emb = fit_embedding(_toy_counts(), "pca", layer=None, n_latent=3)
+    short = _toy_counts()[:, 3:].copy()
+    with pytest.raises(ValueError, match="lacks 3 of the 40 genes"):
+        apply_embedding(short, emb, layer=None)
+    dup = _toy_counts()
+    dup.var_names = ["g0"] * 2 + list(dup.var_names[2:])
+    with pytest.raises(ValueError, match="not unique"):
+        apply_embedding(dup, emb, layer=None)
+    logged = _toy_counts()
+    logged.X = np.log1p(logged.X) + 0.1
+    with pytest.raises(ValueError, match="count"):
+        apply_embedding(logged, emb, layer=None)
+
+
+def test_shared_genes_keep_the_first_order_and_fail_when_none_are_shared():
+    from helpers.stability import shared_genes
+
+    a, b = _toy_counts(g=6), _toy_counts(g=6)
+    b.var_names = ["g5", "g1", "gx", "g3", "gy", "gz"]
+    assert shared_genes({"a": a, "b": b}) == ["g1", "g3", "g5"]
+    with pytest.raises(ValueError, match="share no gene"):
+        shared_genes({"a": a, "c": _toy_counts(g=4, prefix="h")})
+
+
+def test_model_genes_pick_the_planted_variable_genes_in_input_order():
+    import anndata as ad
+    from helpers.stability import model_genes
+
+    rng = np.random.default_rng(3)
+    n, g = 300, 400  # enough genes to populate every mean bin of the seurat flavour
+    rates = rng.gamma(2.0, 5.0, g)  # genes expressed at many levels
+    X = rng.poisson(rates, size=(n, g)).astype(np.float32)
+    on = rng.random(n) < 0.5
+    # two genes of a median level that are on in half the cells only
+    mid = float(np.median(rates))
+    X[:, 7] = np.where(on, rng.poisson(2 * mid, n), 0)
+    X[:, 19] = np.where(~on, rng.poisson(2 * mid, n), 0)
+    a = ad.AnnData(X=X)
+    a.var_names = [f"g{j}" for j in range(g)]
+    picked = model_genes(a, [f"g{j}" for j in range(g - 1, -1, -1)], 2)
+    assert picked == ["g19", "g7"]  # the order of the genes passed
+    assert model_genes(a, ["g1", "g2"], None) == ["g1", "g2"]
+    with pytest.raises(ValueError, match="not in adata.var_names"):
+        model_genes(a, ["g1", "nope"], 1)
+
+
+def test_pair_saes_twins_share_the_next_datasets_seed():
+    from helpers.stability import fit_pair_saes
+
+    rng = np.random.default_rng(8)
+    Z = _sparse_data(rng, _unit_rows(rng, 8, 6), 300)
+    saes, twins = fit_pair_saes({"a": Z, "b": Z, "c": Z}, 5, n_concepts=10, k=2)
+    # same data: b's SAE (seed 6) is a's twin (seed 6); c's twin has seed 5
+    np.testing.assert_array_equal(saes["b"].dictionary, twins["a"].dictionary)
+    np.testing.assert_array_equal(saes["a"].dictionary, twins["c"].dictionary)
+    assert not np.allclose(saes["a"].dictionary, twins["a"].dictionary)
+    with pytest.raises(ValueError, match="at least two datasets"):
+        fit_pair_saes({"a": Z}, 0, n_concepts=10, k=2)
+
+
+def test_alignment_verdict_follows_its_rule():
+    from helpers.stability import CHANCE_QUANTILE, alignment_verdict
+
+    null = np.array([[0.4, 0.4], [0.5, 0.5], [0.6, 0.6]])  # draws' means 0.4, 0.5, 0.6
+    top = np.percentile([0.4, 0.5, 0.6], CHANCE_QUANTILE)
+    assert alignment_verdict(top, null, 0.9)["verdict"] == "at chance"
+    mid = alignment_verdict(0.7, null, 0.9)
+    assert mid["verdict"] == "between chance and seed-to-seed"
+    assert mid["position"] == pytest.approx((0.7 - 0.5) / (0.9 - 0.5))
+    assert mid["chance_top"] == pytest.approx(top)
+    assert alignment_verdict(0.9, null, 0.9)["verdict"] == "at the seed-to-seed level"
+    assert alignment_verdict(0.5, null, 0.9)["position"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="n_draws, c"):
+        alignment_verdict(0.5, np.array([0.5]), 0.9)
+
+
+def test_r2_verdict_reads_figure_4a_by_a_stated_tolerance():
+    from helpers.stability import r2_verdict
+
+    assert r2_verdict(0.95, 0.93, 0.05) == "slightly lower"
+    assert r2_verdict(0.95, 0.90, 0.05) == "slightly lower"
+    assert r2_verdict(0.95, 0.80, 0.05) == "much lower"
+    assert r2_verdict(0.90, 0.95, 0.05) == "not lower"
+    with pytest.raises(ValueError, match="tolerance"):
+        r2_verdict(0.9, 0.8, -0.1)
+
+
+def test_pair_summary_tells_a_shared_dictionary_from_another_one():
+    from helpers.stability import fit_pair_saes, pair_summary
+
+    rng = np.random.default_rng(9)
+    D, D_other = _unit_rows(rng, 10, 8), _unit_rows(rng, 10, 8)
+    Zs = {"a": _sparse_data(rng, D, 1200), "b": _sparse_data(rng, D, 1200),
+          "c": _sparse_data(rng, D_other, 1200)}
+    settings = SAETrainSettings(epochs=40, lr=3e-3, batch_size=128, device="cpu")
+    saes, twins = fit_pair_saes(Zs, 0, n_concepts=10, k=2, settings=settings)
+    null = random_dictionary_null(10, 8, n_draws=10, seed=0)
+    t = pair_summary(saes, twins, Zs, null, tolerance=0.05)
+    assert list(t.index) == ["a vs b", "a vs c", "b vs c"]
+    same, other = t.loc["a vs b"], t.loc["a vs c"]
+    assert same["R² (a SAE)"] == "slightly lower"
+    assert other["R² (a SAE)"] == "much lower"
+    assert same["mean matched cosine"] > other["mean matched cosine"] + 0.2
+    assert same["alignment"] != "at chance"
+    assert same["between-dataset variance share"] < 0.05
+    assert same["random dictionaries"] == pytest.approx(null.mean())
+    r2 = r2_table(saes, Zs)
+    assert other["R² across (a SAE on b)"] == pytest.approx(r2.loc["a", "c"])
+
+
+def test_read_pair_applies_each_rule_to_a_planted_row():
+    from helpers.stability import LARGER_GAP, read_pair
+
+    null = np.array([[0.4, 0.4], [0.5, 0.5], [0.6, 0.6]])
+    row = pd.Series({"a": "x", "b": "y", "R² within (a)": 0.95,
+                     "R² across (a SAE on b)": 0.93, "R² within (b)": 0.95,
+                     "R² across (b SAE on a)": 0.70, "R² (a SAE)": "slightly lower",
+                     "R² (b SAE)": "much lower", "alignment": "at chance",
+                     "seed-to-seed": 0.55})
+    t = read_pair(row, null, n_cells={"x": 900, "y": 100}, shared=(2.0, 0.5))
+    assert t.loc["R², x SAE on y", "verdict"] == "slightly lower"
+    assert t.loc["R², y SAE on x", "verdict"] == "much lower"
+    # 0.55 lies inside the random band (top: the 95th percentile of 0.4, 0.5, 0.6)
+    assert t.loc["seed-to-seed above random dictionaries", "verdict"] == "no"
+    assert t.loc[LARGER_GAP, "verdict"] == "yes"  # x is larger and drops 0.02 < 0.25
+    assert read_pair(row, null, n_cells={"x": 100, "y": 900}).loc[
+        LARGER_GAP, "verdict"] == "no"
+    assert read_pair(row, null, n_cells={"x": 5, "y": 5}).loc[
+        LARGER_GAP, "verdict"] == "equal sizes"
+    assert t.loc["genes of matched pairs", "verdict"] == "more shared"
+    high_row = row.copy()
+    high_row["seed-to-seed"] = 0.9
+    high = read_pair(high_row, null)
+    assert high.loc["seed-to-seed above random dictionaries", "verdict"] == "yes"
+    assert LARGER_GAP not in high.index and "genes of matched pairs" not in high.index
