@@ -104,10 +104,12 @@ SCALED_PROBE = dict(C=1.0, max_iter=2000, scale=True)
 #: Tabula Sapiens Immune, balanced classes, held-out accuracy of the probe on concept
 #: and on neuron activations, and the cells per class of its train and test sets.
 PAPER_ACCURACY = {
-    "cell type": dict(concepts=0.86, neurons=0.87, classes=7, train_per_class=6000,
-                      test_per_class=2000, source="paper, Section 5 and Figure 10.A"),
-    "cell cycle": dict(concepts=0.49, neurons=0.48, classes=3, train_per_class=10000,
-                       test_per_class=1000, source="paper, Section 5 and Figure 10.B"),
+    "cell type": {"concepts": 0.86, "neurons": 0.87, "classes": 7,
+                  "train_per_class": 6000, "test_per_class": 2000,
+                  "source": "paper, Section 5 and Figure 10.A"},
+    "cell cycle": {"concepts": 0.49, "neurons": 0.48, "classes": 3,
+                   "train_per_class": 10000, "test_per_class": 1000,
+                   "source": "paper, Section 5 and Figure 10.B"},
 }
 #: The paper's 7 cell types (Appendix G), Tabula Sapiens Immune names.
 PAPER_CELL_TYPES = ("B cell", "CD8-positive, alpha-beta T cell",
