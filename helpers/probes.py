@@ -707,6 +707,13 @@ def accuracy_table(results: dict, paper: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows + (paper_rows() if paper else []))
 
 
+def _paper_gap(task: str) -> float:
+    """The paper's concepts − neurons accuracy (two-decimal figures: rounded so that
+    float error does not show)."""
+    a = PAPER_ACCURACY[task]
+    return round(a["concepts"] - a["neurons"], 2)
+
+
 def gap_table(results: dict) -> pd.DataFrame:
     """Concepts − neurons per probe, beside the paper's, with binomial standard errors.
 
@@ -720,8 +727,7 @@ def gap_table(results: dict) -> pd.DataFrame:
     out["s.e. of the gap"] = np.sqrt((out["concepts"] * (1 - out["concepts"])
                                       + out["neurons"] * (1 - out["neurons"])) / n)
     out["paper: concepts − neurons"] = [
-        PAPER_ACCURACY[t]["concepts"] - PAPER_ACCURACY[t]["neurons"]
-        if t in PAPER_ACCURACY else np.nan for t in out["task"]]
+        _paper_gap(t) if t in PAPER_ACCURACY else np.nan for t in out["task"]]
     return out
 
 
@@ -838,6 +844,6 @@ def accuracy_claims(results: dict, tolerance: float) -> list:
                 note=why + model))
         claims.append(Claim(
             f"{task} probe: concepts − neurons ({name})",
-            a["concepts"] - a["neurons"], s["concepts"] - s["neurons"], tolerance,
+            _paper_gap(task), s["concepts"] - s["neurons"], tolerance,
             a["source"], note=model))
     return claims
