@@ -32,6 +32,12 @@ prepare_runs(datasets, *, layers, cell_type_keys, ..., **fit_kw) -> {name: run d
 fit_run(adata, *, embedding, ..., n_concepts, k, sae_settings) -> dict(emb, Z, sae, U)
 probe_task(U, Z, labels, *, seed, test_size, C, ...) -> dict(res, idx, classes, summary)
 read_top_units(coef, run, *, concepts, n, n_genes, markers, ...) -> DataFrame of genes
+cell_cycle_coverage(var_names, markers=None, min_coverage=None) -> dict (phase probe rule)
+coverage_table(runs) / accuracy_table(results) / gap_table(results) -> DataFrame
+marker_overlap(top, markers, universe, by=("class",)) -> DataFrame (hypergeometric)
+read_phase_units(results, runs, *, markers, n, ...) -> (units table, overlap table)
+read_cell_type_units(results, runs, *, n=1, ...) -> DataFrame
+accuracy_claims(results, tolerance) -> list of helpers.chapter.Claim (vs PAPER_ACCURACY)
 """
 from __future__ import annotations
 
@@ -71,9 +77,20 @@ __all__ = [
     "prepare_runs",
     "probe_task",
     "read_top_units",
+    "cell_cycle_coverage",
+    "coverage_table",
+    "paper_rows",
+    "accuracy_table",
+    "gap_table",
+    "marker_overlap",
+    "read_phase_units",
+    "read_cell_type_units",
+    "accuracy_claims",
     "PAPER_PROBE",
     "SCALED_PROBE",
     "PAPER_PROBE_SETUP",
+    "PAPER_ACCURACY",
+    "PAPER_CELL_TYPES",
 ]
 
 #: The paper's probes (Appendix G): "logistic regression from sklearn with default
@@ -83,6 +100,30 @@ PAPER_PROBE = {"cell type": dict(C=1.0, max_iter=50, scale=False),
                "cell cycle": dict(C=1.0, max_iter=100, scale=False)}
 #: The variant reported beside it: standardised features, enough iterations to converge.
 SCALED_PROBE = dict(C=1.0, max_iter=2000, scale=True)
+#: The paper's probe results (Section 5; Appendix G and Figure 10): scGPT SAE on
+#: Tabula Sapiens Immune, balanced classes, held-out accuracy of the probe on concept
+#: and on neuron activations, and the cells per class of its train and test sets.
+PAPER_ACCURACY = {
+    "cell type": {"concepts": 0.86, "neurons": 0.87, "classes": 7,
+                  "train_per_class": 6000, "test_per_class": 2000,
+                  "source": "paper, Section 5 and Figure 10.A"},
+    "cell cycle": {"concepts": 0.49, "neurons": 0.48, "classes": 3,
+                   "train_per_class": 10000, "test_per_class": 1000,
+                   "source": "paper, Section 5 and Figure 10.B"},
+}
+#: The paper's 7 cell types (Appendix G), Tabula Sapiens Immune names.
+PAPER_CELL_TYPES = ("B cell", "CD8-positive, alpha-beta T cell",
+                    "CD4-positive, alpha-beta T cell", "natural killer cell",
+                    "neutrophil", "classical monocyte", "monocyte")
+#: Where the paper's probes ran.
+PAPER_PROBE_DATA = "paper: Tabula Sapiens immune, scGPT"
+
+
+def _paper_test_share(task: str) -> float:
+    a = PAPER_ACCURACY[task]
+    return a["test_per_class"] / (a["train_per_class"] + a["test_per_class"])
+
+
 #: The paper's probe setup (Appendix G, Section 4.2, Table 3): an scGPT SAE with
 #: c = 5000, k = 80 on Tabula Sapiens Immune; balanced train/test cells per class.
 PAPER_PROBE_SETUP = {
@@ -95,9 +136,9 @@ PAPER_PROBE_SETUP = {
     "C": (1.0, "Appendix G (sklearn default)"),
     "max_iter (cell type)": (50, "Appendix G"),
     "max_iter (cell cycle)": (100, "Appendix G (sklearn default)"),
-    "test share (cell type)": (2000 / 8000,
+    "test share (cell type)": (_paper_test_share("cell type"),
                                "Appendix G: 6000 train, 2000 test per class"),
-    "test share (cell cycle)": (1000 / 11000,
+    "test share (cell cycle)": (_paper_test_share("cell cycle"),
                                 "Appendix G: 10000 train, 1000 test per class"),
 }
 
@@ -411,35 +452,89 @@ def marker_hits(genes: Iterable[str], marker_set: Iterable[str]) -> list[str]:
 # ------------------------------------------------------------------------------------
 # the probes chapter's steps: one call per dataset, per task, per set of top units
 # ------------------------------------------------------------------------------------
+def cell_cycle_coverage(var_names, markers: dict | None = None,
+                        min_coverage: float | None = None) -> dict:
+    """How much of each cell-cycle marker list a dataset's genes hold.
+
+    Parameters
+    ----------
+    var_names
+        The data's genes (symbols; matched case-insensitively).
+    markers
+        ``{phase: genes}``; default the Regev list (:func:`cell_cycle_genes`).
+    min_coverage
+        The rule for a phase probe: every list must be covered to at least this share
+        (``None``: no rule, ``phase probe`` is True).
+
+    Returns
+    -------
+    ``{"<phase> genes": found, "<phase> listed": n, "<phase> share": found / n, ...,
+    "phase probe": bool}``.
+    """
+    if markers is None:
+        s_genes, g2m_genes = cell_cycle_genes()
+        markers = {"S": s_genes, "G2M": g2m_genes}
+    if min_coverage is not None and not 0 <= min_coverage <= 1:
+        raise ValueError(f"min_coverage={min_coverage}; use a share between 0 and 1.")
+    out, shares = {}, []
+    for phase, genes in markers.items():
+        genes = list(genes)
+        found = len(_match_case_insensitive(genes, var_names))
+        share = found / len(genes) if genes else 0.0
+        out.update({f"{phase} genes": found, f"{phase} listed": len(genes),
+                    f"{phase} share": share})
+        shares.append(share)
+    out["phase probe"] = bool(min_coverage is None or min(shares) >= min_coverage)
+    return out
+
+
 def load_tasks(dataset, *, layer: str | None = None, cell_type_key: str | None = None,
                max_cells: int | None = None, min_genes: int = 10,
-               n_top_genes: int | None = 2000, seed: int = 0) -> dict:
+               n_top_genes: int | None = 2000, seed: int = 0,
+               min_coverage: float | None = None) -> dict:
     """Load one dataset, label its cells (phase, cell type), prepare it for embedding.
 
-    Subsamples to ``max_cells`` (:func:`helpers.preprocess.subsample`), labels phases by
+    Subsamples to ``max_cells`` (:func:`helpers.preprocess.subsample`), measures the
+    Regev coverage of its own genes (:func:`cell_cycle_coverage`; with
+    ``min_coverage``, a dataset below it gets no phase task), labels phases by
     :func:`cell_cycle_labels`, tries :func:`score_cell_cycle` (its refusal, a string, is
     returned as ``refused``), then :func:`helpers.preprocess.prepare` (raw counts in
     ``layers["counts"]``, at most ``n_top_genes`` variable genes).
 
     Returns
     -------
-    ``dict(adata, tasks={"cell cycle": labels[, "cell type": labels]}, phase_source,
-    refused)``, labels as string arrays aligned with ``adata``.
+    ``dict(adata, tasks={"cell cycle": labels, "cell type": labels}, phase_source,
+    refused, coverage, counts_recovered)``, labels as string arrays aligned with
+    ``adata``; a task is absent when its rule or key excludes it.
     """
     raw = subsample(load_dataset(dataset), max_cells, seed=seed)
-    phase, source = cell_cycle_labels(raw, min_genes=min_genes, layer=layer, seed=seed)
-    try:
-        score_cell_cycle(raw.copy(), layer=layer, min_genes=min_genes)
-        refused = None
-    except ValueError as err:
-        refused = str(err)
+    coverage = cell_cycle_coverage(raw.var_names, min_coverage=min_coverage)
+    if not coverage["phase probe"] and not cell_type_key:
+        raise ValueError(
+            f"{dataset}: nothing to probe: its genes cover less than min_coverage="
+            f"{min_coverage} of a Regev list and no cell-type key is given; lower "
+            "min_cell_cycle_coverage or give a cell_type_keys entry."
+        )
+    phase, source, refused = None, "no phase task (Regev coverage below the rule)", None
+    if coverage["phase probe"]:
+        phase, source = cell_cycle_labels(raw, min_genes=min_genes, layer=layer,
+                                          seed=seed)
+        if min(coverage["S genes"], coverage["G2M genes"]) < min_genes:
+            try:  # the refusal says why the shipped scores were used
+                score_cell_cycle(raw.copy(), layer=layer, min_genes=min_genes)
+            except ValueError as err:
+                refused = str(err)
+    recovered = bool(raw.uns.get("dataset", {}).get("counts_recovered", False))
     adata = prepare(raw, layer=layer,
                     n_top_genes=n_top_genes if raw.n_vars > n_top_genes else None)
-    tasks = {"cell cycle": phase.loc[adata.obs_names].astype(str).to_numpy()}
+    tasks = {}
+    if phase is not None:
+        tasks["cell cycle"] = phase.loc[adata.obs_names].astype(str).to_numpy()
     if cell_type_key:
         labels = check_labels(raw, cell_type_key).loc[adata.obs_names]
         tasks["cell type"] = labels.astype(str).to_numpy()
-    return dict(adata=adata, tasks=tasks, phase_source=source, refused=refused)
+    return dict(adata=adata, tasks=tasks, phase_source=source, refused=refused,
+                coverage=coverage, counts_recovered=recovered)
 
 
 def fit_run(adata, *, embedding: str = "scvi", n_latent: int = 16, max_epochs=None,
@@ -538,16 +633,19 @@ def read_top_units(coef: pd.DataFrame, run: dict, *, concepts: bool = True, n: i
 def prepare_runs(datasets, *, layers: dict | None = None,
                  cell_type_keys: dict | None = None, max_cells: int | None = None,
                  min_genes: int = 10, n_top_genes: int | None = 2000, seed: int = 0,
-                 markers: dict | None = None, **fit_kw) -> dict:
+                 markers: dict | None = None, min_coverage: float | None = None,
+                 **fit_kw) -> dict:
     """:func:`load_tasks` then :func:`fit_run` for each dataset, saying what each found.
 
     ``layers`` and ``cell_type_keys`` are keyed by dataset name (a path's file name
     without ``.h5ad``); ``markers`` (``{"S": genes, "G2M": genes}``) are looked up in
-    each model's input genes for the printout; ``fit_kw`` go to :func:`fit_run`.
+    each model's input genes for the printout; ``min_coverage`` is the phase-probe
+    rule of :func:`cell_cycle_coverage`; ``fit_kw`` go to :func:`fit_run`.
 
     Returns
     -------
-    ``{name: dict(adata, tasks, phase_source, refused, emb, Z, sae, U, sae_metrics)}``.
+    ``{name: dict(adata, tasks, phase_source, refused, coverage, counts_recovered,
+    emb, Z, sae, U, sae_metrics)}``.
     """
     layers, cell_type_keys, markers = layers or {}, cell_type_keys or {}, markers or {}
     runs = {}
@@ -556,7 +654,7 @@ def prepare_runs(datasets, *, layers: dict | None = None,
         run = runs[name] = load_tasks(
             ds, layer=layers.get(name), cell_type_key=cell_type_keys.get(name),
             max_cells=max_cells, min_genes=min_genes, n_top_genes=n_top_genes,
-            seed=seed)
+            seed=seed, min_coverage=min_coverage)
         if run["refused"]:
             print(f"{name}: score_cell_cycle refused: {run['refused']}")
         run.update(fit_run(run["adata"], seed=seed, **fit_kw))
@@ -567,9 +665,185 @@ def prepare_runs(datasets, *, layers: dict | None = None,
 def _print_run(name: str, run: dict, markers: dict) -> None:
     genes, m = run["emb"].genes, run["sae_metrics"]
     print(f"{name}: {run['adata'].n_obs} cells, {len(genes)} genes in the model; "
-          f"phase labels: {run['phase_source']}")
+          f"tasks: {', '.join(run['tasks'])}; phase labels: {run['phase_source']}")
+    if run.get("counts_recovered"):
+        print("   counts recovered exactly from normalised values (the data's "
+              "PROVENANCE.md)")
     if markers:
         found = {p: marker_hits(genes, g) for p, g in markers.items()}
         print("   Regev genes in the model input: " + ", ".join(
             f"{p} {len(found[p])}/{len(g)} {found[p]}" for p, g in markers.items()))
     print(f"   SAE: R² {m['r2']:.3f}, active concepts {m['n_active']}/{run['sae'].c}")
+
+
+# ------------------------------------------------------------------------------------
+# tables of the chapter: coverage, accuracies with the paper's, gaps, marker overlap
+# ------------------------------------------------------------------------------------
+def coverage_table(runs: dict) -> pd.DataFrame:
+    """Regev coverage of each run's own genes and whether it got a phase probe
+    (``run["coverage"]`` of :func:`load_tasks`), one row per dataset."""
+    return pd.DataFrame({name: run["coverage"] for name, run in runs.items()}).T.rename_axis(
+        "dataset")
+
+
+def paper_rows() -> list[dict]:
+    """The paper's probes as rows of :func:`accuracy_table` (:data:`PAPER_ACCURACY`)."""
+    rows = []
+    for task, a in PAPER_ACCURACY.items():
+        per_class = a["train_per_class"] + a["test_per_class"]
+        rows.append({"dataset": PAPER_PROBE_DATA, "task": task, "classes": a["classes"],
+                     "cells per class": per_class,
+                     "test cells": a["classes"] * a["test_per_class"],
+                     "chance": 1 / a["classes"], "concepts": a["concepts"],
+                     "neurons": a["neurons"]})
+    return rows
+
+
+def accuracy_table(results: dict, paper: bool = True) -> pd.DataFrame:
+    """One row per ``(dataset, task)`` of ``results`` (:func:`probe_task` outputs keyed
+    by ``(dataset, task)``): its summary, then the paper's rows (:func:`paper_rows`)."""
+    rows = [{"dataset": name, "task": task, **r["summary"]}
+            for (name, task), r in results.items()]
+    return pd.DataFrame(rows + (paper_rows() if paper else []))
+
+
+def _paper_gap(task: str) -> float:
+    """The paper's concepts − neurons accuracy (two-decimal figures: rounded so that
+    float error does not show)."""
+    a = PAPER_ACCURACY[task]
+    return round(a["concepts"] - a["neurons"], 2)
+
+
+def gap_table(results: dict) -> pd.DataFrame:
+    """Concepts − neurons per probe, beside the paper's, with binomial standard errors.
+
+    ``s.e. of the gap`` is ``sqrt(p_c(1-p_c)/n + p_n(1-p_n)/n)`` on ``n`` test cells
+    (the two probes share the test cells, so this ignores their correlation).
+    """
+    acc = accuracy_table(results, paper=False)
+    out = acc[["dataset", "task", "test cells", "concepts", "neurons"]].copy()
+    out["concepts − neurons"] = out["concepts"] - out["neurons"]
+    n = out["test cells"]
+    out["s.e. of the gap"] = np.sqrt((out["concepts"] * (1 - out["concepts"])
+                                      + out["neurons"] * (1 - out["neurons"])) / n)
+    out["paper: concepts − neurons"] = [
+        _paper_gap(t) if t in PAPER_ACCURACY else np.nan for t in out["task"]]
+    return out
+
+
+def marker_overlap(top: pd.DataFrame, markers: dict, universe,
+                   by=("class",)) -> pd.DataFrame:
+    """Hypergeometric overlap of the top genes of top units with marker lists.
+
+    For each group of ``top`` (``by`` columns, e.g. the probe's class) the distinct
+    genes of its units' ``top genes`` (comma-separated, as :func:`read_top_units`
+    writes them) are drawn from ``universe`` (the model's input genes); for each
+    marker list, ``hits`` of them are markers, against ``expected = drawn x markers
+    in input / input genes``, and ``p`` is the one-sided hypergeometric
+    ``P(X >= hits)``.
+
+    Returns
+    -------
+    DataFrame: the ``by`` columns, markers, genes drawn, markers in input, input genes,
+    hits, expected, p, hit genes.
+    """
+    from scipy.stats import hypergeom
+
+    universe = {str(g).upper() for g in universe}
+    if not universe:
+        raise ValueError("universe is empty: pass the model's input genes.")
+    by = list(by)
+    rows = []
+    for key, group in top.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        drawn = sorted({g for genes in group["top genes"] for g in str(genes).split(", ")
+                        if g and g.upper() in universe})
+        for phase, genes in markers.items():
+            listed = {str(g).upper() for g in genes} & universe
+            hits = marker_hits(drawn, listed)
+            n_universe, n_marked, n_drawn = len(universe), len(listed), len(drawn)
+            rows.append({**dict(zip(by, key)), "markers": phase, "genes drawn": n_drawn,
+                         "markers in input": n_marked, "input genes": n_universe,
+                         "hits": len(hits), "expected": n_drawn * n_marked / n_universe,
+                         "p": float(hypergeom.sf(len(hits) - 1, n_universe, n_marked,
+                                                 n_drawn)),
+                         "hit genes": ", ".join(hits)})
+    return pd.DataFrame(rows)
+
+
+def read_phase_units(results: dict, runs: dict, *, markers: dict, n: int = 3,
+                     **read_kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the top units of every phase probe (concepts and neurons) through their
+    genes (:func:`read_top_units`) and test their overlap with ``markers``
+    (:func:`marker_overlap`, universe: each model's input genes).
+
+    Returns ``(table, overlap)``: the units with their genes and hits, and one
+    overlap row per dataset, units, class and marker list.
+    """
+    tables, overlaps = [], []
+    for (name, task), r in results.items():
+        if task != "cell cycle":
+            continue
+        for units in ("concepts", "neurons"):
+            top = read_top_units(r["res"][units]["coef"], runs[name],
+                                 concepts=units == "concepts", n=n, markers=markers,
+                                 **read_kw).assign(dataset=name, units=units)
+            tables.append(top)
+            overlaps.append(marker_overlap(top, markers, runs[name]["emb"].genes,
+                                           by=("dataset", "units", "class")))
+    if not tables:
+        raise ValueError("no cell-cycle probe in results: nothing to read.")
+    cols = ["dataset", "units", "class", "rank", "unit", "coef", "top genes",
+            "Regev hits", "hits own phase"]
+    return (pd.concat(tables, ignore_index=True)[cols],
+            pd.concat(overlaps, ignore_index=True))
+
+
+def read_cell_type_units(results: dict, runs: dict, *, n: int = 1,
+                         **read_kw) -> pd.DataFrame:
+    """The top concept(s) of every cell-type probe, read through their genes."""
+    tables = [read_top_units(r["res"]["concepts"]["coef"], runs[name], n=n,
+                             **read_kw).assign(dataset=name)
+              for (name, task), r in results.items() if task == "cell type"]
+    if not tables:
+        return pd.DataFrame(columns=["dataset", "cell type", "concept", "coef",
+                                     "top genes"])
+    out = pd.concat(tables, ignore_index=True)
+    out = out.rename(columns={"class": "cell type", "unit": "concept"})
+    return out[["dataset", "cell type", "concept", "coef", "top genes"]]
+
+
+def accuracy_claims(results: dict, tolerance: float) -> list:
+    """Results-at-a-glance claims (:class:`helpers.chapter.Claim`) of every probe
+    against the paper's (:data:`PAPER_ACCURACY`): accuracy of concepts, of neurons,
+    and the gap concepts − neurons, the paper's own claim ("similar accuracy").
+
+    Rule for ``comparable``: the gap always; an accuracy when the classes are the
+    paper's (cell cycle: G1/S/G2M by the same scoring; cell type: only if the class
+    names are :data:`PAPER_CELL_TYPES`), since accuracy depends on which classes
+    must be told apart.
+    """
+    from .chapter import Claim
+
+    claims = []
+    for (name, task), r in results.items():
+        if task not in PAPER_ACCURACY:
+            continue
+        a, s = PAPER_ACCURACY[task], r["summary"]
+        same = (task == "cell cycle" and set(r["classes"]) == set(PHASES)) or (
+            set(r["classes"]) == set(PAPER_CELL_TYPES))
+        why = ("" if same else
+               f"{s['classes']} classes of {name} vs the paper's {a['classes']} "
+               "Tabula Sapiens types: accuracy depends on which classes must be told "
+               "apart; ")
+        model = "scVI trained here vs frozen scGPT"
+        for units in ("concepts", "neurons"):
+            claims.append(Claim(
+                f"{task} probe accuracy, {units} ({name}, {s['test cells']} test cells)",
+                a[units], s[units], tolerance, a["source"], comparable=same,
+                note=why + model))
+        claims.append(Claim(
+            f"{task} probe: concepts − neurons ({name})",
+            _paper_gap(task), s["concepts"] - s["neurons"], tolerance,
+            a["source"], note=model))
+    return claims

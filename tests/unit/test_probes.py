@@ -225,3 +225,92 @@ def test_probe_task_reports_the_compared_variant():
     assert r["summary"]["concepts (scaled, 2000 iter)"] == 1.0
     np.testing.assert_array_equal(r["res_compare"]["concepts"]["test_idx"],
                                   r["res"]["concepts"]["test_idx"])
+
+
+def test_cell_cycle_coverage_counts_each_list_and_applies_the_rule():
+    from helpers.probes import cell_cycle_coverage
+
+    s, g2m = cell_cycle_genes()
+    genes = [g.lower() for g in s[:30]] + g2m[:20] + ["ACTB"]  # case-insensitive
+    cov = cell_cycle_coverage(genes, min_coverage=0.5)
+    assert (cov["S genes"], cov["S listed"], cov["G2M genes"], cov["G2M listed"]) == (
+        30, 43, 20, 54)
+    assert cov["S share"] == pytest.approx(30 / 43)
+    assert cov["G2M share"] == pytest.approx(20 / 54)
+    assert not cov["phase probe"]  # the weaker list decides: 20/54 < 0.5
+    assert cell_cycle_coverage(genes, min_coverage=20 / 54)["phase probe"]
+    assert cell_cycle_coverage(genes)["phase probe"]  # no rule
+    with pytest.raises(ValueError, match="share between 0 and 1"):
+        cell_cycle_coverage(genes, min_coverage=5)
+
+
+def test_load_tasks_without_phase_coverage_or_cell_type_key_says_what_to_change(tmp_path):
+    from helpers.probes import load_tasks
+
+    path = tmp_path / "toy.h5ad"
+    _toy_cell_cycle()[:, 40:].copy().write_h5ad(path)  # 3 of 43 S genes
+    with pytest.raises(ValueError, match="nothing to probe.*min_cell_cycle_coverage"):
+        load_tasks(str(path), min_coverage=0.5, n_top_genes=None)
+
+
+def test_marker_overlap_is_the_hypergeometric_tail():
+    from math import comb
+
+    from helpers.probes import marker_overlap
+
+    universe = [f"G{i}" for i in range(100)]
+    markers = {"S": [f"G{i}" for i in range(10)] + ["NOT_IN_INPUT"], "G2M": ["G50"]}
+    # class "a": two units whose genes overlap; 3 distinct S markers among 8 genes
+    top = pd.DataFrame({"class": ["a", "a", "b"],
+                        "top genes": ["G0, G1, G20, G21", "g2, G1, G22, G23, G24, G25",
+                                      ""]})
+    out = marker_overlap(top, markers, universe).set_index(["class", "markers"])
+    row = out.loc[("a", "S")]
+    assert (row["genes drawn"], row["markers in input"], row["hits"]) == (9, 10, 3)
+    assert row["expected"] == pytest.approx(9 * 10 / 100)
+    exact = sum(comb(10, x) * comb(90, 9 - x) for x in range(3, 10)) / comb(100, 9)
+    assert row["p"] == pytest.approx(exact, rel=1e-9)
+    assert row["hit genes"] == "G0, G1, g2"
+    assert out.loc[("a", "G2M"), "hits"] == 0 and out.loc[("a", "G2M"), "p"] == 1.0
+    assert out.loc[("b", "S"), "genes drawn"] == 0 and out.loc[("b", "S"), "p"] == 1.0
+    with pytest.raises(ValueError, match="universe is empty"):
+        marker_overlap(top, markers, [])
+
+
+def _results(classes, concepts, neurons, test_cells):
+    summary = {"classes": len(classes), "cells per class": 100, "test cells": test_cells,
+               "chance": 1 / len(classes), "concepts": concepts, "neurons": neurons,
+               "converged": True}
+    return {"classes": sorted(classes), "summary": summary}
+
+
+def test_accuracy_claims_follow_the_comparability_rule_and_the_papers_figures():
+    from helpers.probes import PAPER_ACCURACY, accuracy_claims, gap_table
+
+    results = {("sorted", "cell type"): _results(list("ABCDEFG"), 0.70, 0.80, 400),
+               ("ifn", "cell cycle"): _results(["G1", "S", "G2M"], 0.50, 0.46, 300)}
+    claims = {c.figure: c for c in accuracy_claims(results, 0.05)}
+    assert len(claims) == 6
+    ct = claims["cell type probe accuracy, concepts (sorted, 400 test cells)"]
+    assert ct.theirs == PAPER_ACCURACY["cell type"]["concepts"] == 0.86
+    assert not ct.comparable and ct.verdict() == "not comparable"  # other classes
+    cc = claims["cell cycle probe accuracy, neurons (ifn, 300 test cells)"]
+    assert cc.comparable and cc.theirs == 0.48 and cc.verdict() == "reproduced"
+    gap = claims["cell type probe: concepts − neurons (sorted)"]
+    assert gap.theirs == -0.01 and gap.ours == pytest.approx(-0.10)
+    assert gap.verdict() == "not reproduced"
+    assert claims["cell cycle probe: concepts − neurons (ifn)"].verdict() == "reproduced"
+    gaps = gap_table(results).set_index("task")
+    se = np.sqrt((0.7 * 0.3 + 0.8 * 0.2) / 400)
+    assert gaps.loc["cell type", "s.e. of the gap"] == pytest.approx(se)
+    assert gaps.loc["cell cycle", "paper: concepts − neurons"] == pytest.approx(0.01)
+
+
+def test_paper_rows_are_the_papers_test_sets():
+    from helpers.probes import PAPER_PROBE_SETUP, paper_rows
+
+    rows = {r["task"]: r for r in paper_rows()}
+    # Appendix G / Figure 10: 2000 test cells per type (7 types), 1000 per phase (3)
+    assert rows["cell type"]["test cells"] == 14000 and rows["cell cycle"]["test cells"] == 3000
+    assert rows["cell type"]["cells per class"] == 8000
+    assert PAPER_PROBE_SETUP["test share (cell type)"][0] == 0.25
