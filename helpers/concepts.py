@@ -32,9 +32,11 @@ activation matrices (``helpers.sae.get_concepts(adata)`` from :mod:`helpers.sae`
 
 from __future__ import annotations
 
-import html as _html
-import json
+import contextlib
 import hashlib
+import html as _html
+import io
+import json
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -326,8 +328,14 @@ def _best_term(res: pd.DataFrame) -> dict:
                 lead_genes=str(row[lead]) if lead else "")
 
 
+def _tied_share(scores: pd.Series) -> float:
+    s = scores.dropna()
+    return float(s.duplicated(keep=False).mean()) if len(s) else 0.0
+
+
 def gsea_annotate(attributions: Mapping, library, organism: str = "human", strong: float = 5e-5,
-                  weak: float = 5e-3, prerank: Callable | None = None, **prerank_kwargs) -> pd.DataFrame:
+                  weak: float = 5e-3, prerank: Callable | None = None, *,
+                  quiet: bool = False, **prerank_kwargs) -> pd.DataFrame:
     """Attribution-based GSEA: the best enriched term of each unit.
 
     Parameters
@@ -345,6 +353,11 @@ def gsea_annotate(attributions: Mapping, library, organism: str = "human", stron
     prerank
         ``prerank(scores, library, organism, **kwargs) -> DataFrame`` (default
         :func:`helpers.enrichment.prerank`).
+    quiet
+        Swallow what ``prerank`` writes to stderr (gseapy logs a time-stamped
+        warning for tied scores, and every gene whose counts are equal in prototype
+        and counterfactual has attribution exactly 0, so attribution rankings always
+        have ties). The share of tied genes is the column ``tied`` either way.
     **prerank_kwargs
         e.g. ``permutation_num``, ``seed``, ``min_size``, ``max_size``.
 
@@ -352,7 +365,8 @@ def gsea_annotate(attributions: Mapping, library, organism: str = "human", stron
     -------
     pandas.DataFrame
         Per unit: ``term`` (highest positive NES), ``nes``, ``pval``, ``fdr``,
-        ``lead_genes``, ``annotation`` in {"strong", "weak", "none"}.
+        ``lead_genes``, ``annotation`` in {"strong", "weak", "none"}, ``tied`` (share of
+        the unit's scored genes whose score equals another gene's).
 
     Notes
     -----
@@ -366,8 +380,9 @@ def gsea_annotate(attributions: Mapping, library, organism: str = "human", stron
     rows = {}
     for unit, scores in attributions.items():
         s = pd.Series(scores).astype(float)
-        res = prerank(s, library, organism=organism, **prerank_kwargs)
-        rows[unit] = _best_term(res)
+        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+            res = prerank(s, library, organism=organism, **prerank_kwargs)
+        rows[unit] = {**_best_term(res), "tied": _tied_share(s)}
     out = pd.DataFrame.from_dict(rows, orient="index")
     p = out["pval"]
     out["annotation"] = np.where(p <= strong, "strong", np.where(p <= weak, "weak", "none"))

@@ -79,6 +79,25 @@ def test_gsea_annotate_levels_with_stub_prerank():
     assert s.loc["concepts", "strong_or_weak"] == pytest.approx(2 / 3)
 
 
+def test_gsea_annotate_quiet_swallows_stderr_and_counts_ties(capsys):
+    import sys
+
+    def noisy(scores, library, organism, **kw):
+        print("2026-01-01 00:00:00 [WARNING] Duplicated values", file=sys.stderr)
+        return pd.DataFrame({"Term": ["A"], "NES": [1.0], "NOM p-val": [0.5]})
+
+    # 5 genes: two tied at 0, two tied at 0.2, one alone -> 4 of 5 tied
+    attr = {"u": pd.Series([1.0, 0.2, 0.2, 0.0, 0.0], index=list("abcde"))}
+    loud = cc.gsea_annotate(attr, {"A": ["a"]}, prerank=noisy)
+    assert "Duplicated" in capsys.readouterr().err
+    t = cc.gsea_annotate(attr, {"A": ["a"]}, prerank=noisy, quiet=True)
+    assert capsys.readouterr().err == ""
+    assert t.loc["u", "tied"] == pytest.approx(0.8) == loud.loc["u", "tied"]
+    distinct = cc.gsea_annotate({"u": pd.Series([3.0, 2.0, 1.0])}, {}, prerank=noisy,
+                                quiet=True)
+    assert distinct.loc["u", "tied"] == 0.0
+
+
 def test_gene_terms_case_insensitive():
     lib = {"big set": ["CDK1", "MKI67", "TOP2A"], "small set": ["CDK1"]}
     gt = gene_terms(["Cdk1", "Foo"], lib)
