@@ -61,7 +61,7 @@ test: install
 	elif [ -n "$$GITHUB_ACTIONS" ]; then echo "no actionlint: make actionlint"; exit 1; \
 	else echo "actionlint not installed (make actionlint, needs github.com):" \
 		"the workflows are only parsed as YAML"; $(PY) -c "$$YAML_CHECK" $(WORKFLOWS); fi
-	$(PY) -m ruff format --check helpers/book.py tests/browser tests/unit/test_book.py
+	$(PY) -m ruff format --check helpers tests/browser tests/unit/test_book.py
 	rm -rf $(TEST_OUT)
 	$(TEST_ENV) $(PY) -m pytest $(REF_DIR) --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 600 -p no:cacheprovider -q

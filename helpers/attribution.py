@@ -88,7 +88,9 @@ def _to_numpy(a) -> np.ndarray:
     return to_dense(a, dtype=None)
 
 
-def concept_activation(embedding, sae, concept: int, batch_size: int = 4096) -> ActivationFn:
+def concept_activation(
+    embedding, sae, concept: int, batch_size: int = 4096
+) -> ActivationFn:
     """Activation of one SAE concept as a function of counts.
 
     Parameters
@@ -108,8 +110,11 @@ def concept_activation(embedding, sae, concept: int, batch_size: int = 4096) -> 
     callable
         ``f(X_counts) -> (n,)`` numpy float64: ``sae.encode(embedding.encode(X))[:, i]``.
     """
+
     def through_sae(Z):
-        param = next(iter(sae.parameters()), None) if hasattr(sae, "parameters") else None
+        param = (
+            next(iter(sae.parameters()), None) if hasattr(sae, "parameters") else None
+        )
         if param is not None:
             Zt = torch.as_tensor(np.asarray(Z), dtype=param.dtype, device=param.device)
         else:
@@ -123,7 +128,8 @@ def concept_activation(embedding, sae, concept: int, batch_size: int = 4096) -> 
 
     if hasattr(embedding, "encode_swaps"):
         f.swaps = lambda X_base, rows, genes, values: through_sae(
-            embedding.encode_swaps(X_base, rows, genes, values, batch_size=batch_size))
+            embedding.encode_swaps(X_base, rows, genes, values, batch_size=batch_size)
+        )
     return f
 
 
@@ -136,11 +142,14 @@ def neuron_activation(embedding, neuron: int, batch_size: int = 4096) -> Activat
     """
 
     def f(X):
-        return _to_numpy(embedding.encode(X, batch_size=batch_size))[:, neuron].astype(np.float64)
+        return _to_numpy(embedding.encode(X, batch_size=batch_size))[:, neuron].astype(
+            np.float64
+        )
 
     if hasattr(embedding, "encode_swaps"):
         f.swaps = lambda X_base, rows, genes, values: _to_numpy(
-            embedding.encode_swaps(X_base, rows, genes, values, batch_size=batch_size))[:, neuron].astype(np.float64)
+            embedding.encode_swaps(X_base, rows, genes, values, batch_size=batch_size)
+        )[:, neuron].astype(np.float64)
     return f
 
 
@@ -150,7 +159,9 @@ def neuron_activation(embedding, neuron: int, batch_size: int = 4096) -> Activat
 def _check_acts(acts) -> np.ndarray:
     a = _to_numpy(acts).astype(np.float64).ravel()
     if not np.all(np.isfinite(a)):
-        raise ValueError("acts contains NaN or inf; check the embedding/SAE outputs before attribution.")
+        raise ValueError(
+            "acts contains NaN or inf; check the embedding/SAE outputs before attribution."
+        )
     return a
 
 
@@ -180,8 +191,9 @@ def prototypes(acts, n: int = 10, threshold: float = 0.0) -> np.ndarray:
     return order[:n]
 
 
-def counterfactuals(space, acts, prototype_idx, n_counterfactuals: int = 3,
-                    threshold: float = 0.0) -> np.ndarray:
+def counterfactuals(
+    space, acts, prototype_idx, n_counterfactuals: int = 3, threshold: float = 0.0
+) -> np.ndarray:
     """Nearest non-activating cells of each prototype in embedding space (Eq. 1).
 
     Parameters
@@ -227,11 +239,12 @@ def counterfactuals(space, acts, prototype_idx, n_counterfactuals: int = 3,
     P = np.asarray(prototype_idx, dtype=int).ravel()
     k = min(n_counterfactuals, inactive.size)
     Zi = Z[inactive]
-    d2 = (
-        (Z[P] ** 2).sum(1)[:, None] - 2.0 * Z[P] @ Zi.T + (Zi ** 2).sum(1)[None, :]
+    d2 = (Z[P] ** 2).sum(1)[:, None] - 2.0 * Z[P] @ Zi.T + (Zi**2).sum(1)[None, :]
+    part = (
+        np.argpartition(d2, k - 1, axis=1)[:, :k]
+        if k < inactive.size
+        else np.tile(np.arange(inactive.size), (P.size, 1))
     )
-    part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < inactive.size else np.tile(
-        np.arange(inactive.size), (P.size, 1))
     rows = np.arange(P.size)[:, None]
     order = np.argsort(d2[rows, part], axis=1, kind="stable")
     return inactive[part[rows, order]]
@@ -250,7 +263,9 @@ def _call(f: ActivationFn, X: np.ndarray, expected: int) -> np.ndarray:
     return out
 
 
-def occlusion_scores(f: ActivationFn, X_proto, X_cf, batch_size: int = 4096) -> np.ndarray:
+def occlusion_scores(
+    f: ActivationFn, X_proto, X_cf, batch_size: int = 4096
+) -> np.ndarray:
     """Occlusion attribution for paired prototype/counterfactual rows (Eq. 2).
 
     Parameters
@@ -303,32 +318,47 @@ def occlusion_scores(f: ActivationFn, X_proto, X_cf, batch_size: int = 4096) -> 
     # once, and evaluate each distinct perturbation (prototype, gene, new value) once.
     protos, proto_of_pair = np.unique(P, axis=0, return_inverse=True)
     proto_of_pair = proto_of_pair.ravel()
-    triples = np.stack([proto_of_pair[pair_idx].astype(np.float64), gene_idx.astype(np.float64),
-                        C[pair_idx, gene_idx].astype(np.float64)], axis=1)
+    triples = np.stack(
+        [
+            proto_of_pair[pair_idx].astype(np.float64),
+            gene_idx.astype(np.float64),
+            C[pair_idx, gene_idx].astype(np.float64),
+        ],
+        axis=1,
+    )
     uniq, inverse = np.unique(triples, axis=0, return_inverse=True)
     inverse = inverse.ravel()
     u_proto, u_gene = uniq[:, 0].astype(np.int64), uniq[:, 1].astype(np.int64)
     u_value = C[pair_idx, gene_idx][np.unique(inverse, return_index=True)[1]]
     base = _call(f, protos, protos.shape[0])
     swaps = getattr(f, "swaps", None)
-    if swaps is not None:  # the embedding embeds one-gene swaps itself (e.g. scVI's linear first layer)
-        perturbed = np.asarray(swaps(protos, u_proto, u_gene, u_value), dtype=np.float64).ravel()
+    if (
+        swaps is not None
+    ):  # the embedding embeds one-gene swaps itself (e.g. scVI's linear first layer)
+        perturbed = np.asarray(
+            swaps(protos, u_proto, u_gene, u_value), dtype=np.float64
+        ).ravel()
         if perturbed.shape[0] != uniq.shape[0]:
-            raise ValueError(f"f.swaps returned {perturbed.shape[0]} values for {uniq.shape[0]} perturbed cells.")
+            raise ValueError(
+                f"f.swaps returned {perturbed.shape[0]} values for {uniq.shape[0]} perturbed cells."
+            )
     else:
         perturbed = np.empty(uniq.shape[0], dtype=np.float64)
         dtype = np.result_type(P.dtype, C.dtype)
         for start in range(0, uniq.shape[0], batch_size):
             sl = slice(start, start + batch_size)
-            rows = np.take(protos, u_proto[sl], axis=0).astype(dtype, copy=False)  # a fresh copy already
+            rows = np.take(protos, u_proto[sl], axis=0).astype(
+                dtype, copy=False
+            )  # a fresh copy already
             rows[np.arange(rows.shape[0]), u_gene[sl]] = u_value[sl]
             perturbed[sl] = _call(f, rows, rows.shape[0])
     scores[pair_idx, gene_idx] = base[proto_of_pair[pair_idx]] - perturbed[inverse]
     return scores
 
 
-def split_prototypes(acts, n_prototypes: int = 10, seed: int = 0,
-                     threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def split_prototypes(
+    acts, n_prototypes: int = 10, seed: int = 0, threshold: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Split a unit's ``n_prototypes`` top cells into a ranking and a held-out half.
 
     The prototypes (:func:`prototypes`) are permuted with ``seed``; the first
@@ -344,15 +374,17 @@ def split_prototypes(acts, n_prototypes: int = 10, seed: int = 0,
     if protos.size < 2:
         raise ValueError(
             f"{protos.size} prototype(s) for this unit; a held-out split needs >= 2. "
-            "Raise n_prototypes or pick a unit with more activating cells.")
+            "Raise n_prototypes or pick a unit with more activating cells."
+        )
     perm = np.random.default_rng(seed).permutation(protos.size)
     n_rank = (protos.size + 1) // 2
     rank, held = np.sort(perm[:n_rank]), np.sort(perm[n_rank:])
     return protos[rank], protos[held]
 
 
-def n_important(scores: pd.Series, threshold: float = PAPER_THRESHOLD,
-                relative: bool = False) -> int:
+def n_important(
+    scores: pd.Series, threshold: float = PAPER_THRESHOLD, relative: bool = False
+) -> int:
     """Genes with attribution ``> threshold`` (absolute, activation units).
 
     ``relative=True``: above ``threshold`` times the top gene's score instead (a
@@ -365,8 +397,9 @@ def n_important(scores: pd.Series, threshold: float = PAPER_THRESHOLD,
     return int((s > cut).sum())
 
 
-def _pairs(X, space, acts, n_prototypes, n_counterfactuals, threshold,
-           prototype_idx=None):
+def _pairs(
+    X, space, acts, n_prototypes, n_counterfactuals, threshold, prototype_idx=None
+):
     if prototype_idx is None:
         protos = prototypes(acts, n=n_prototypes, threshold=threshold)
     else:
@@ -390,7 +423,9 @@ def _genes_and_matrix(X_counts, genes, layer):
         genes = [f"gene_{i}" for i in range(n_genes)]
     genes = pd.Index([str(g) for g in genes])
     if len(genes) != n_genes:
-        raise ValueError(f"{len(genes)} gene names for a matrix with {n_genes} genes; pass one name per column.")
+        raise ValueError(
+            f"{len(genes)} gene names for a matrix with {n_genes} genes; pass one name per column."
+        )
     return X, genes
 
 
@@ -398,10 +433,20 @@ def _rows(X, idx) -> np.ndarray:
     return to_dense(X[np.asarray(idx)], dtype=None)
 
 
-def attribute(X_counts, f: ActivationFn, space, acts, n_prototypes: int = 10,
-              n_counterfactuals: int = 3, genes: Sequence[str] | None = None,
-              batch_size: int = 4096, threshold: float = 0.0, layer: str | None = None,
-              return_pairs: bool = False, prototype_idx=None):
+def attribute(
+    X_counts,
+    f: ActivationFn,
+    space,
+    acts,
+    n_prototypes: int = 10,
+    n_counterfactuals: int = 3,
+    genes: Sequence[str] | None = None,
+    batch_size: int = 4096,
+    threshold: float = 0.0,
+    layer: str | None = None,
+    return_pairs: bool = False,
+    prototype_idx=None,
+):
     """Gene attribution of one unit, mean over prototypes x counterfactuals (Eq. 3).
 
     Parameters
@@ -436,9 +481,12 @@ def attribute(X_counts, f: ActivationFn, space, acts, n_prototypes: int = 10,
         Attribution per gene, sorted descending (Eq. 3), named ``"attribution"``.
     """
     X, genes = _genes_and_matrix(X_counts, genes, layer)
-    protos, cfs, p_rows, c_rows = _pairs(X, space, acts, n_prototypes,
-                                         n_counterfactuals, threshold, prototype_idx)
-    scores = occlusion_scores(f, _rows(X, p_rows), _rows(X, c_rows), batch_size=batch_size)
+    protos, cfs, p_rows, c_rows = _pairs(
+        X, space, acts, n_prototypes, n_counterfactuals, threshold, prototype_idx
+    )
+    scores = occlusion_scores(
+        f, _rows(X, p_rows), _rows(X, c_rows), batch_size=batch_size
+    )
     s = pd.Series(scores.mean(0), index=genes, name="attribution")
     s = s.sort_values(ascending=False, kind="stable")
     if return_pairs:
@@ -446,16 +494,26 @@ def attribute(X_counts, f: ActivationFn, space, acts, n_prototypes: int = 10,
     return s
 
 
-def attribute_loop(X_counts, f: ActivationFn, space, acts, n_prototypes: int = 10,
-                   n_counterfactuals: int = 3, genes: Sequence[str] | None = None,
-                   threshold: float = 0.0, layer: str | None = None) -> pd.Series:
+def attribute_loop(
+    X_counts,
+    f: ActivationFn,
+    space,
+    acts,
+    n_prototypes: int = 10,
+    n_counterfactuals: int = 3,
+    genes: Sequence[str] | None = None,
+    threshold: float = 0.0,
+    layer: str | None = None,
+) -> pd.Series:
     """Reference implementation of :func:`attribute`: one forward pass per gene and pair.
 
     Every gene is evaluated, equal or not, one perturbed row at a time, as a
     direct transcription of Eq. 2. Used by the tests and the benchmark.
     """
     X, genes = _genes_and_matrix(X_counts, genes, layer)
-    protos, cfs, p_rows, c_rows = _pairs(X, space, acts, n_prototypes, n_counterfactuals, threshold)
+    protos, cfs, p_rows, c_rows = _pairs(
+        X, space, acts, n_prototypes, n_counterfactuals, threshold
+    )
     total = np.zeros(len(genes), dtype=np.float64)
     for p, c in zip(p_rows, c_rows):
         xp = _rows(X, [p])
@@ -472,7 +530,9 @@ def attribute_loop(X_counts, f: ActivationFn, space, acts, n_prototypes: int = 1
 # ---------------------------------------------------------------------------
 # Appendix C: DEG and deletion curves
 # ---------------------------------------------------------------------------
-def deletion_curve(f: ActivationFn, x_proto, x_cf, order, steps: int | Sequence[int] = 50) -> np.ndarray:
+def deletion_curve(
+    f: ActivationFn, x_proto, x_cf, order, steps: int | Sequence[int] = 50
+) -> np.ndarray:
     """Activation of a prototype as its genes are swapped to the counterfactual's.
 
     Parameters
@@ -497,7 +557,11 @@ def deletion_curve(f: ActivationFn, x_proto, x_cf, order, steps: int | Sequence[
     xp = to_dense(x_proto, dtype=None).ravel()
     xc = to_dense(x_cf, dtype=None).ravel()
     order = np.asarray(order, dtype=int).ravel()
-    counts = np.arange(int(steps) + 1) if np.isscalar(steps) else np.asarray(steps, dtype=int)
+    counts = (
+        np.arange(int(steps) + 1)
+        if np.isscalar(steps)
+        else np.asarray(steps, dtype=int)
+    )
     counts = np.minimum(counts, order.size)
     dtype = np.result_type(xp.dtype, xc.dtype)
     rows = np.repeat(xp[None, :].astype(dtype), counts.size, axis=0)
@@ -507,8 +571,13 @@ def deletion_curve(f: ActivationFn, x_proto, x_cf, order, steps: int | Sequence[
     return _call(f, rows, counts.size)
 
 
-def activating_and_counterfactual_cells(space, acts, max_cells: int = 1000,
-                                        n_counterfactuals: int = 3, threshold: float = 0.0):
+def activating_and_counterfactual_cells(
+    space,
+    acts,
+    max_cells: int = 1000,
+    n_counterfactuals: int = 3,
+    threshold: float = 0.0,
+):
     """Cells for the DEG comparison of Appendix C.
 
     The (at most ``max_cells``) maximally activating cells, and the union of
@@ -527,8 +596,14 @@ def activating_and_counterfactual_cells(space, acts, max_cells: int = 1000,
     return active, cf_cells
 
 
-def deg(X_counts, active_idx, cf_idx, genes: Sequence[str] | None = None,
-        method: str = "wilcoxon", layer: str | None = None) -> pd.DataFrame:
+def deg(
+    X_counts,
+    active_idx,
+    cf_idx,
+    genes: Sequence[str] | None = None,
+    method: str = "wilcoxon",
+    layer: str | None = None,
+) -> pd.DataFrame:
     """Differential expression of activating vs counterfactual cells (scanpy).
 
     Counts are library-size normalised and log1p-transformed, then
@@ -550,34 +625,70 @@ def deg(X_counts, active_idx, cf_idx, genes: Sequence[str] | None = None,
         )
     idx = np.concatenate([active_idx, cf_idx])
     Xs = X[idx]
-    Xs = sp.csr_matrix(Xs, dtype=np.float32) if sp.issparse(Xs) else np.asarray(Xs, dtype=np.float32)
+    Xs = (
+        sp.csr_matrix(Xs, dtype=np.float32)
+        if sp.issparse(Xs)
+        else np.asarray(Xs, dtype=np.float32)
+    )
     groups = np.array(["active"] * active_idx.size + ["counterfactual"] * cf_idx.size)
-    a = ad.AnnData(Xs, obs=pd.DataFrame({"group": pd.Categorical(groups)},
-                                        index=[str(i) for i in range(idx.size)]))
+    a = ad.AnnData(
+        Xs,
+        obs=pd.DataFrame(
+            {"group": pd.Categorical(groups)}, index=[str(i) for i in range(idx.size)]
+        ),
+    )
     a.var_names = genes
     sc.pp.normalize_total(a, target_sum=1e4)
     sc.pp.log1p(a)
-    sc.tl.rank_genes_groups(a, "group", groups=["active"], reference="counterfactual",
-                            method=method, key_added="deg")
+    sc.tl.rank_genes_groups(
+        a,
+        "group",
+        groups=["active"],
+        reference="counterfactual",
+        method=method,
+        key_added="deg",
+    )
     df = sc.get.rank_genes_groups_df(a, group="active", key="deg")
-    df = df.rename(columns={"names": "gene", "logfoldchanges": "logfoldchange",
-                            "pvals": "pval", "pvals_adj": "pval_adj", "scores": "score"})
+    df = df.rename(
+        columns={
+            "names": "gene",
+            "logfoldchanges": "logfoldchange",
+            "pvals": "pval",
+            "pvals_adj": "pval_adj",
+            "scores": "score",
+        }
+    )
     return df.set_index("gene")[["logfoldchange", "pval", "pval_adj", "score"]]
 
 
-def deg_order(deg_table: pd.DataFrame, genes: Sequence[str], max_pval: float = 5e-3) -> np.ndarray:
+def deg_order(
+    deg_table: pd.DataFrame, genes: Sequence[str], max_pval: float = 5e-3
+) -> np.ndarray:
     """Column indices of DEG genes with ``pval <= max_pval``, by |log fold change| desc."""
     t = deg_table[deg_table["pval"] <= max_pval]
-    t = t.reindex(t["logfoldchange"].abs().sort_values(ascending=False, kind="stable").index)
+    t = t.reindex(
+        t["logfoldchange"].abs().sort_values(ascending=False, kind="stable").index
+    )
     pos = pd.Index([str(g) for g in genes]).get_indexer(t.index.astype(str))
     return pos[pos >= 0]
 
 
-def deletion_curves(X_counts, f: ActivationFn, space, acts, attribution: pd.Series,
-                    deg_table: pd.DataFrame, steps: int = 50, n_prototypes: int = 10,
-                    n_counterfactuals: int = 3, genes: Sequence[str] | None = None,
-                    max_pval: float = 5e-3, threshold: float = 0.0,
-                    layer: str | None = None, prototype_idx=None) -> pd.DataFrame:
+def deletion_curves(
+    X_counts,
+    f: ActivationFn,
+    space,
+    acts,
+    attribution: pd.Series,
+    deg_table: pd.DataFrame,
+    steps: int = 50,
+    n_prototypes: int = 10,
+    n_counterfactuals: int = 3,
+    genes: Sequence[str] | None = None,
+    max_pval: float = 5e-3,
+    threshold: float = 0.0,
+    layer: str | None = None,
+    prototype_idx=None,
+) -> pd.DataFrame:
     """Attribution- vs DEG-ordered deletion curves of one unit (paper Figure 8).
 
     For every prototype x counterfactual pair, genes are swapped from the
@@ -593,9 +704,12 @@ def deletion_curves(X_counts, f: ActivationFn, space, acts, attribution: pd.Seri
         Columns ``n_genes``, ``attribution``, ``deg`` (relative activation).
     """
     X, genes = _genes_and_matrix(X_counts, genes, layer)
-    _, _, p_rows, c_rows = _pairs(X, space, acts, n_prototypes, n_counterfactuals,
-                                  threshold, prototype_idx)
-    order_attr = pd.Index(genes).get_indexer(attribution.sort_values(ascending=False).index.astype(str))
+    _, _, p_rows, c_rows = _pairs(
+        X, space, acts, n_prototypes, n_counterfactuals, threshold, prototype_idx
+    )
+    order_attr = pd.Index(genes).get_indexer(
+        attribution.sort_values(ascending=False).index.astype(str)
+    )
     order_attr = order_attr[order_attr >= 0]
     order_deg = deg_order(deg_table, genes, max_pval=max_pval)
     curves = {"attribution": [], "deg": []}
@@ -604,16 +718,27 @@ def deletion_curves(X_counts, f: ActivationFn, space, acts, attribution: pd.Seri
         for name, order in (("attribution", order_attr), ("deg", order_deg)):
             curve = deletion_curve(f, xp, xc, order, steps)
             curves[name].append(curve / curve[0] if curve[0] != 0 else curve)
-    return pd.DataFrame({
-        "n_genes": np.arange(steps + 1),
-        "attribution": np.mean(curves["attribution"], axis=0),
-        "deg": np.mean(curves["deg"], axis=0),
-    })
+    return pd.DataFrame(
+        {
+            "n_genes": np.arange(steps + 1),
+            "attribution": np.mean(curves["attribution"], axis=0),
+            "deg": np.mean(curves["deg"], axis=0),
+        }
+    )
 
 
-def unit_attributions(X_counts, embedding, units, sae=None, space=None, acts=None,
-                      n_prototypes: int = 10, n_counterfactuals: int = 3, genes=None,
-                      batch_size: int = 4096) -> dict:
+def unit_attributions(
+    X_counts,
+    embedding,
+    units,
+    sae=None,
+    space=None,
+    acts=None,
+    n_prototypes: int = 10,
+    n_counterfactuals: int = 3,
+    genes=None,
+    batch_size: int = 4096,
+) -> dict:
     """Counterfactual gene attribution (:func:`attribute`) of several units.
 
     Parameters
@@ -649,17 +774,35 @@ def unit_attributions(X_counts, embedding, units, sae=None, space=None, acts=Non
             f = concept_activation(embedding, sae, u, batch_size=batch_size)
         else:
             f = neuron_activation(embedding, u, batch_size=batch_size)
-        out[u] = attribute(X_counts, f, space, acts[:, u], n_prototypes=n_prototypes,
-                           n_counterfactuals=n_counterfactuals, genes=genes,
-                           batch_size=batch_size)
+        out[u] = attribute(
+            X_counts,
+            f,
+            space,
+            acts[:, u],
+            n_prototypes=n_prototypes,
+            n_counterfactuals=n_counterfactuals,
+            genes=genes,
+            batch_size=batch_size,
+        )
     return out
 
 
-def unit_deletion_curves(X_counts, embedding, sae, space, acts, attributions: dict, *,
-                         steps: int = 50, n_prototypes: int = 10,
-                         n_counterfactuals: int = 3, genes=None,
-                         max_cells: int = 1000, holdout: bool = True,
-                         seed: int = 0) -> pd.DataFrame:
+def unit_deletion_curves(
+    X_counts,
+    embedding,
+    sae,
+    space,
+    acts,
+    attributions: dict,
+    *,
+    steps: int = 50,
+    n_prototypes: int = 10,
+    n_counterfactuals: int = 3,
+    genes=None,
+    max_cells: int = 1000,
+    holdout: bool = True,
+    seed: int = 0,
+) -> pd.DataFrame:
     """:func:`deletion_curves` of several concepts against a DEG between their
     activating cells and counterfactuals (:func:`activating_and_counterfactual_cells`,
     :func:`deg`).
@@ -682,23 +825,43 @@ def unit_deletion_curves(X_counts, embedding, sae, space, acts, attributions: di
     for c, scores in attributions.items():
         f = concept_activation(embedding, sae, c)
         act_idx, cf_idx = activating_and_counterfactual_cells(
-            space, acts[:, c], max_cells=max_cells, n_counterfactuals=n_counterfactuals)
+            space, acts[:, c], max_cells=max_cells, n_counterfactuals=n_counterfactuals
+        )
         deg_table = deg(X_counts, act_idx, cf_idx, genes=genes)
-        kw = dict(steps=steps, n_prototypes=n_prototypes,
-                  n_counterfactuals=n_counterfactuals, genes=genes)
+        kw = dict(
+            steps=steps,
+            n_prototypes=n_prototypes,
+            n_counterfactuals=n_counterfactuals,
+            genes=genes,
+        )
         if not holdout:
-            curve = deletion_curves(X_counts, f, space, acts[:, c], scores, deg_table,
-                                    **kw)
+            curve = deletion_curves(
+                X_counts, f, space, acts[:, c], scores, deg_table, **kw
+            )
             curves.append(curve.assign(unit=c))
             continue
         rank, held = split_prototypes(acts[:, c], n_prototypes, seed=seed)
-        ranked = attribute(X_counts, f, space, acts[:, c], n_prototypes=n_prototypes,
-                           n_counterfactuals=n_counterfactuals, genes=genes,
-                           prototype_idx=rank)
-        out = deletion_curves(X_counts, f, space, acts[:, c], ranked, deg_table,
-                              prototype_idx=held, **kw)
-        ins = deletion_curves(X_counts, f, space, acts[:, c], ranked, deg_table,
-                              prototype_idx=rank, **kw)
-        curves.append(out.assign(attribution_in_sample=ins["attribution"],
-                                 deg_in_sample=ins["deg"], unit=c))
+        ranked = attribute(
+            X_counts,
+            f,
+            space,
+            acts[:, c],
+            n_prototypes=n_prototypes,
+            n_counterfactuals=n_counterfactuals,
+            genes=genes,
+            prototype_idx=rank,
+        )
+        out = deletion_curves(
+            X_counts, f, space, acts[:, c], ranked, deg_table, prototype_idx=held, **kw
+        )
+        ins = deletion_curves(
+            X_counts, f, space, acts[:, c], ranked, deg_table, prototype_idx=rank, **kw
+        )
+        curves.append(
+            out.assign(
+                attribution_in_sample=ins["attribution"],
+                deg_in_sample=ins["deg"],
+                unit=c,
+            )
+        )
     return pd.concat(curves, ignore_index=True)

@@ -12,8 +12,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
 
 
-def logistic(X: np.ndarray, y: np.ndarray, split: dict, C: float = 1.0,
-             seed: int = 0) -> np.ndarray:
+def logistic(
+    X: np.ndarray, y: np.ndarray, split: dict, C: float = 1.0, seed: int = 0
+) -> np.ndarray:
     """Multinomial logistic regression fit on ``split["train"]``; predicted classes, all
     cells."""
     model = LogisticRegression(C=C, max_iter=3000, random_state=seed)
@@ -21,8 +22,9 @@ def logistic(X: np.ndarray, y: np.ndarray, split: dict, C: float = 1.0,
     return model.predict(X)
 
 
-def ridge(X: np.ndarray, Y: np.ndarray, split: dict, *,
-          alpha: float | Sequence[float] = 1.0) -> tuple[np.ndarray, float]:
+def ridge(
+    X: np.ndarray, Y: np.ndarray, split: dict, *, alpha: float | Sequence[float] = 1.0
+) -> tuple[np.ndarray, float]:
     """Ridge regression fit on ``split["train"]`` (float64).
 
     ``alpha`` is the penalty, or several candidates: then the one with the lowest mean

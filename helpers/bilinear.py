@@ -66,8 +66,15 @@ class BilinearMLP(nn.Module):
         separately by :func:`train_bilinear`; seed both for a reproducible run.
     """
 
-    def __init__(self, n_in: int, n_hidden: int, n_out: int, bias: bool = False, dropout: float = 0.0,
-                 seed: int | None = None):
+    def __init__(
+        self,
+        n_in: int,
+        n_hidden: int,
+        n_out: int,
+        bias: bool = False,
+        dropout: float = 0.0,
+        seed: int | None = None,
+    ):
         super().__init__()
         self.n_in, self.n_hidden, self.n_out, self.bias = n_in, n_hidden, n_out, bias
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
@@ -83,7 +90,7 @@ class BilinearMLP(nn.Module):
 
     @property
     def V(self) -> torch.Tensor:
-        return self.proj.weight[self.n_hidden:]
+        return self.proj.weight[self.n_hidden :]
 
     @property
     def P(self) -> torch.Tensor:
@@ -99,6 +106,7 @@ class BilinearMLP(nn.Module):
 
 
 # ------------------------------------------------------------------------------------ training
+
 
 @dataclass(frozen=True)
 class BilinearTrainSettings:
@@ -141,11 +149,14 @@ class BilinearTrainSettings:
 
     def __post_init__(self):
         if self.task not in ("classification", "regression"):
-            raise ValueError(f"task={self.task!r}; use 'classification' or "
-                             "'regression'.")
+            raise ValueError(
+                f"task={self.task!r}; use 'classification' or 'regression'."
+            )
         if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience={self.patience}; pass a positive number of "
-                             "epochs, or None to train all epochs.")
+            raise ValueError(
+                f"patience={self.patience}; pass a positive number of "
+                "epochs, or None to train all epochs."
+            )
 
     @property
     def early_stopping(self) -> bool:
@@ -153,8 +164,9 @@ class BilinearTrainSettings:
         return self.restore_best or self.patience is not None
 
 
-def _settings(settings: BilinearTrainSettings | None,
-              overrides: dict) -> BilinearTrainSettings:
+def _settings(
+    settings: BilinearTrainSettings | None, overrides: dict
+) -> BilinearTrainSettings:
     return replace(settings or BilinearTrainSettings(), **overrides)
 
 
@@ -173,7 +185,9 @@ def _loss_fn(task: str, loss: str | None, class_weight, huber_delta: float):
 
 def _check_inputs(X, Y, split) -> None:
     if X.shape[0] != len(Y):
-        raise ValueError(f"X has {X.shape[0]} cells but Y has {len(Y)}; they must match.")
+        raise ValueError(
+            f"X has {X.shape[0]} cells but Y has {len(Y)}; they must match."
+        )
     for part in ("train", "val"):
         if part not in split or len(split[part]) == 0:
             raise ValueError(f"split needs a non-empty {part!r} index array.")
@@ -188,8 +202,11 @@ class Features:
     def __init__(self, X, device="cpu"):
         self.device = torch.device(device)
         self.csr = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else None
-        self.dense = None if self.csr is not None else torch.as_tensor(
-            np.asarray(X, np.float32), device=self.device)
+        self.dense = (
+            None
+            if self.csr is not None
+            else torch.as_tensor(np.asarray(X, np.float32), device=self.device)
+        )
         self.shape = tuple((self.csr if self.csr is not None else self.dense).shape)
 
     def __len__(self) -> int:
@@ -219,8 +236,9 @@ def _tensors(model, X, Y, split, s: BilinearTrainSettings, dev):
     return Xt, Yt, criterion, loss
 
 
-def _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen, *,
-                 shard=None, forward=None) -> None:
+def _train_epoch(
+    model, Xt, Yt, train_idx, criterion, opt, sched, s, gen, *, shard=None, forward=None
+) -> None:
     """One pass over the training cells in a random order (drawn from ``gen``).
 
     Data-parallel (:mod:`helpers.distributed`): every process draws the same order and
@@ -230,7 +248,7 @@ def _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen, *,
     model.train()
     perm = train_idx[torch.randperm(len(train_idx), generator=gen).to(dev)]
     for start in range(0, len(perm), s.batch_size):
-        b = perm[start:start + s.batch_size]
+        b = perm[start : start + s.batch_size]
         b = b if shard is None else shard(b)
         xb = Xt[b]
         if s.noise_std > 0:
@@ -241,9 +259,17 @@ def _train_epoch(model, Xt, Yt, train_idx, criterion, opt, sched, s, gen, *,
         sched.step()
 
 
-def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict,
-                   settings: BilinearTrainSettings | None = None, *,
-                   progress: bool = True, fabric=None, **overrides):
+def train_bilinear(
+    model: BilinearMLP,
+    X: np.ndarray,
+    Y: np.ndarray,
+    split: dict,
+    settings: BilinearTrainSettings | None = None,
+    *,
+    progress: bool = True,
+    fabric=None,
+    **overrides,
+):
     """Train with AdamW and a cosine learning-rate schedule; returns ``(model, history)``.
 
     Parameters
@@ -287,8 +313,9 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
     dev = get_device(s.device) if fabric is None else fabric.device
     Xt, Yt, criterion, loss = _tensors(model, X, Y, split, s, dev)
     model.to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay,
-                            foreach=True)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=s.lr, weight_decay=s.weight_decay, foreach=True
+    )
     ddp = {}
     if fabric is not None:
         from .distributed import ddp_hooks
@@ -296,8 +323,9 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
         forward, opt = fabric.setup(model, opt)
         ddp = dict(shard=ddp_hooks(fabric)["shard"], forward=forward)
     train_idx = torch.as_tensor(split["train"], device=dev)
-    s = replace(s, epochs=epochs_for_budget(s.epochs, len(train_idx), s.batch_size,
-                                            s.max_steps))
+    s = replace(
+        s, epochs=epochs_for_budget(s.epochs, len(train_idx), s.batch_size, s.max_steps)
+    )
     steps = s.epochs * int(np.ceil(len(train_idx) / s.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))
@@ -313,14 +341,16 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
             row = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0]}
             row.update(_evaluate(model, Xt, Yt, split, criterion, s.task))
             rows.append(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
-                             if k.startswith("val_")})
+            bar.set_postfix(
+                {k: f"{v:.3f}" for k, v in row.items() if k.startswith("val_")}
+            )
             if not s.early_stopping:
                 continue
             if row["val_loss"] < best_loss:
                 best_loss, best_epoch = row["val_loss"], epoch + 1
-                best_state = {k: v.detach().clone()
-                              for k, v in model.state_dict().items()}
+                best_state = {
+                    k: v.detach().clone() for k, v in model.state_dict().items()
+                }
             elif s.patience is not None and epoch + 1 - best_epoch >= s.patience:
                 break
     if best_state is not None:
@@ -331,9 +361,14 @@ def train_bilinear(model: BilinearMLP, X: np.ndarray, Y: np.ndarray, split: dict
     model.settings = s
     history = pd.DataFrame(rows)
     history["best"] = history["epoch"] == best_epoch
-    history.attrs.update(seconds=time.perf_counter() - t0, device=str(dev), loss=loss,
-                         best_epoch=int(best_epoch), stopped_epoch=len(rows),
-                         early_stopping=s.early_stopping)
+    history.attrs.update(
+        seconds=time.perf_counter() - t0,
+        device=str(dev),
+        loss=loss,
+        best_epoch=int(best_epoch),
+        stopped_epoch=len(rows),
+        early_stopping=s.early_stopping,
+    )
     return model, history
 
 
@@ -343,10 +378,19 @@ def best_epoch(history: pd.DataFrame) -> int:
     return int(history.attrs.get("best_epoch", len(history)))
 
 
-def fit(X: np.ndarray, Y: np.ndarray, split: dict, *, hidden: int = 128,
-        bias: bool = False, dropout: float = 0.0, n_out: int | None = None,
-        settings: BilinearTrainSettings | None = None, progress: bool = True,
-        **overrides):
+def fit(
+    X: np.ndarray,
+    Y: np.ndarray,
+    split: dict,
+    *,
+    hidden: int = 128,
+    bias: bool = False,
+    dropout: float = 0.0,
+    n_out: int | None = None,
+    settings: BilinearTrainSettings | None = None,
+    progress: bool = True,
+    **overrides,
+):
     """Build a :class:`BilinearMLP` sized for ``X`` and ``Y`` and train it: the one-call
     entry.
 
@@ -363,8 +407,9 @@ def fit(X: np.ndarray, Y: np.ndarray, split: dict, *, hidden: int = 128,
         n_out = n_out or Y.shape[1]
     else:
         n_out = n_out or int(np.max(Y)) + 1
-    model = BilinearMLP(X.shape[1], hidden, n_out, bias=bias, dropout=dropout,
-                        seed=s.seed)
+    model = BilinearMLP(
+        X.shape[1], hidden, n_out, bias=bias, dropout=dropout, seed=s.seed
+    )
     return train_bilinear(model, X, Y, split, s, progress=progress)
 
 
@@ -374,7 +419,9 @@ def _evaluate(model, Xt, Yt, split, criterion, task) -> dict:
     out = {}
     for part in ("train", "val"):
         idx = torch.as_tensor(split[part], device=Xt.device)
-        pred = torch.cat([model(Xt[idx[i:i + 4096]]) for i in range(0, len(idx), 4096)])
+        pred = torch.cat(
+            [model(Xt[idx[i : i + 4096]]) for i in range(0, len(idx), 4096)]
+        )
         out[f"{part}_loss"] = float(criterion(pred, Yt[idx]))
         if task == "classification":
             out[f"{part}_accuracy"] = float((pred.argmax(1) == Yt[idx]).float().mean())
@@ -388,15 +435,21 @@ def predict(model: BilinearMLP, X: np.ndarray, batch_size: int = 4096) -> np.nda
     """Model outputs for ``X`` (cells × outputs), computed on CPU in batches."""
     model = model.to("cpu").eval()
     Xt = Features(X)
-    return torch.cat([model(Xt[i:i + batch_size]) for i in range(0, len(Xt), batch_size)]).numpy()
+    return torch.cat(
+        [model(Xt[i : i + batch_size]) for i in range(0, len(Xt), batch_size)]
+    ).numpy()
 
 
 # ------------------------------------------------------------------ interaction matrices, eigen
 
+
 def _weights(model: BilinearMLP):
     with torch.no_grad():
-        return (model.W.detach().double().cpu().numpy(), model.V.detach().double().cpu().numpy(),
-                model.P.detach().double().cpu().numpy())
+        return (
+            model.W.detach().double().cpu().numpy(),
+            model.V.detach().double().cpu().numpy(),
+            model.P.detach().double().cpu().numpy(),
+        )
 
 
 def interaction_matrix(model: BilinearMLP, output: int) -> np.ndarray:
@@ -426,19 +479,29 @@ def eigendecompose(model: BilinearMLP, outputs=None, n_modules: int | None = Non
 
 def _eigendecompose(model: BilinearMLP, outputs, n_modules: int | None):
     W, V, P = _weights(model)
-    outputs = list(range(P.shape[0]) if outputs is None else ([outputs] if np.isscalar(outputs) else outputs))
+    outputs = list(
+        range(P.shape[0])
+        if outputs is None
+        else ([outputs] if np.isscalar(outputs) else outputs)
+    )
     # thin QR, shared by all outputs (torch's LAPACK call beats numpy's: see
     # benchmarks/bench_bilinear.py)
     U = torch.from_numpy(np.concatenate([W.T, V.T], axis=1))
     Qo, R = (t.numpy() for t in torch.linalg.qr(U))
     h = W.shape[0]
     RW, RV = R[:, :h], R[:, h:]
-    T = (RW[None] * P[outputs][:, None, :]) @ RV.T  # R_W diag(P_a) R_Vᵀ for every requested a
-    vals_all, vecs_all = np.linalg.eigh(0.5 * (T + T.transpose(0, 2, 1)))  # ascending: reorder by |λ|
+    T = (
+        RW[None] * P[outputs][:, None, :]
+    ) @ RV.T  # R_W diag(P_a) R_Vᵀ for every requested a
+    vals_all, vecs_all = np.linalg.eigh(
+        0.5 * (T + T.transpose(0, 2, 1))
+    )  # ascending: reorder by |λ|
     result = {}
     for i, a in enumerate(outputs):
         order = np.argsort(-np.abs(vals_all[i]), kind="stable")
-        vt = vecs_all[i][:, order[: n_modules or len(order)]].T @ Qo.T  # modules × genes, rows contiguous
+        vt = (
+            vecs_all[i][:, order[: n_modules or len(order)]].T @ Qo.T
+        )  # modules × genes, rows contiguous
         flip = np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(1)])
         result[a] = (vals_all[i][order], (vt * flip[:, None]).T)
     return result
@@ -452,7 +515,9 @@ def module_scores(X: np.ndarray, eigvecs: np.ndarray, bias: bool = False) -> np.
     return X @ eigvecs
 
 
-def orient(vecs: np.ndarray, X: np.ndarray, target: np.ndarray, bias: bool = False) -> np.ndarray:
+def orient(
+    vecs: np.ndarray, X: np.ndarray, target: np.ndarray, bias: bool = False
+) -> np.ndarray:
     """Flip each eigenvector (column) so that its module score correlates positively with ``target``.
 
     An eigenvector's sign is arbitrary; after this, the positive pole reads "higher where the
@@ -464,8 +529,14 @@ def orient(vecs: np.ndarray, X: np.ndarray, target: np.ndarray, bias: bool = Fal
     return vecs * np.where(corr < 0, -1.0, 1.0)
 
 
-def module_tracking(model: BilinearMLP, X: np.ndarray, targets: np.ndarray, idx=None, n_modules: int = 3,
-                    output_names=None) -> pd.DataFrame:
+def module_tracking(
+    model: BilinearMLP,
+    X: np.ndarray,
+    targets: np.ndarray,
+    idx=None,
+    n_modules: int = 3,
+    output_names=None,
+) -> pd.DataFrame:
     """How well each leading module's score follows its output's target.
 
     For output ``a`` and module ``m`` (sorted by |λ|, oriented with :func:`orient` on all rows):
@@ -487,8 +558,15 @@ def module_tracking(model: BilinearMLP, X: np.ndarray, targets: np.ndarray, idx=
         vecs = orient(vecs, X, T[:, a], model.bias)
         scores = module_scores(X[idx], vecs, model.bias)
         for m in range(vecs.shape[1]):
-            rows.append({"output": names[a], "module": m, "lambda": vals[m], "rel_lambda": abs(vals[m] / vals[0]),
-                         "spearman": float(spearmanr(scores[:, m], T[idx, a]).statistic)})
+            rows.append(
+                {
+                    "output": names[a],
+                    "module": m,
+                    "lambda": vals[m],
+                    "rel_lambda": abs(vals[m] / vals[0]),
+                    "spearman": float(spearmanr(scores[:, m], T[idx, a]).statistic),
+                }
+            )
     return pd.DataFrame(rows).set_index(["output", "module"])
 
 
@@ -502,9 +580,16 @@ def _keys(key: str, output) -> tuple[str, str]:
     return f"{key}_{k}_loadings", f"{key}_{k}_scores"
 
 
-def annotate(adata, model: BilinearMLP, output_names, *, n_modules: int = 3,
-             X: np.ndarray | None = None, targets: np.ndarray | None = None,
-             key_added: str = "bilinear"):
+def annotate(
+    adata,
+    model: BilinearMLP,
+    output_names,
+    *,
+    n_modules: int = 3,
+    X: np.ndarray | None = None,
+    targets: np.ndarray | None = None,
+    key_added: str = "bilinear",
+):
     """Write loadings, module scores and eigenvalues of every output into ``adata``
     (module doc).
 
@@ -516,16 +601,26 @@ def annotate(adata, model: BilinearMLP, output_names, *, n_modules: int = 3,
     :func:`get_modules`.
     """
     if len(output_names) != model.n_out:
-        raise ValueError(f"{len(output_names)} output names for a model with "
-                         f"{model.n_out} outputs.")
+        raise ValueError(
+            f"{len(output_names)} output names for a model with {model.n_out} outputs."
+        )
     if adata.n_vars != model.n_in:
-        raise ValueError(f"adata has {adata.n_vars} genes but the model was trained on "
-                         f"{model.n_in}; annotate the AnnData the features came from.")
+        raise ValueError(
+            f"adata has {adata.n_vars} genes but the model was trained on "
+            f"{model.n_in}; annotate the AnnData the features came from."
+        )
     X = get_matrix(adata, dense=True) if X is None else np.asarray(X)
     eig = eigendecompose(model, n_modules=n_modules)
-    uns = {"outputs": [str(o) for o in output_names], "eigenvalues": {},
-           "params": {"n_modules": n_modules, "hidden": model.n_hidden,
-                      "bias": model.bias, "oriented": targets is not None}}
+    uns = {
+        "outputs": [str(o) for o in output_names],
+        "eigenvalues": {},
+        "params": {
+            "n_modules": n_modules,
+            "hidden": model.n_hidden,
+            "bias": model.bias,
+            "oriented": targets is not None,
+        },
+    }
     for a, name in enumerate(output_names):
         vals, vecs = eig[a]
         if targets is not None:
@@ -550,20 +645,33 @@ def get_modules(adata, output, *, key: str = "bilinear"):
     :func:`annotate`.
     """
     if key not in adata.uns or "eigenvalues" not in adata.uns[key]:
-        raise KeyError(f"uns[{key!r}] holds no bilinear modules; run bilinear.annotate("
-                       f"adata, model, names, key_added={key!r}) first.")
+        raise KeyError(
+            f"uns[{key!r}] holds no bilinear modules; run bilinear.annotate("
+            f"adata, model, names, key_added={key!r}) first."
+        )
     vals = adata.uns[key]["eigenvalues"]
     if safe_key(output) not in vals:
-        raise KeyError(f"output {output!r} not in uns[{key!r}]; outputs: "
-                       f"{adata.uns[key]['outputs']}.")
+        raise KeyError(
+            f"output {output!r} not in uns[{key!r}]; outputs: "
+            f"{adata.uns[key]['outputs']}."
+        )
     loadings_key, scores_key = _keys(key, output)
     return vals[safe_key(output)], adata.varm[loadings_key], adata.obsm[scores_key]
 
 
 # ------------------------------------------------------------------------ repeated fits
 
-def fit_repeats(X, Y, seeds, *, splits=None, stratify: bool = True,
-                progress: bool = False, **fit_kwargs) -> list[dict]:
+
+def fit_repeats(
+    X,
+    Y,
+    seeds,
+    *,
+    splits=None,
+    stratify: bool = True,
+    progress: bool = False,
+    **fit_kwargs,
+) -> list[dict]:
     """One :func:`fit` per seed: a fresh split and initial weights, training seeded
     alike.
 
@@ -574,8 +682,11 @@ def fit_repeats(X, Y, seeds, *, splits=None, stratify: bool = True,
     """
     runs = []
     for i, s in enumerate(seeds):
-        split = splits[i] if splits is not None else split_indices(
-            Y if stratify else len(Y), seed=s, stratify=stratify)
+        split = (
+            splits[i]
+            if splits is not None
+            else split_indices(Y if stratify else len(Y), seed=s, stratify=stratify)
+        )
         model, history = fit(X, Y, split, seed=s, progress=progress, **fit_kwargs)
         runs.append({"seed": s, "split": split, "model": model, "history": history})
     return runs
@@ -597,14 +708,17 @@ def per_class_accuracy(preds: dict, y, idx, classes) -> pd.DataFrame:
     indices into ``classes``."""
     idx = np.asarray(idx)
     y = np.asarray(y)
-    table = {name: [accuracy(p, y, idx[y[idx] == c]) for c in range(len(classes))]
-             for name, p in preds.items()}
+    table = {
+        name: [accuracy(p, y, idx[y[idx] == c]) for c in range(len(classes))]
+        for name, p in preds.items()
+    }
     table["test cells"] = [int((y[idx] == c).sum()) for c in range(len(classes))]
     return pd.DataFrame(table, index=classes)
 
 
-def split_repeats(X, y, seeds, *, known: dict | None = None,
-                  **fit_kwargs) -> pd.DataFrame:
+def split_repeats(
+    X, y, seeds, *, known: dict | None = None, **fit_kwargs
+) -> pd.DataFrame:
     """Test accuracy of the classifier and the logistic baseline over random splits.
 
     For each seed: the stratified split with that seed, a bilinear :func:`fit` seeded
@@ -625,18 +739,31 @@ def split_repeats(X, y, seeds, *, known: dict | None = None,
         else:
             pred = classes_of(runs[s]["model"], X)
             base = logistic(X, y, split, seed=s)
-        rows.append({"split seed": s, "bilinear test": accuracy(pred, y, split["test"]),
-                     "baseline test": accuracy(base, y, split["test"])})
+        rows.append(
+            {
+                "split seed": s,
+                "bilinear test": accuracy(pred, y, split["test"]),
+                "baseline test": accuracy(base, y, split["test"]),
+            }
+        )
     table = pd.DataFrame(rows).set_index("split seed")
     table.loc["mean"] = table.mean()
     table.attrs["best_epoch"] = {s: best_epoch(r["history"]) for s, r in runs.items()}
     return table
 
 
-def recipe_ablation(features: dict, y, split, recipes: dict, *,
-                    focus: int | None = None, focus_name: str = "focus",
-                    known: dict | None = None, seed: int = 0,
-                    **fit_kwargs) -> pd.DataFrame:
+def recipe_ablation(
+    features: dict,
+    y,
+    split,
+    recipes: dict,
+    *,
+    focus: int | None = None,
+    focus_name: str = "focus",
+    known: dict | None = None,
+    seed: int = 0,
+    **fit_kwargs,
+) -> pd.DataFrame:
     """Training recipes on several feature sets, on one split, beside a logistic
     baseline.
 
@@ -663,9 +790,15 @@ def recipe_ablation(features: dict, y, split, recipes: dict, *,
             preds[name] = classes_of(model, X)
         for name, p in preds.items():
             in_focus = te[y[te] == focus] if focus is not None else None
-            rows.append({"genes": label, "model": name,
-                         "validation accuracy": accuracy(p, y, va),
-                         "test accuracy": accuracy(p, y, te),
-                         f"{focus_name} (test)": accuracy(p, y, in_focus)
-                         if focus is not None else np.nan})
+            rows.append(
+                {
+                    "genes": label,
+                    "model": name,
+                    "validation accuracy": accuracy(p, y, va),
+                    "test accuracy": accuracy(p, y, te),
+                    f"{focus_name} (test)": accuracy(p, y, in_focus)
+                    if focus is not None
+                    else np.nan,
+                }
+            )
     return pd.DataFrame(rows).set_index(["genes", "model"])

@@ -370,7 +370,6 @@ def main(argv=None) -> None:
         print(run_chapter(name, params, out))
 
 
-
 # ------------------------------------------------------------------ results at a glance
 
 #: How a figure of ours is judged against the study's figure (shown under every table).
@@ -422,7 +421,15 @@ class Claim:
         return {**rec, "verdict": self.verdict()}
 
 
-GLANCE_COLUMNS = ["figure", "source", "reference", "ours", "tolerance", "verdict", "note"]
+GLANCE_COLUMNS = [
+    "figure",
+    "source",
+    "reference",
+    "ours",
+    "tolerance",
+    "verdict",
+    "note",
+]
 
 
 def glance(claims: list[Claim], digits: int = 3):

@@ -67,9 +67,9 @@ STATUSES = ("specific", "not specific", "not enough data")
 #: The paper's settings for the steps the concept chapters reproduce, with where
 #: each is stated. ``helpers.sae.PAPER_RECIPE`` / ``paper_settings`` hold the SAE's.
 PAPER_RECIPE = {
-    "specific share": (0.7, "Section 4.2 (\"at least 70%\")"),
+    "specific share": (0.7, 'Section 4.2 ("at least 70%")'),
     "specificity test vs base rate": ("none", "Section 3.1 (share only)"),
-    "min activating cells": (100, "Figure 2 caption (\"less than 100 cells\")"),
+    "min activating cells": (100, 'Figure 2 caption ("less than 100 cells")'),
     "prototypes per unit": (10, "Sections 4.2-4.3"),
     "counterfactuals per prototype": (3, "Sections 4.2-4.3 (N_C = 3)"),
     "attribution threshold": (0.05, "Section 4.2 / Figure 2.C (absolute)"),
@@ -88,8 +88,9 @@ def _same(a, b) -> bool:
         return str(a) == str(b)
 
 
-def recipe_table(ours: Mapping, theirs: Mapping, why: Mapping | None = None
-                 ) -> pd.DataFrame:
+def recipe_table(
+    ours: Mapping, theirs: Mapping, why: Mapping | None = None
+) -> pd.DataFrame:
     """Our settings against the paper's (or a blog's), one row per setting.
 
     Parameters
@@ -115,8 +116,16 @@ def recipe_table(ours: Mapping, theirs: Mapping, why: Mapping | None = None
         ref, src = ref if isinstance(ref, tuple) else (ref, "")
         val = ours.get(key, "-")
         same = key in ours and key in theirs and _same(val, ref)
-        rows.append(dict(setting=key, paper=_fmt(ref), ours=_fmt(val), match=same,
-                         why="" if same else str(why.get(key, "")), source=src))
+        rows.append(
+            dict(
+                setting=key,
+                paper=_fmt(ref),
+                ours=_fmt(val),
+                match=same,
+                why="" if same else str(why.get(key, "")),
+                source=src,
+            )
+        )
     return pd.DataFrame(rows).set_index("setting")
 
 
@@ -158,7 +167,9 @@ def _acts_matrix(acts) -> np.ndarray:
 def _check_keys(obs: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     keys = [keys] if isinstance(keys, str) else list(keys)
     if not keys:
-        raise ValueError("keys is empty; pass at least one categorical obs column, e.g. ['clusters'].")
+        raise ValueError(
+            "keys is empty; pass at least one categorical obs column, e.g. ['clusters']."
+        )
     for key in keys:
         if key not in obs.columns:
             raise ValueError(
@@ -173,9 +184,16 @@ def _check_keys(obs: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     return keys
 
 
-def characterise(obs: pd.DataFrame, acts, keys: Sequence[str], min_active_cells: int = 100,
-                 specific_share: float = 0.7, concept_names: Sequence | None = None,
-                 alpha: float | None = 0.01, adjust: bool = True) -> pd.DataFrame:
+def characterise(
+    obs: pd.DataFrame,
+    acts,
+    keys: Sequence[str],
+    min_active_cells: int = 100,
+    specific_share: float = 0.7,
+    concept_names: Sequence | None = None,
+    alpha: float | None = 0.01,
+    adjust: bool = True,
+) -> pd.DataFrame:
     """Metadata characterisation of each concept by its activating cells.
 
     A concept is "specific" to a key when its top label's share of the activating
@@ -221,16 +239,22 @@ def characterise(obs: pd.DataFrame, acts, keys: Sequence[str], min_active_cells:
     A = _acts_matrix(acts)
     keys = _check_keys(obs, keys)
     if A.shape[0] != len(obs):
-        raise ValueError(f"acts has {A.shape[0]} rows but obs has {len(obs)}; pass the activations of the same cells.")
+        raise ValueError(
+            f"acts has {A.shape[0]} rows but obs has {len(obs)}; pass the activations of the same cells."
+        )
     if not 0 < specific_share <= 1:
         raise ValueError(f"specific_share must be in (0, 1], got {specific_share}.")
     if alpha is not None and not 0 < alpha <= 1:
         raise ValueError(f"alpha must be in (0, 1] or None, got {alpha}.")
     active = A > 0
     n_active = active.sum(0)
-    out = pd.DataFrame({"n_active": n_active.astype(int)},
-                       index=pd.Index(concept_names if concept_names is not None else np.arange(A.shape[1]),
-                                      name="concept"))
+    out = pd.DataFrame(
+        {"n_active": n_active.astype(int)},
+        index=pd.Index(
+            concept_names if concept_names is not None else np.arange(A.shape[1]),
+            name="concept",
+        ),
+    )
     enough = n_active >= min_active_cells
     specific_any = np.zeros(A.shape[1], dtype=bool)
     by_share_any = np.zeros(A.shape[1], dtype=bool)
@@ -260,11 +284,15 @@ def characterise(obs: pd.DataFrame, acts, keys: Sequence[str], min_active_cells:
             out[f"{key}_enrichment"] = np.where(n_active > 0, share / base, np.nan)
         out[f"{key}_pvalue"] = pval
         by_share_any |= by_share
-        out[f"{key}_status"] = np.where(~enough, "not enough data", np.where(spec, "specific", "not specific"))
+        out[f"{key}_status"] = np.where(
+            ~enough, "not enough data", np.where(spec, "specific", "not specific")
+        )
         specific_any |= spec
         for i in np.flatnonzero(spec):
             specific_to[i].append(key)
-    out["status"] = np.where(~enough, "not enough data", np.where(specific_any, "specific", "not specific"))
+    out["status"] = np.where(
+        ~enough, "not enough data", np.where(specific_any, "specific", "not specific")
+    )
     out["specific_to"] = ["+".join(s) for s in specific_to]
     out["specific_by_share"] = by_share_any
     return out
@@ -308,7 +336,11 @@ def _best_term(res: pd.DataFrame) -> dict:
     df = res.copy()
     if "Term" not in df.columns and df.index.name is not None:
         df = df.reset_index()
-    t, nes, p = _col(df, "Term"), _col(df, "NES"), _col(df, "NOM p-val", "pval", "nom pval")
+    t, nes, p = (
+        _col(df, "Term"),
+        _col(df, "NES"),
+        _col(df, "NOM p-val", "pval", "nom pval"),
+    )
     try:
         fdr = _col(df, "FDR q-val", "fdr")
     except KeyError:
@@ -323,9 +355,13 @@ def _best_term(res: pd.DataFrame) -> dict:
     if len(pos) == 0:
         return dict(term=None, nes=np.nan, pval=np.nan, fdr=np.nan, lead_genes="")
     row = pos.sort_values([nes, p], ascending=[False, True], kind="stable").iloc[0]
-    return dict(term=row[t], nes=float(row[nes]), pval=float(row[p]),
-                fdr=float(pd.to_numeric(row[fdr])) if fdr else np.nan,
-                lead_genes=str(row[lead]) if lead else "")
+    return dict(
+        term=row[t],
+        nes=float(row[nes]),
+        pval=float(row[p]),
+        fdr=float(pd.to_numeric(row[fdr])) if fdr else np.nan,
+        lead_genes=str(row[lead]) if lead else "",
+    )
 
 
 def _tied_share(scores: pd.Series) -> float:
@@ -333,9 +369,17 @@ def _tied_share(scores: pd.Series) -> float:
     return float(s.duplicated(keep=False).mean()) if len(s) else 0.0
 
 
-def gsea_annotate(attributions: Mapping, library, organism: str = "human", strong: float = 5e-5,
-                  weak: float = 5e-3, prerank: Callable | None = None, *,
-                  quiet: bool = False, **prerank_kwargs) -> pd.DataFrame:
+def gsea_annotate(
+    attributions: Mapping,
+    library,
+    organism: str = "human",
+    strong: float = 5e-5,
+    weak: float = 5e-3,
+    prerank: Callable | None = None,
+    *,
+    quiet: bool = False,
+    **prerank_kwargs,
+) -> pd.DataFrame:
     """Attribution-based GSEA: the best enriched term of each unit.
 
     Parameters
@@ -380,12 +424,18 @@ def gsea_annotate(attributions: Mapping, library, organism: str = "human", stron
     rows = {}
     for unit, scores in attributions.items():
         s = pd.Series(scores).astype(float)
-        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+        with (
+            contextlib.redirect_stderr(io.StringIO())
+            if quiet
+            else contextlib.nullcontext()
+        ):
             res = prerank(s, library, organism=organism, **prerank_kwargs)
         rows[unit] = {**_best_term(res), "tied": _tied_share(s)}
     out = pd.DataFrame.from_dict(rows, orient="index")
     p = out["pval"]
-    out["annotation"] = np.where(p <= strong, "strong", np.where(p <= weak, "weak", "none"))
+    out["annotation"] = np.where(
+        p <= strong, "strong", np.where(p <= weak, "weak", "none")
+    )
     out.index.name = "unit"
     return out
 
@@ -409,15 +459,22 @@ def gsea_summary(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------
 # concept explorer (Section 3.3)
 # ---------------------------------------------------------------------------
-def composition(obs: pd.DataFrame, acts, keys: Sequence[str], concepts: Sequence[int]) -> dict:
+def composition(
+    obs: pd.DataFrame, acts, keys: Sequence[str], concepts: Sequence[int]
+) -> dict:
     """Label counts of the activating cells: ``{concept: {key: {label: n}}}``."""
     A = _acts_matrix(acts)
     keys = _check_keys(obs, keys)
     out = {}
     for c in concepts:
         on = A[:, int(c)] > 0
-        out[c] = {k: {str(l): int(n) for l, n in obs.loc[on, k].astype(str).value_counts().items()}
-                  for k in keys}
+        out[c] = {
+            k: {
+                str(l): int(n)
+                for l, n in obs.loc[on, k].astype(str).value_counts().items()
+            }
+            for k in keys
+        }
     return out
 
 
@@ -540,9 +597,16 @@ _TEMPLATE = r"""<!DOCTYPE html>
 """
 
 
-def explorer_html(concepts_table: pd.DataFrame, attributions: Mapping, gene_terms: Mapping[str, Sequence[str]],
-                  composition: Mapping, umap_xy, activations, n_genes: int = 20,
-                  title: str = "Concept explorer") -> str:
+def explorer_html(
+    concepts_table: pd.DataFrame,
+    attributions: Mapping,
+    gene_terms: Mapping[str, Sequence[str]],
+    composition: Mapping,
+    umap_xy,
+    activations,
+    n_genes: int = 20,
+    title: str = "Concept explorer",
+) -> str:
     """A self-contained offline HTML page to browse concepts.
 
     Parameters
@@ -575,9 +639,13 @@ def explorer_html(concepts_table: pd.DataFrame, attributions: Mapping, gene_term
     """
     xy = np.asarray(umap_xy, dtype=float)
     if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"umap_xy must be (n_cells, 2), got {xy.shape}; pass adata.obsm['X_umap'].")
+        raise ValueError(
+            f"umap_xy must be (n_cells, 2), got {xy.shape}; pass adata.obsm['X_umap']."
+        )
     # a reproducible element-id prefix: the same inputs give the same page (byte for byte)
-    digest = hashlib.sha1(title.encode() + xy.tobytes() + repr(list(concepts_table.index)).encode())
+    digest = hashlib.sha1(
+        title.encode() + xy.tobytes() + repr(list(concepts_table.index)).encode()
+    )
     uid = "cx" + digest.hexdigest()[:10]
     concepts = []
     attr_data, act_data, comp_data, used_genes = {}, {}, {}, set()
@@ -585,7 +653,12 @@ def explorer_html(concepts_table: pd.DataFrame, attributions: Mapping, gene_term
     for cid, row in concepts_table.iterrows():
         if cid not in attributions:
             continue
-        s = pd.Series(attributions[cid]).astype(float).sort_values(ascending=False).head(n_genes)
+        s = (
+            pd.Series(attributions[cid])
+            .astype(float)
+            .sort_values(ascending=False)
+            .head(n_genes)
+        )
         attr_data[str(cid)] = [[str(g), float(v)] for g, v in s.items()]
         used_genes.update(map(str, s.index))
         if isinstance(activations, Mapping):
@@ -593,18 +666,25 @@ def explorer_html(concepts_table: pd.DataFrame, attributions: Mapping, gene_term
         else:
             a = _acts_matrix(activations)[:, int(cid)].astype(float)
         if a.shape[0] != xy.shape[0]:
-            raise ValueError(f"activations of concept {cid} cover {a.shape[0]} cells, umap_xy {xy.shape[0]}.")
+            raise ValueError(
+                f"activations of concept {cid} cover {a.shape[0]} cells, umap_xy {xy.shape[0]}."
+            )
         idx = np.flatnonzero(a > 0)
         act_data[str(cid)] = {"idx": idx.tolist(), "val": np.round(a[idx], 4).tolist()}
         comp_data[str(cid)] = composition.get(cid, composition.get(str(cid), {}))
-        tops = ", ".join(f"{c[:-4]}: {row[c]} ({row[c[:-4] + '_share']:.0%})" for c in top_cols
-                         if row[c] is not None and pd.notna(row.get(c[:-4] + "_share")))
+        tops = ", ".join(
+            f"{c[:-4]}: {row[c]} ({row[c[:-4] + '_share']:.0%})"
+            for c in top_cols
+            if row[c] is not None and pd.notna(row.get(c[:-4] + "_share"))
+        )
         status = row.get("status", "")
-        concepts.append({
-            "id": str(cid),
-            "label": f"concept {cid} - {status} - {int(row.get('n_active', idx.size))} cells",
-            "summary": f"{int(row.get('n_active', idx.size))} activating cells; status: {status}; {tops}",
-        })
+        concepts.append(
+            {
+                "id": str(cid),
+                "label": f"concept {cid} - {status} - {int(row.get('n_active', idx.size))} cells",
+                "summary": f"{int(row.get('n_active', idx.size))} activating cells; status: {status}; {tops}",
+            }
+        )
     data = {
         "concepts": concepts,
         "attributions": attr_data,
@@ -613,9 +693,14 @@ def explorer_html(concepts_table: pd.DataFrame, attributions: Mapping, gene_term
         "umap": np.round(xy, 3).tolist(),
         "activations": act_data,
     }
-    payload = json.dumps(jsonable(data, digits=5), separators=(",", ":")).replace("</", "<\\/")
-    return (_TEMPLATE.replace("__DATA__", payload).replace("__ID__", uid)
-            .replace("__TITLE__", _html.escape(title)))
+    payload = json.dumps(jsonable(data, digits=5), separators=(",", ":")).replace(
+        "</", "<\\/"
+    )
+    return (
+        _TEMPLATE.replace("__DATA__", payload)
+        .replace("__ID__", uid)
+        .replace("__TITLE__", _html.escape(title))
+    )
 
 
 def write_explorer(path, *args, **kwargs) -> Path:
@@ -634,5 +719,7 @@ def show_explorer(page: str, height: int = 900):
     """
     from IPython.display import HTML
 
-    return HTML(f'<iframe srcdoc="{_html.escape(page, quote=True)}" style="width:100%;height:{int(height)}px;'
-                'border:1px solid #ddd;border-radius:6px" sandbox="allow-scripts"></iframe>')
+    return HTML(
+        f'<iframe srcdoc="{_html.escape(page, quote=True)}" style="width:100%;height:{int(height)}px;'
+        'border:1px solid #ddd;border-radius:6px" sandbox="allow-scripts"></iframe>'
+    )

@@ -29,8 +29,14 @@ import numpy as np
 import torch
 
 
-def make_fabric(devices: int = 2, *, accelerator: str = "cpu", strategy: str = "ddp",
-                num_nodes: int = 1, launch: bool = True):
+def make_fabric(
+    devices: int = 2,
+    *,
+    accelerator: str = "cpu",
+    strategy: str = "ddp",
+    num_nodes: int = 1,
+    launch: bool = True,
+):
     """A ``Fabric`` for data-parallel training, launched unless ``launch=False``.
 
     With ``strategy="ddp"`` the launch re-runs the current command once per extra
@@ -41,9 +47,13 @@ def make_fabric(devices: int = 2, *, accelerator: str = "cpu", strategy: str = "
 
     if devices < 1:
         raise ValueError(f"devices={devices}; pass at least 1.")
-    fabric = Fabric(accelerator=accelerator, devices=devices,
-                    strategy=strategy if devices > 1 or num_nodes > 1 else "auto",
-                    num_nodes=num_nodes, precision="32-true")
+    fabric = Fabric(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy if devices > 1 or num_nodes > 1 else "auto",
+        num_nodes=num_nodes,
+        precision="32-true",
+    )
     if launch:
         fabric.launch()
     return fabric
@@ -73,8 +83,12 @@ def _main(argv=None) -> None:
     p_sae.add_argument("embedding", type=Path)
     p_sae.add_argument("--c", type=int, required=True)
     p_sae.add_argument("--k", type=int, required=True)
-    p_sae.add_argument("--dead-after", type=int, default=None,
-                       help="samples without firing before a latent counts as dead")
+    p_sae.add_argument(
+        "--dead-after",
+        type=int,
+        default=None,
+        help="samples without firing before a latent counts as dead",
+    )
     p_bil = sub.add_parser("bilinear", help="train a bilinear classifier (.npy X, y)")
     p_bil.add_argument("features", type=Path)
     p_bil.add_argument("targets", type=Path)
@@ -90,17 +104,24 @@ def _main(argv=None) -> None:
         p.add_argument("--strategy", default="ddp")
         p.add_argument("--out", type=Path, required=True, help="state dict (.pt)")
     args = ap.parse_args(argv)
-    fabric = make_fabric(args.devices, accelerator=args.accelerator,
-                         strategy=args.strategy, num_nodes=args.num_nodes)
-    common = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                  seed=args.seed)
+    fabric = make_fabric(
+        args.devices,
+        accelerator=args.accelerator,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+    )
+    common = dict(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+    )
     if args.model == "sae":
         from .sae import SAETrainSettings, train_sae
 
-        settings = SAETrainSettings(progress=False, dead_after=args.dead_after,
-                                    **common)
-        model, _ = train_sae(np.load(args.embedding), args.c, args.k, settings,
-                             fabric=fabric)
+        settings = SAETrainSettings(
+            progress=False, dead_after=args.dead_after, **common
+        )
+        model, _ = train_sae(
+            np.load(args.embedding), args.c, args.k, settings, fabric=fabric
+        )
     else:
         from .bilinear import BilinearMLP, train_bilinear
         from .preprocess import split_indices
@@ -109,8 +130,9 @@ def _main(argv=None) -> None:
         y = np.load(args.targets)
         split = split_indices(y, seed=args.seed)
         model = BilinearMLP(X.shape[1], args.hidden, int(y.max()) + 1, seed=args.seed)
-        model, _ = train_bilinear(model, X, y, split, progress=False, fabric=fabric,
-                                  **common)
+        model, _ = train_bilinear(
+            model, X, y, split, progress=False, fabric=fabric, **common
+        )
     if fabric.global_rank == 0:
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, args.out)
         print(f"{args.model}: {fabric.world_size} process(es) → {args.out}")

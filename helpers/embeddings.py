@@ -112,7 +112,9 @@ class Embedding:
 
     name: str = "embedding"
 
-    def __init__(self, genes, dim: int, settings: dict | None = None, key: str | None = None):
+    def __init__(
+        self, genes, dim: int, settings: dict | None = None, key: str | None = None
+    ):
         self.genes = [str(g) for g in genes]
         self.dim = int(dim)
         self.settings = dict(settings or {})
@@ -151,7 +153,9 @@ class Embedding:
     def _encode_batch(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def encode_swaps(self, X_base, rows, genes, values, batch_size: int = 4096) -> np.ndarray:
+    def encode_swaps(
+        self, X_base, rows, genes, values, batch_size: int = 4096
+    ) -> np.ndarray:
         """Embed cells that differ from a base cell in one gene each (counterfactual occlusion).
 
         Row ``r`` of the result is ``encode(x)`` with ``x = X_base[rows[r]]`` and
@@ -159,7 +163,10 @@ class Embedding:
         and calls :meth:`encode`; embeddings whose first layer is linear override it.
         """
         X_base = to_dense(X_base)
-        rows, genes = np.asarray(rows, dtype=np.int64), np.asarray(genes, dtype=np.int64)
+        rows, genes = (
+            np.asarray(rows, dtype=np.int64),
+            np.asarray(genes, dtype=np.int64),
+        )
         values = np.asarray(values, dtype=np.float32)
         out = np.empty((rows.size, self.dim), dtype=np.float32)
         for start in range(0, rows.size, batch_size):
@@ -177,13 +184,19 @@ class Embedding:
 # counts
 # ----------------------------------------------------------------------------
 def _data_fingerprint(adata, X) -> dict:
-    genes_hash = hashlib.sha1("\n".join(map(str, adata.var_names)).encode()).hexdigest()[:12]
+    genes_hash = hashlib.sha1(
+        "\n".join(map(str, adata.var_names)).encode()
+    ).hexdigest()[:12]
     total = float(X.sum())
-    return dict(n_obs=int(adata.n_obs), n_vars=int(adata.n_vars), genes=genes_hash, total=total)
+    return dict(
+        n_obs=int(adata.n_obs), n_vars=int(adata.n_vars), genes=genes_hash, total=total
+    )
 
 
 def _hash(d: dict) -> str:
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return hashlib.sha1(
+        json.dumps(d, sort_keys=True, default=str).encode()
+    ).hexdigest()[:12]
 
 
 # ----------------------------------------------------------------------------
@@ -192,7 +205,13 @@ def _hash(d: dict) -> str:
 @contextmanager
 def _quiet_lightning():
     """Silence lightning's banner/tips and scvi's info messages inside the block."""
-    names = ["lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "scvi"]
+    names = [
+        "lightning",
+        "lightning.pytorch",
+        "lightning.fabric",
+        "pytorch_lightning",
+        "scvi",
+    ]
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -257,17 +276,28 @@ class ScviEmbedding(Embedding):
         module = self.model.module
         enc = getattr(module, "z_encoder", None)
         fc = getattr(getattr(enc, "encoder", None), "fc_layers", None)
-        if (fc is None or getattr(module, "encode_covariates", False) or getattr(enc.encoder, "n_cov", 0)
-                or getattr(module, "latent_distribution", "normal") != "normal"
-                or not isinstance(fc[0][0], nn.Linear)):
+        if (
+            fc is None
+            or getattr(module, "encode_covariates", False)
+            or getattr(enc.encoder, "n_cov", 0)
+            or getattr(module, "latent_distribution", "normal") != "normal"
+            or not isinstance(fc[0][0], nn.Linear)
+        ):
             return None
         first = fc[0][0]
         tail = [m for m in list(fc[0])[1:] if m is not None]
         for layer in list(fc)[1:]:
             tail += [m for m in layer if m is not None]
-        return first, tail, enc.mean_encoder, bool(getattr(module, "log_variational", True))
+        return (
+            first,
+            tail,
+            enc.mean_encoder,
+            bool(getattr(module, "log_variational", True)),
+        )
 
-    def encode_swaps(self, X_base, rows, genes, values, batch_size: int = 8192) -> np.ndarray:
+    def encode_swaps(
+        self, X_base, rows, genes, values, batch_size: int = 8192
+    ) -> np.ndarray:
         """One-gene swaps through scVI's encoder at the cost of its small layers.
 
         The encoder's first layer is linear in ``log1p(counts)``, so changing gene ``l`` from
@@ -296,40 +326,69 @@ class ScviEmbedding(Embedding):
             xb = torch.log1p(xb) if log_input else xb
             h0 = first(xb)  # (n_base, hidden): each base cell once
             for start in range(0, rows_t.numel(), batch_size):
-                r, g = rows_t[start:start + batch_size], genes_t[start:start + batch_size]
-                v = vals_t[start:start + batch_size]
+                r, g = (
+                    rows_t[start : start + batch_size],
+                    genes_t[start : start + batch_size],
+                )
+                v = vals_t[start : start + batch_size]
                 new = torch.log1p(v) if log_input else v
                 h = h0[r] + (new - xb[r, g])[:, None] * first.weight[:, g].T
                 for m in tail:
                     h = m(h)
-                out[start:start + r.numel()] = mean_encoder(h).float().cpu().numpy()
+                out[start : start + r.numel()] = mean_encoder(h).float().cpu().numpy()
         return out
 
 
-def _fit_scvi(adata, X, n_latent, output_dir, seed, max_epochs, device, progress,
-              model_kwargs, train_kwargs, batch_key=None):
+def _fit_scvi(
+    adata,
+    X,
+    n_latent,
+    output_dir,
+    seed,
+    max_epochs,
+    device,
+    progress,
+    model_kwargs,
+    train_kwargs,
+    batch_key=None,
+):
     import scvi
 
     if (model_kwargs or {}).get("encode_covariates"):
-        raise ValueError("encode_covariates=True makes scVI's encoder need batch labels, so encode() on "
-                         "perturbed counts could not run; leave it False (the default).")
+        raise ValueError(
+            "encode_covariates=True makes scVI's encoder need batch labels, so encode() on "
+            "perturbed counts could not run; leave it False (the default)."
+        )
     settings = dict(
-        method="scvi", n_latent=int(n_latent), seed=int(seed), max_epochs=max_epochs,
-        model_kwargs=model_kwargs, train_kwargs=train_kwargs, scvi_version=scvi.__version__,
+        method="scvi",
+        n_latent=int(n_latent),
+        seed=int(seed),
+        max_epochs=max_epochs,
+        model_kwargs=model_kwargs,
+        train_kwargs=train_kwargs,
+        scvi_version=scvi.__version__,
     )
     fingerprint = _data_fingerprint(adata, X)
     if batch_key is not None:
         if batch_key not in adata.obs:
-            raise KeyError(f"batch_key {batch_key!r} is not an obs column (available: {list(adata.obs.columns)}).")
+            raise KeyError(
+                f"batch_key {batch_key!r} is not an obs column (available: {list(adata.obs.columns)})."
+            )
         batches = adata.obs[batch_key].astype(str)
         settings["batch_key"] = batch_key
-        fingerprint["batches"] = hashlib.sha1("\n".join(batches).encode()).hexdigest()[:12]
+        fingerprint["batches"] = hashlib.sha1("\n".join(batches).encode()).hexdigest()[
+            :12
+        ]
     tag = _hash({**settings, **fingerprint})
     dev = get_device(device)
     accelerator = {"cuda": "gpu", "mps": "mps"}.get(dev.type, "cpu")
 
     # a minimal AnnData: scvi's setup_anndata must not write into the user's object
-    Xc = X.astype(np.float32) if not sp.issparse(X) else sp.csr_matrix(X, dtype=np.float32)
+    Xc = (
+        X.astype(np.float32)
+        if not sp.issparse(X)
+        else sp.csr_matrix(X, dtype=np.float32)
+    )
     bare = ad.AnnData(X=Xc)
     bare.obs_names = adata.obs_names.astype(str)
     bare.var_names = adata.var_names.astype(str)
@@ -339,15 +398,22 @@ def _fit_scvi(adata, X, n_latent, output_dir, seed, max_epochs, device, progress
     path = Path(output_dir) / f"scvi_{tag}" if output_dir is not None else None
     scvi.settings.seed = int(seed)
     with _quiet_lightning():
-        scvi.model.SCVI.setup_anndata(bare, batch_key="batch" if batch_key is not None else None)
+        scvi.model.SCVI.setup_anndata(
+            bare, batch_key="batch" if batch_key is not None else None
+        )
         if path is not None and (path / "model.pt").exists():
             model = scvi.model.SCVI.load(str(path), adata=bare, accelerator=accelerator)
             settings["loaded_from"] = str(path)
         else:
-            model = scvi.model.SCVI(bare, n_latent=int(n_latent), **(model_kwargs or {}))
+            model = scvi.model.SCVI(
+                bare, n_latent=int(n_latent), **(model_kwargs or {})
+            )
             model.train(
-                max_epochs=max_epochs, accelerator=accelerator, devices=1,
-                enable_progress_bar=progress, **(train_kwargs or {}),
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=1,
+                enable_progress_bar=progress,
+                **(train_kwargs or {}),
             )
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -375,7 +441,9 @@ class PcaEmbedding(Embedding):
 
     name = "pca"
 
-    def __init__(self, components, mean, genes, target_sum=TARGET_SUM, settings=None, key=None):
+    def __init__(
+        self, components, mean, genes, target_sum=TARGET_SUM, settings=None, key=None
+    ):
         components = np.asarray(components, dtype=np.float32)
         super().__init__(genes, components.shape[0], settings, key)
         self.components = components
@@ -390,12 +458,14 @@ def _fit_pca(adata, X, n_latent, seed):
     n, g = X.shape
     n_comp = int(min(n_latent, n - 1, g))
     if n_comp < n_latent:
-        warnings.warn(f"pca: n_latent={n_latent} reduced to {n_comp} (data shape {X.shape}).")
+        warnings.warn(
+            f"pca: n_latent={n_latent} reduced to {n_comp} (data shape {X.shape})."
+        )
     if sp.issparse(X):
         lib = np.asarray(X.sum(axis=1)).ravel()
-        Xn = sp.diags((TARGET_SUM / np.maximum(lib, 1e-12)).astype(np.float32)) @ sp.csr_matrix(
-            X, dtype=np.float32
-        )
+        Xn = sp.diags(
+            (TARGET_SUM / np.maximum(lib, 1e-12)).astype(np.float32)
+        ) @ sp.csr_matrix(X, dtype=np.float32)
         Xn = Xn.log1p()
         Xn = Xn.toarray() if g <= 5000 else Xn
     else:
@@ -403,10 +473,17 @@ def _fit_pca(adata, X, n_latent, seed):
     solver = "covariance_eigh" if g <= 5000 else "arpack"
     pca = PCA(n_components=n_comp, svd_solver=solver, random_state=seed)
     Z = pca.fit_transform(Xn).astype(np.float32)
-    settings = dict(method="pca", n_latent=n_comp, seed=int(seed), target_sum=TARGET_SUM,
-                    svd_solver=solver,
-                    explained_variance_ratio=[float(v) for v in pca.explained_variance_ratio_])
-    emb = PcaEmbedding(pca.components_, pca.mean_, adata.var_names, TARGET_SUM, settings)
+    settings = dict(
+        method="pca",
+        n_latent=n_comp,
+        seed=int(seed),
+        target_sum=TARGET_SUM,
+        svd_solver=solver,
+        explained_variance_ratio=[float(v) for v in pca.explained_variance_ratio_],
+    )
+    emb = PcaEmbedding(
+        pca.components_, pca.mean_, adata.var_names, TARGET_SUM, settings
+    )
     return emb, Z
 
 
@@ -431,7 +508,9 @@ def scgpt_requirements_message(scgpt_dir=None) -> str:
     """The error text for a missing scGPT setup (what to install, where the weights go)."""
     missing = _scgpt_missing(scgpt_dir)
     return (
-        "scGPT embeddings are optional and not set up here (" + "; ".join(missing) + "). "
+        "scGPT embeddings are optional and not set up here ("
+        + "; ".join(missing)
+        + "). "
         "To use them: `pip install scgpt`, download a pretrained scGPT model folder (e.g. "
         "scGPT_human, linked from the scGPT README) containing args.json, best_model.pt and "
         f"vocab.json, and pass its path as scgpt_dir=... or set the environment variable "
@@ -439,7 +518,9 @@ def scgpt_requirements_message(scgpt_dir=None) -> str:
     )
 
 
-class ScgptEmbedding(Embedding):  # pragma: no cover - needs the optional package and weights
+class ScgptEmbedding(
+    Embedding
+):  # pragma: no cover - needs the optional package and weights
     """scGPT cell embedding (the <cls> token, L2-normalised) of a pretrained model.
 
     Genes absent from the model's vocabulary are ignored. Gene names must be the
@@ -450,8 +531,16 @@ class ScgptEmbedding(Embedding):  # pragma: no cover - needs the optional packag
 
     name = "scgpt"
 
-    def __init__(self, scgpt_dir, genes, device="auto", max_length=1200, settings=None, key=None,
-                 seed=0):
+    def __init__(
+        self,
+        scgpt_dir,
+        genes,
+        device="auto",
+        max_length=1200,
+        settings=None,
+        key=None,
+        seed=0,
+    ):
         from scgpt.model import TransformerModel
         from scgpt.tokenizer import GeneVocab
         from scgpt.utils import load_pretrained
@@ -472,21 +561,37 @@ class ScgptEmbedding(Embedding):  # pragma: no cover - needs the optional packag
             )
         self.dev = get_device(device)
         model = TransformerModel(
-            ntoken=len(vocab), d_model=cfg["embsize"], nhead=cfg["nheads"], d_hid=cfg["d_hid"],
-            nlayers=cfg["nlayers"], nlayers_cls=cfg.get("n_layers_cls", 3), n_cls=1, vocab=vocab,
-            dropout=cfg.get("dropout", 0.2), pad_token=cfg.get("pad_token", "<pad>"),
-            pad_value=cfg.get("pad_value", -2), do_mvc=True, do_dab=False, use_batch_labels=False,
-            domain_spec_batchnorm=False, explicit_zero_prob=False,
-            use_fast_transformer=False, pre_norm=False,
+            ntoken=len(vocab),
+            d_model=cfg["embsize"],
+            nhead=cfg["nheads"],
+            d_hid=cfg["d_hid"],
+            nlayers=cfg["nlayers"],
+            nlayers_cls=cfg.get("n_layers_cls", 3),
+            n_cls=1,
+            vocab=vocab,
+            dropout=cfg.get("dropout", 0.2),
+            pad_token=cfg.get("pad_token", "<pad>"),
+            pad_value=cfg.get("pad_value", -2),
+            do_mvc=True,
+            do_dab=False,
+            use_batch_labels=False,
+            domain_spec_batchnorm=False,
+            explicit_zero_prob=False,
+            use_fast_transformer=False,
+            pre_norm=False,
         )
-        load_pretrained(model, torch.load(d / "best_model.pt", map_location=self.dev), verbose=False)
+        load_pretrained(
+            model, torch.load(d / "best_model.pt", map_location=self.dev), verbose=False
+        )
         model.to(self.dev).eval()
         super().__init__(genes, cfg["embsize"], settings, key)
         self.model, self.vocab, self.cfg = model, vocab, cfg
         self.cfg.setdefault("pad_token", "<pad>")
         self.cfg.setdefault("pad_value", -2)
         self.in_vocab = in_vocab
-        self.gene_ids = np.array(vocab([g for g, ok in zip(genes, in_vocab) if ok]), dtype=int)
+        self.gene_ids = np.array(
+            vocab([g for g, ok in zip(genes, in_vocab) if ok]), dtype=int
+        )
         self.max_length, self.seed = int(max_length), int(seed)
 
     def _encode_batch(self, X: np.ndarray) -> np.ndarray:
@@ -496,9 +601,15 @@ class ScgptEmbedding(Embedding):  # pragma: no cover - needs the optional packag
         np.random.seed(self.seed)
         sub = ad.AnnData(X=X[:, self.in_vocab])
         return get_batch_cell_embeddings(
-            sub, cell_embedding_mode="cls", model=self.model, vocab=self.vocab,
-            max_length=self.max_length, batch_size=min(64, X.shape[0]), model_configs=self.cfg,
-            gene_ids=self.gene_ids, use_batch_labels=False,
+            sub,
+            cell_embedding_mode="cls",
+            model=self.model,
+            vocab=self.vocab,
+            max_length=self.max_length,
+            batch_size=min(64, X.shape[0]),
+            model_configs=self.cfg,
+            gene_ids=self.gene_ids,
+            use_batch_labels=False,
         ).astype(np.float32)
 
 
@@ -608,14 +719,21 @@ def fit_embedding(
     if not isinstance(method, str):
         raise ValueError(f"method must be a string, one of {METHODS}, got {method!r}.")
     if batch_key is not None and method != "scvi":
-        raise ValueError(f"batch_key is an scVI option; method={method!r} has no batch covariate. "
-                         "Pass batch_key=None, or correct the batches before embedding.")
+        raise ValueError(
+            f"batch_key is an scVI option; method={method!r} has no batch covariate. "
+            "Pass batch_key=None, or correct the batches before embedding."
+        )
     if method.startswith("obsm:"):
         key = method.split(":", 1)[1]
         Z = get_matrix(adata, use_rep=key, dense=True)
         key_added = key_added or key
-        emb = ObsmEmbedding(key, adata.var_names, Z.shape[1], encoder,
-                            dict(method=method, n_latent=int(Z.shape[1])))
+        emb = ObsmEmbedding(
+            key,
+            adata.var_names,
+            Z.shape[1],
+            encoder,
+            dict(method=method, n_latent=int(Z.shape[1])),
+        )
         if key_added != key:
             adata.obsm[key_added] = Z
     elif method == "scgpt":
@@ -623,15 +741,31 @@ def fit_embedding(
         if _scgpt_missing(scgpt_dir):
             raise RuntimeError(scgpt_requirements_message(scgpt_dir))
         X = get_matrix(adata, layer=layer, counts=True)  # pragma: no cover
-        emb = ScgptEmbedding(scgpt_dir, adata.var_names, device=device, seed=seed,  # pragma: no cover
-                             settings=dict(method="scgpt", scgpt_dir=str(scgpt_dir), seed=int(seed)))
+        emb = ScgptEmbedding(
+            scgpt_dir,
+            adata.var_names,
+            device=device,
+            seed=seed,  # pragma: no cover
+            settings=dict(method="scgpt", scgpt_dir=str(scgpt_dir), seed=int(seed)),
+        )
         Z = emb.encode(X)  # pragma: no cover
         key_added = key_added or "X_scgpt"
         adata.obsm[key_added] = Z
     elif method == "scvi":
         X = get_matrix(adata, layer=layer, counts=True)
-        emb = _fit_scvi(adata, X, n_latent, output_dir, seed, max_epochs, device, progress,
-                        model_kwargs, train_kwargs, batch_key)
+        emb = _fit_scvi(
+            adata,
+            X,
+            n_latent,
+            output_dir,
+            seed,
+            max_epochs,
+            device,
+            progress,
+            model_kwargs,
+            train_kwargs,
+            batch_key,
+        )
         key_added = key_added or "X_scvi"
         adata.obsm[key_added] = emb.encode(X)
     elif method == "pca":
@@ -640,7 +774,9 @@ def fit_embedding(
         key_added = key_added or "X_pca"
         adata.obsm[key_added] = Z
     else:
-        raise ValueError(f"Unknown embedding method {method!r}; choose one of {METHODS}.")
+        raise ValueError(
+            f"Unknown embedding method {method!r}; choose one of {METHODS}."
+        )
     emb.key = key_added
     emb.settings.setdefault("layer", layer)
     uns = adata.uns.setdefault("embedding", {})
@@ -650,10 +786,12 @@ def fit_embedding(
 
 def _h5ad_safe(d: dict) -> dict:
     """JSON round-trip without ``None`` values (h5ad cannot store ``None``)."""
+
     def drop(x):
         if isinstance(x, dict):
             return {k: drop(v) for k, v in x.items() if v is not None}
         return x
+
     return drop(json.loads(json.dumps(d, default=str)))
 
 
@@ -661,9 +799,11 @@ def get_params(adata, *, key: str = "X_scvi") -> dict:
     """The settings :func:`fit_embedding` stored for ``key_added=key``."""
     params = adata.uns.get("embedding", {})
     if key not in params:
-        raise KeyError(f"adata.uns['embedding'] has no {key!r} (available: "
-                       f"{list(params)}); run helpers.embeddings.fit_embedding(adata, "
-                       "method, key_added=...).")
+        raise KeyError(
+            f"adata.uns['embedding'] has no {key!r} (available: "
+            f"{list(params)}); run helpers.embeddings.fit_embedding(adata, "
+            "method, key_added=...)."
+        )
     return params[key]
 
 
@@ -697,9 +837,11 @@ def aligned_counts(adata, embedding: Embedding, *, layer: str | None = "counts")
     """
     names = adata.var_names.astype(str)
     if not names.is_unique:
-        raise ValueError("adata.var_names are not unique; run "
-                         "adata.var_names_make_unique() before applying a model that "
-                         "reads genes by name.")
+        raise ValueError(
+            "adata.var_names are not unique; run "
+            "adata.var_names_make_unique() before applying a model that "
+            "reads genes by name."
+        )
     have = set(names)
     missing = [g for g in embedding.genes if g not in have]
     if missing:
@@ -714,8 +856,13 @@ def aligned_counts(adata, embedding: Embedding, *, layer: str | None = "counts")
     return get_matrix(adata, layer=layer, counts=True)[:, idx]
 
 
-def apply_embedding(adata, embedding: Embedding, *, layer: str | None = "counts",
-                    key_added: str | None = None) -> np.ndarray:
+def apply_embedding(
+    adata,
+    embedding: Embedding,
+    *,
+    layer: str | None = "counts",
+    key_added: str | None = None,
+) -> np.ndarray:
     """Embed ``adata`` with an embedding fitted on other cells, unchanged (frozen).
 
     The nearest thing to a pretrained foundation model: the model is not updated on

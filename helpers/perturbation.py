@@ -50,21 +50,47 @@ AUTO = "auto"
 #: Column names per dataset: perturbation column, dose column (None: single dose), control label,
 #: separator of combinations. "pertpy" is the scPerturb convention that pertpy's loaders share.
 COLUMN_MAPS: dict[str, dict] = {
-    "pertpy": {"perturbation_key": "perturbation", "dose_key": "dose_value", "control_value": "control",
-               "sep": "+"},
-    "sciplex2": {"perturbation_key": "perturbation", "dose_key": "dose_value", "control_value": "control",
-                 "sep": "+"},
-    "glioblastoma_panobinostat": {"perturbation_key": "condition", "dose_key": None, "control_value": "ctrl",
-                                  "sep": "+"},
-    "norman_2019": {"perturbation_key": "perturbation_name", "dose_key": None, "control_value": "control",
-                    "sep": "+"},
-    "synthetic_combinations": {"perturbation_key": "perturbation", "dose_key": None,
-                               "control_value": "control", "sep": "+"},
+    "pertpy": {
+        "perturbation_key": "perturbation",
+        "dose_key": "dose_value",
+        "control_value": "control",
+        "sep": "+",
+    },
+    "sciplex2": {
+        "perturbation_key": "perturbation",
+        "dose_key": "dose_value",
+        "control_value": "control",
+        "sep": "+",
+    },
+    "glioblastoma_panobinostat": {
+        "perturbation_key": "condition",
+        "dose_key": None,
+        "control_value": "ctrl",
+        "sep": "+",
+    },
+    "norman_2019": {
+        "perturbation_key": "perturbation_name",
+        "dose_key": None,
+        "control_value": "control",
+        "sep": "+",
+    },
+    "synthetic_combinations": {
+        "perturbation_key": "perturbation",
+        "dose_key": None,
+        "control_value": "control",
+        "sep": "+",
+    },
 }
 
 #: The blog's perturbation regressor: Huber loss, AdamW, batch 128, weight decay 1e-3.
-REGRESSOR = BilinearTrainSettings(task="regression", loss="huber", epochs=100, lr=1e-3,
-                                  weight_decay=1e-3, batch_size=128)
+REGRESSOR = BilinearTrainSettings(
+    task="regression",
+    loss="huber",
+    epochs=100,
+    lr=1e-3,
+    weight_decay=1e-3,
+    batch_size=128,
+)
 #: Training for :func:`composition_test`: the same, 30 epochs at a higher learning rate.
 COMPOSITION = replace(REGRESSOR, epochs=30, lr=1e-2)
 
@@ -74,8 +100,13 @@ def log_dose(dose) -> np.ndarray:
     return np.log10(1.0 + np.asarray(dose, dtype=np.float64))
 
 
-def resolve_columns(dataset: str | None, obs: pd.DataFrame | None = None, perturbation_key: str | None = None,
-                    dose_key: str | None = AUTO, control_value: str | None = None) -> dict:
+def resolve_columns(
+    dataset: str | None,
+    obs: pd.DataFrame | None = None,
+    perturbation_key: str | None = None,
+    dose_key: str | None = AUTO,
+    control_value: str | None = None,
+) -> dict:
     """Column names for a dataset: explicit arguments win, then :data:`COLUMN_MAPS`, then pertpy's.
 
     Parameters
@@ -98,7 +129,9 @@ def resolve_columns(dataset: str | None, obs: pd.DataFrame | None = None, pertur
         base["control_value"] = control_value
     if dose_key != AUTO:
         base["dose_key"] = dose_key
-    elif obs is not None and base["dose_key"] is not None and base["dose_key"] not in obs:
+    elif (
+        obs is not None and base["dose_key"] is not None and base["dose_key"] not in obs
+    ):
         base["dose_key"] = None
     return base
 
@@ -109,18 +142,27 @@ def _obs(obs_or_adata) -> pd.DataFrame:
 
 def _labels(obs: pd.DataFrame, perturbation_key: str) -> pd.Series:
     if perturbation_key not in obs:
-        raise KeyError(f"perturbation column {perturbation_key!r} not found in obs. Available columns: "
-                       f"{list(obs.columns)}. Pass perturbation_key=<the column naming each cell's "
-                       "perturbation> (pertpy/scPerturb files call it 'perturbation').")
+        raise KeyError(
+            f"perturbation column {perturbation_key!r} not found in obs. Available columns: "
+            f"{list(obs.columns)}. Pass perturbation_key=<the column naming each cell's "
+            "perturbation> (pertpy/scPerturb files call it 'perturbation')."
+        )
     labels = obs[perturbation_key]
     if labels.isna().any():
-        raise ValueError(f"obs[{perturbation_key!r}] has {int(labels.isna().sum())} missing labels. Drop those "
-                         "cells or fill them (controls with the control label).")
+        raise ValueError(
+            f"obs[{perturbation_key!r}] has {int(labels.isna().sum())} missing labels. Drop those "
+            "cells or fill them (controls with the control label)."
+        )
     return labels.astype(str)
 
 
-def dose_targets(obs, perturbation_key: str, dose_key: str | None = None, control_value: str = "control",
-                 log: bool = True) -> pd.DataFrame:
+def dose_targets(
+    obs,
+    perturbation_key: str,
+    dose_key: str | None = None,
+    control_value: str = "control",
+    log: bool = True,
+) -> pd.DataFrame:
     """Dose-scaled one-hot regression targets, one column per perturbation.
 
     Parameters
@@ -146,35 +188,45 @@ def dose_targets(obs, perturbation_key: str, dose_key: str | None = None, contro
     is_ctrl = (labels == control).to_numpy()
     present = labels.value_counts()
     if not is_ctrl.any():
-        raise ValueError(f"No control cells: no value of obs[{perturbation_key!r}] equals control_value="
-                         f"{control!r}. Values present: {present.index.tolist()[:10]}. Set control_value to "
-                         "the vehicle/untreated label (e.g. 'control', 'ctrl', 'DMSO').")
+        raise ValueError(
+            f"No control cells: no value of obs[{perturbation_key!r}] equals control_value="
+            f"{control!r}. Values present: {present.index.tolist()[:10]}. Set control_value to "
+            "the vehicle/untreated label (e.g. 'control', 'ctrl', 'DMSO')."
+        )
     if is_ctrl.all():
-        raise ValueError(f"Only control cells: every value of obs[{perturbation_key!r}] is {control!r}, so "
-                         "there is nothing to regress. Use a dataset with treated cells, or check "
-                         "perturbation_key/control_value.")
+        raise ValueError(
+            f"Only control cells: every value of obs[{perturbation_key!r}] is {control!r}, so "
+            "there is nothing to regress. Use a dataset with treated cells, or check "
+            "perturbation_key/control_value."
+        )
     names = sorted(set(labels) - {control})
     if dose_key is None:
         dose = np.ones(len(obs))
     else:
         if dose_key not in obs:
-            raise KeyError(f"dose column {dose_key!r} not found in obs. Available columns: {list(obs.columns)}. "
-                           "Pass dose_key=<numeric dose column> (pertpy/scPerturb: 'dose_value'), or "
-                           "dose_key=None when all treated cells share one dose.")
+            raise KeyError(
+                f"dose column {dose_key!r} not found in obs. Available columns: {list(obs.columns)}. "
+                "Pass dose_key=<numeric dose column> (pertpy/scPerturb: 'dose_value'), or "
+                "dose_key=None when all treated cells share one dose."
+            )
         dose = pd.to_numeric(obs[dose_key], errors="coerce").to_numpy(np.float64)
         treated = ~is_ctrl
         bad_nan = treated & ~np.isfinite(dose)
         if bad_nan.any():
             ex = labels[bad_nan].value_counts().head(3).to_dict()
-            raise ValueError(f"{int(bad_nan.sum())} treated cells have a missing or non-numeric dose in "
-                             f"obs[{dose_key!r}] (by perturbation: {ex}). Fill the doses, drop those cells, "
-                             "or pass dose_key=None to use target 1 for every treated cell.")
+            raise ValueError(
+                f"{int(bad_nan.sum())} treated cells have a missing or non-numeric dose in "
+                f"obs[{dose_key!r}] (by perturbation: {ex}). Fill the doses, drop those cells, "
+                "or pass dose_key=None to use target 1 for every treated cell."
+            )
         bad_pos = treated & (dose <= 0)
         if bad_pos.any():
             ex = labels[bad_pos].value_counts().head(3).to_dict()
-            raise ValueError(f"{int(bad_pos.sum())} treated cells have a dose ≤ 0 in obs[{dose_key!r}] (by "
-                             f"perturbation: {ex}). Treated cells need positive doses: relabel zero-dose "
-                             f"cells as {control!r} or drop them.")
+            raise ValueError(
+                f"{int(bad_pos.sum())} treated cells have a dose ≤ 0 in obs[{dose_key!r}] (by "
+                f"perturbation: {ex}). Treated cells need positive doses: relabel zero-dose "
+                f"cells as {control!r} or drop them."
+            )
         dose = np.where(is_ctrl, 0.0, dose)
     value = log_dose(dose) if (log and dose_key is not None) else dose
     Y = np.zeros((len(obs), len(names)), np.float32)
@@ -185,8 +237,9 @@ def dose_targets(obs, perturbation_key: str, dose_key: str | None = None, contro
     return pd.DataFrame(Y, index=obs.index, columns=names)
 
 
-def filter_low_count_cells(adata: AnnData, min_counts: float, *,
-                           layer: str | None = None) -> AnnData:
+def filter_low_count_cells(
+    adata: AnnData, min_counts: float, *, layer: str | None = None
+) -> AnnData:
     """Copy of ``adata`` without cells whose total count is below ``min_counts``.
 
     Totals come from ``layer`` (default ``X``; must be raw counts) and are stored in
@@ -194,13 +247,17 @@ def filter_low_count_cells(adata: AnnData, min_counts: float, *,
     """
     X = get_matrix(adata, layer=layer, counts=True)
     if min_counts is None or min_counts < 0:
-        raise ValueError(f"min_counts={min_counts!r}: pass a number ≥ 0 (0 keeps every cell).")
+        raise ValueError(
+            f"min_counts={min_counts!r}: pass a number ≥ 0 (0 keeps every cell)."
+        )
     total = np.asarray(X.sum(axis=1)).ravel()
     keep = total >= min_counts
     if not keep.any():
-        raise ValueError(f"min_counts={min_counts} removes all {adata.n_obs} cells "
-                         f"(median total count {np.median(total):.0f}, max "
-                         f"{total.max():.0f}). Lower min_counts.")
+        raise ValueError(
+            f"min_counts={min_counts} removes all {adata.n_obs} cells "
+            f"(median total count {np.median(total):.0f}, max "
+            f"{total.max():.0f}). Lower min_counts."
+        )
     out = adata[keep].copy()
     out.obs["total_counts"] = total[keep]
     return out
@@ -221,9 +278,18 @@ def standardize(X, ref=None, center=None):
     return ((X - mean) / std).astype(np.float32), mean, std
 
 
-def fit_regressor(X, Y, split, *, hidden: int = 64, dropout: float = 0.4,
-                  bias: bool = True, settings: BilinearTrainSettings = REGRESSOR,
-                  progress: bool = True, **overrides):
+def fit_regressor(
+    X,
+    Y,
+    split,
+    *,
+    hidden: int = 64,
+    dropout: float = 0.4,
+    bias: bool = True,
+    settings: BilinearTrainSettings = REGRESSOR,
+    progress: bool = True,
+    **overrides,
+):
     """The blog's perturbation regressor: a bilinear MLP with Huber loss
     (:data:`REGRESSOR`).
 
@@ -232,8 +298,17 @@ def fit_regressor(X, Y, split, *, hidden: int = 64, dropout: float = 0.4,
     ``overrides`` replace settings fields (``epochs``, ``seed``, ...). Returns ``(model,
     history)``.
     """
-    return fit(X, Y, split, hidden=hidden, bias=bias, dropout=dropout,
-               settings=settings, progress=progress, **overrides)
+    return fit(
+        X,
+        Y,
+        split,
+        hidden=hidden,
+        bias=bias,
+        dropout=dropout,
+        settings=settings,
+        progress=progress,
+        **overrides,
+    )
 
 
 def per_perturbation_mae(Y_true, Y_pred, names) -> pd.DataFrame:
@@ -250,17 +325,24 @@ def per_perturbation_mae(Y_true, Y_pred, names) -> pd.DataFrame:
     Y_true = Y_true[:, None] if Y_true.ndim == 1 else Y_true
     Y_pred = Y_pred[:, None] if Y_pred.ndim == 1 else Y_pred
     if Y_true.shape != Y_pred.shape:
-        raise ValueError(f"Y_true {Y_true.shape} and Y_pred {Y_pred.shape} differ; pass predictions for the "
-                         "same cells and outputs.")
+        raise ValueError(
+            f"Y_true {Y_true.shape} and Y_pred {Y_pred.shape} differ; pass predictions for the "
+            "same cells and outputs."
+        )
     if len(names) != Y_true.shape[1]:
-        raise ValueError(f"{len(names)} names for {Y_true.shape[1]} outputs; pass one name per column.")
+        raise ValueError(
+            f"{len(names)} names for {Y_true.shape[1]} outputs; pass one name per column."
+        )
     err = np.abs(Y_true - Y_pred)
     treated = Y_true != 0
     rows = {}
     for j, n in enumerate(names):
         t = treated[:, j]
-        rows[str(n)] = {"mae": err[:, j].mean(), "mae_treated": err[t, j].mean() if t.any() else np.nan,
-                        "n_treated": int(t.sum())}
+        rows[str(n)] = {
+            "mae": err[:, j].mean(),
+            "mae_treated": err[t, j].mean() if t.any() else np.nan,
+            "n_treated": int(t.sum()),
+        }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -282,14 +364,23 @@ def dose_module_summary(scores, dose, n_modules: int | None = None) -> pd.DataFr
     scores = scores[:, None] if scores.ndim == 1 else scores
     dose = np.asarray(dose, np.float64)
     if len(dose) != len(scores):
-        raise ValueError(f"{len(dose)} doses for {len(scores)} cells; pass one dose per cell.")
+        raise ValueError(
+            f"{len(dose)} doses for {len(scores)} cells; pass one dose per cell."
+        )
     k = scores.shape[1] if n_modules is None else min(n_modules, scores.shape[1])
     rows = []
     for m in range(k):
         for d in np.unique(dose):
             s = scores[dose == d, m]
-            rows.append({"module": m, "dose": d, "mean": s.mean(), "std": s.std(ddof=1) if len(s) > 1 else 0.0,
-                         "n": len(s)})
+            rows.append(
+                {
+                    "module": m,
+                    "dose": d,
+                    "mean": s.mean(),
+                    "std": s.std(ddof=1) if len(s) > 1 else 0.0,
+                    "n": len(s),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -312,26 +403,33 @@ def dose_spearman(score, dose) -> float:
 def _parse_groups(labels: pd.Series, control: str, sep: str):
     groups = sorted(set(labels))
     if control not in groups:
-        raise ValueError(f"No control cells labelled {control!r}; composition needs them as the baseline. "
-                         "Set control_value to the control label.")
+        raise ValueError(
+            f"No control cells labelled {control!r}; composition needs them as the baseline. "
+            "Set control_value to the control label."
+        )
     combos = [g for g in groups if g != control and sep in g]
     singles = [g for g in groups if g != control and sep not in g]
     if not combos:
-        raise ValueError(f"No combination labels (containing {sep!r}) among {groups[:10]}. Composition needs "
-                         "cells under combined perturbations; set sep to the combination separator.")
+        raise ValueError(
+            f"No combination labels (containing {sep!r}) among {groups[:10]}. Composition needs "
+            "cells under combined perturbations; set sep to the combination separator."
+        )
     usable, missing = [], {}
     for c in combos:
         parts = [p for p in c.split(sep) if p != control]
         absent = [p for p in parts if p not in singles]
         (missing.__setitem__(c, absent) if absent else usable.append(c))
     if not usable:
-        raise ValueError(f"No combination has all of its parts as single perturbations (missing: "
-                         f"{dict(list(missing.items())[:5])}). Composition needs each part measured alone.")
+        raise ValueError(
+            f"No combination has all of its parts as single perturbations (missing: "
+            f"{dict(list(missing.items())[:5])}). Composition needs each part measured alone."
+        )
     return singles, usable, missing
 
 
-def additive_error(group_mean, part_means, control_mean, cells=None, *, n_boot: int = 0,
-                   rng=None) -> dict:
+def additive_error(
+    group_mean, part_means, control_mean, cells=None, *, n_boot: int = 0, rng=None
+) -> dict:
     """Relative additive error of one combination from group means (see module doc).
 
     ``e = ‖ f̄(c) − ŷ_add ‖ / ‖ ŷ_add − f̄(control) ‖`` with ``ŷ_add = Σ_i f̄(p_i) − (k
@@ -347,23 +445,38 @@ def additive_error(group_mean, part_means, control_mean, cells=None, *, n_boot: 
     base = np.asarray(control_mean)
     y_add = sum(np.asarray(m) for m in part_means) - (len(part_means) - 1) * base
     denom = np.linalg.norm(y_add - base)
-    out = {"additive_error": np.linalg.norm(np.asarray(group_mean) - y_add) / denom,
-           "ci_low": np.nan, "ci_high": np.nan, "y_add": y_add}
+    out = {
+        "additive_error": np.linalg.norm(np.asarray(group_mean) - y_add) / denom,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+        "y_add": y_add,
+    }
     if cells is not None and n_boot:
         rng = np.random.default_rng(0) if rng is None else rng
         n = len(cells)
-        boot = [np.linalg.norm(cells[rng.integers(0, n, n)].mean(0) - y_add) / denom
-                for _ in range(n_boot)]
+        boot = [
+            np.linalg.norm(cells[rng.integers(0, n, n)].mean(0) - y_add) / denom
+            for _ in range(n_boot)
+        ]
         out["ci_low"] = np.quantile(boot, 0.025)
         out["ci_high"] = np.quantile(boot, 0.975)
     return out
 
 
-def fit_singles(adata: AnnData, *, perturbation_key: str = "perturbation",
-                control_value: str = "control", singles, hidden: int = 16,
-                dropout: float = 0.0, bias: bool = True, scale: bool = True,
-                settings: BilinearTrainSettings = COMPOSITION, progress: bool = True,
-                **overrides) -> dict:
+def fit_singles(
+    adata: AnnData,
+    *,
+    perturbation_key: str = "perturbation",
+    control_value: str = "control",
+    singles,
+    hidden: int = 16,
+    dropout: float = 0.0,
+    bias: bool = True,
+    scale: bool = True,
+    settings: BilinearTrainSettings = COMPOSITION,
+    progress: bool = True,
+    **overrides,
+) -> dict:
     """The training part of :func:`composition_test`: a regressor on control and single
     cells.
 
@@ -392,18 +505,40 @@ def fit_singles(adata: AnnData, *, perturbation_key: str = "perturbation",
         ctrl = train[lab[train] == control_value]
         _, mean, std = standardize(X, ref=train, center=ctrl)
         X = ((X - mean) / std).astype(np.float32)
-    model, history = fit_regressor(X[rows], Y, split, hidden=hidden, dropout=dropout,
-                                   bias=bias, settings=s, progress=progress)
+    model, history = fit_regressor(
+        X[rows],
+        Y,
+        split,
+        hidden=hidden,
+        dropout=dropout,
+        bias=bias,
+        settings=s,
+        progress=progress,
+    )
     held = predict(model, X[rows[split["test"]]])
-    return {"model": model, "history": history, "X": X, "single_cells": rows,
-            "split": split, "Y": Y, "singles": list(singles),
-            "test_mae": float(np.abs(held - Y[split["test"]]).mean())}
+    return {
+        "model": model,
+        "history": history,
+        "X": X,
+        "single_cells": rows,
+        "split": split,
+        "Y": Y,
+        "singles": list(singles),
+        "test_mae": float(np.abs(held - Y[split["test"]]).mean()),
+    }
 
 
-def composition_test(adata: AnnData, *, perturbation_key: str = "perturbation",
-                     control_value: str = "control", sep: str = "+", n_boot: int = 200,
-                     n_expression_genes: int = 50, min_cells: int = 10,
-                     **fit_kwargs) -> dict:
+def composition_test(
+    adata: AnnData,
+    *,
+    perturbation_key: str = "perturbation",
+    control_value: str = "control",
+    sep: str = "+",
+    n_boot: int = 200,
+    n_expression_genes: int = 50,
+    min_cells: int = 10,
+    **fit_kwargs,
+) -> dict:
     """Do output directions compose? Train on singles, predict combinations as sums
     (module doc).
 
@@ -441,8 +576,13 @@ def composition_test(adata: AnnData, *, perturbation_key: str = "perturbation",
     if not keep.all():
         adata, labels = adata[keep], labels[keep]
     singles, combos, skipped = _parse_groups(labels, control, sep)
-    fitted = fit_singles(adata, perturbation_key=perturbation_key,
-                         control_value=control, singles=singles, **fit_kwargs)
+    fitted = fit_singles(
+        adata,
+        perturbation_key=perturbation_key,
+        control_value=control,
+        singles=singles,
+        **fit_kwargs,
+    )
     model, X, rows = fitted["model"], fitted["X"], fitted["single_cells"]
     lab = labels.to_numpy()
     held = rows[fitted["split"]["test"]]
@@ -459,32 +599,54 @@ def composition_test(adata: AnnData, *, perturbation_key: str = "perturbation",
         cells = np.flatnonzero(lab == c)
         out_c = predict(model, X[cells])
         means[c] = out_c.mean(0)
-        err = additive_error(means[c], [means[p] for p in parts], means[control], out_c,
-                             n_boot=n_boot, rng=rng)
+        err = additive_error(
+            means[c],
+            [means[p] for p in parts],
+            means[control],
+            out_c,
+            n_boot=n_boot,
+            rng=rng,
+        )
         y_add = err.pop("y_add")
         d_add = sum(expr[p] - expr[control] for p in parts)
         d_obs = X[cells].mean(0) - expr[control]
         truth = np.zeros(len(singles))
         truth[[col[p] for p in parts]] = 1.0
-        table[c] = {"n_cells": len(cells), **err,
-                    "expression_additive_error": (np.linalg.norm((d_obs - d_add)[genes])
-                                                  / np.linalg.norm(d_add[genes])),
-                    "mae_vs_additive": np.abs(out_c - y_add).mean(),
-                    "mae_vs_truth": np.abs(out_c - truth).mean(),
-                    "additive_mae_vs_truth": np.abs(y_add - truth).mean()}
+        table[c] = {
+            "n_cells": len(cells),
+            **err,
+            "expression_additive_error": (
+                np.linalg.norm((d_obs - d_add)[genes]) / np.linalg.norm(d_add[genes])
+            ),
+            "mae_vs_additive": np.abs(out_c - y_add).mean(),
+            "mae_vs_truth": np.abs(out_c - truth).mean(),
+            "additive_mae_vs_truth": np.abs(y_add - truth).mean(),
+        }
     table = pd.DataFrame.from_dict(table, orient="index")
     table.index.name = "combination"
-    return {"table": table, "group_means": pd.DataFrame(means, index=singles).T,
-            "singles": singles, "skipped": skipped, "model": model,
-            "history": fitted["history"], "test_mae": fitted["test_mae"]}
+    return {
+        "table": table,
+        "group_means": pd.DataFrame(means, index=singles).T,
+        "singles": singles,
+        "skipped": skipped,
+        "model": model,
+        "history": fitted["history"],
+        "test_mae": fitted["test_mae"],
+    }
 
 
 # ------------------------------------------------------------ separation within groups
 
 
-def separation_by_group(score, condition, groups, *, control_value: str,
-                        treated_value: str | None = None,
-                        min_cells: int = 3) -> pd.DataFrame:
+def separation_by_group(
+    score,
+    condition,
+    groups,
+    *,
+    control_value: str,
+    treated_value: str | None = None,
+    min_cells: int = 3,
+) -> pd.DataFrame:
     """Does a score separate treated from control cells *within* each group?
 
     Parameters
@@ -510,16 +672,22 @@ def separation_by_group(score, condition, groups, *, control_value: str,
     condition = np.asarray(condition).astype(str)
     groups = np.asarray(groups).astype(str)
     if not len(score) == len(condition) == len(groups):
-        raise ValueError(f"score ({len(score)}), condition ({len(condition)}) and "
-                         f"groups ({len(groups)}) need one value per cell each.")
+        raise ValueError(
+            f"score ({len(score)}), condition ({len(condition)}) and "
+            f"groups ({len(groups)}) need one value per cell each."
+        )
     is_ctrl = condition == str(control_value)
     if not is_ctrl.any():
-        raise ValueError(f"No control cells: no condition equals control_value="
-                         f"{control_value!r} (values: {sorted(set(condition))[:10]}).")
+        raise ValueError(
+            f"No control cells: no condition equals control_value="
+            f"{control_value!r} (values: {sorted(set(condition))[:10]})."
+        )
     is_trt = ~is_ctrl if treated_value is None else condition == str(treated_value)
     if not is_trt.any():
-        raise ValueError(f"No treated cells (treated_value={treated_value!r}; values: "
-                         f"{sorted(set(condition))[:10]}).")
+        raise ValueError(
+            f"No treated cells (treated_value={treated_value!r}; values: "
+            f"{sorted(set(condition))[:10]})."
+        )
     rows = {}
     for g in sorted(set(groups)):
         c, t = score[(groups == g) & is_ctrl], score[(groups == g) & is_trt]
@@ -527,13 +695,16 @@ def separation_by_group(score, condition, groups, *, control_value: str,
         if ok:
             # Mann–Whitney U / (n_t n_c), average ranks: AUROC (ties count one half)
             ranks = pd.Series(np.concatenate([t, c])).rank().to_numpy()
-            u = ranks[:len(t)].sum() - len(t) * (len(t) + 1) / 2
+            u = ranks[: len(t)].sum() - len(t) * (len(t) + 1) / 2
             auroc = u / (len(t) * len(c))
-        rows[g] = {"n_control": len(c), "n_treated": len(t),
-                   "mean_control": c.mean() if ok else np.nan,
-                   "mean_treated": t.mean() if ok else np.nan,
-                   "difference": t.mean() - c.mean() if ok else np.nan,
-                   "auroc": auroc if ok else np.nan}
+        rows[g] = {
+            "n_control": len(c),
+            "n_treated": len(t),
+            "mean_control": c.mean() if ok else np.nan,
+            "mean_treated": t.mean() if ok else np.nan,
+            "difference": t.mean() - c.mean() if ok else np.nan,
+            "auroc": auroc if ok else np.nan,
+        }
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "group"
     return out
@@ -543,15 +714,25 @@ def separation_by_group(score, condition, groups, *, control_value: str,
 
 
 def _ci(samples, axis=0):
-    return (np.quantile(samples, 0.025, axis=axis),
-            np.quantile(samples, 0.975, axis=axis))
+    return (
+        np.quantile(samples, 0.025, axis=axis),
+        np.quantile(samples, 0.975, axis=axis),
+    )
 
 
-def composition_readout(adata: AnnData, fitted: dict, *,
-                        perturbation_key: str = "perturbation",
-                        control_value: str = "control", sep: str = "+", combos=None,
-                        n_genes: int | None = None, held_out=("val", "test"),
-                        n_boot: int = 200, seed: int = 0) -> dict:
+def composition_readout(
+    adata: AnnData,
+    fitted: dict,
+    *,
+    perturbation_key: str = "perturbation",
+    control_value: str = "control",
+    sep: str = "+",
+    combos=None,
+    n_genes: int | None = None,
+    held_out=("val", "test"),
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict:
     """Doubles read through a model trained on singles (:func:`fit_singles`).
 
     For each combination ``d = p1+…+pk`` whose parts are all among the model's outputs:
@@ -609,11 +790,16 @@ def composition_readout(adata: AnnData, fitted: dict, *,
         raise KeyError("fitted has no 'singles'; pass the result of fit_singles.")
     singles = list(fitted["singles"])
     combos = sorted({g for g in labels if sep in g}) if combos is None else list(combos)
-    usable = [c for c in combos
-              if all(p in singles for p in c.split(sep)) and (labels == c).any()]
+    usable = [
+        c
+        for c in combos
+        if all(p in singles for p in c.split(sep)) and (labels == c).any()
+    ]
     if not usable:
-        raise ValueError(f"No combination among {combos[:10]} has all of its parts "
-                         f"among the model's outputs {singles[:10]} and cells in adata.")
+        raise ValueError(
+            f"No combination among {combos[:10]} has all of its parts "
+            f"among the model's outputs {singles[:10]} and cells in adata."
+        )
     out = predict(fitted["model"], fitted["X"])
     expr = get_matrix(adata, dense=True).astype(np.float64)
     rows = fitted["single_cells"]
@@ -625,9 +811,11 @@ def composition_readout(adata: AnnData, fitted: dict, *,
     all_idx = {g: np.flatnonzero(labels == g) for g in need + usable}
     for g, idx in {**held_idx, **all_idx}.items():
         if len(idx) < 2:
-            raise ValueError(f"group {g!r} has {len(idx)} cells (held-out for outputs, "
-                             "all for expression); need at least 2 to average and "
-                             "bootstrap.")
+            raise ValueError(
+                f"group {g!r} has {len(idx)} cells (held-out for outputs, "
+                "all for expression); need at least 2 to average and "
+                "bootstrap."
+            )
 
     ctrl_x = expr[all_idx[control]]
     z = []
@@ -635,8 +823,11 @@ def composition_readout(adata: AnnData, fitted: dict, *,
         xp = expr[labels == p]
         se = np.sqrt(xp.var(0, ddof=1) / len(xp) + ctrl_x.var(0, ddof=1) / len(ctrl_x))
         z.append(np.abs(xp.mean(0) - ctrl_x.mean(0)) / np.where(se > 0, se, np.inf))
-    genes = (np.arange(expr.shape[1]) if n_genes is None
-             else np.sort(np.argsort(-np.max(z, 0), kind="stable")[:n_genes]))
+    genes = (
+        np.arange(expr.shape[1])
+        if n_genes is None
+        else np.sort(np.argsort(-np.max(z, 0), kind="stable")[:n_genes])
+    )
     expr = expr[:, genes]
 
     def stats(h, a, k_noise=1):
@@ -652,23 +843,32 @@ def composition_readout(adata: AnnData, fitted: dict, *,
             w = np.array([fc[col[p]] - f[control][col[p]] for p in parts[c]]) / sep_p
             d_obs = expr[a[c]].mean(0) - x[control]
             D = np.stack([x[p] - x[control] for p in parts[c]])
-            v = {g: (expr[a[g]].var(0, ddof=1) / len(a[g])).sum()
-                 for g in [c, control] + parts[c]}
+            v = {
+                g: (expr[a[g]].var(0, ddof=1) / len(a[g])).sum()
+                for g in [c, control] + parts[c]
+            }
             denom = d_obs @ d_obs - k_noise * (v[c] + v[control])
 
             def unexplained(weights):
                 r = d_obs - weights @ D
-                noise = (v[c] + (1 - weights.sum()) ** 2 * v[control]
-                         + sum(wp ** 2 * v[p] for wp, p in zip(weights, parts[c])))
+                noise = (
+                    v[c]
+                    + (1 - weights.sum()) ** 2 * v[control]
+                    + sum(wp**2 * v[p] for wp, p in zip(weights, parts[c]))
+                )
                 return (r @ r - k_noise * noise) / denom
 
             coef = np.linalg.lstsq(D.T, d_obs, rcond=None)[0]
             add = additive_error(fc, [f[p] for p in parts[c]], f[control])
-            res[c] = {"w": w, "sep": sep_p,
-                      "change": (d_obs @ d_obs) / (v[c] + v[control]) - k_noise,
-                      "additive": unexplained(np.ones(len(parts[c]))),
-                      "readout": unexplained(w), "span": unexplained(coef),
-                      "output_additive_error": add["additive_error"]}
+            res[c] = {
+                "w": w,
+                "sep": sep_p,
+                "change": (d_obs @ d_obs) / (v[c] + v[control]) - k_noise,
+                "additive": unexplained(np.ones(len(parts[c]))),
+                "readout": unexplained(w),
+                "span": unexplained(coef),
+                "output_additive_error": add["additive_error"],
+            }
         return res
 
     point = stats(held_idx, all_idx)
@@ -685,19 +885,31 @@ def composition_readout(adata: AnnData, fitted: dict, *,
         s_lo, s_hi = _ci(np.stack([b[c]["sep"] for b in boot]))
         for j, p in enumerate(parts[c]):
             ok = bool(s_lo[j] > 0)
-            out_rows.append({"combination": c, "part": p,
-                             "single_increment": point[c]["sep"][j],
-                             "single_low": s_lo[j], "single_high": s_hi[j],
-                             "separated": ok,
-                             "retained": point[c]["w"][j] if ok else np.nan,
-                             "ci_low": lo[j] if ok else np.nan,
-                             "ci_high": hi[j] if ok else np.nan,
-                             "raised": bool(ok and lo[j] > 0)})
-        var = sum(expr[all_idx[g]].var(0, ddof=1) / len(all_idx[g])
-                  for g in [c, control] + parts[c])
+            out_rows.append(
+                {
+                    "combination": c,
+                    "part": p,
+                    "single_increment": point[c]["sep"][j],
+                    "single_low": s_lo[j],
+                    "single_high": s_hi[j],
+                    "separated": ok,
+                    "retained": point[c]["w"][j] if ok else np.nan,
+                    "ci_low": lo[j] if ok else np.nan,
+                    "ci_high": hi[j] if ok else np.nan,
+                    "raised": bool(ok and lo[j] > 0),
+                }
+            )
+        var = sum(
+            expr[all_idx[g]].var(0, ddof=1) / len(all_idx[g])
+            for g in [c, control] + parts[c]
+        )
         norm = np.linalg.norm(expr[all_idx[c]].mean(0) - expr[all_idx[control]].mean(0))
-        row = {"combination": c, "n_cells": len(all_idx[c]),
-               "noise": float(np.sqrt(var.sum()) / norm), "change": point[c]["change"]}
+        row = {
+            "combination": c,
+            "n_cells": len(all_idx[c]),
+            "noise": float(np.sqrt(var.sum()) / norm),
+            "change": point[c]["change"],
+        }
         row["change_low"], row["change_high"] = _ci([b[c]["change"] for b in boot])
         row["detectable"] = bool(row["change_low"] > 0)
         for k in keys:
@@ -708,37 +920,68 @@ def composition_readout(adata: AnnData, fitted: dict, *,
         row["additive holds"] = bool(row["additive_low"] <= 0)
         mine = [r for r in out_rows if r["combination"] == c]
         if not all(r["separated"] for r in mine):
-            for k in ("readout", "readout_low", "readout_high", "gain_low",
-                      "gain_high"):
+            for k in (
+                "readout",
+                "readout_low",
+                "readout_high",
+                "gain_low",
+                "gain_high",
+            ):
                 row[k] = np.nan
         row["read-out better"] = bool(row["gain_low"] > 0)
-        row["verdict"] = ("no change to explain" if not row["detectable"]
-                          else "consistent with additive" if row["additive holds"]
-                          else "not additive")
+        row["verdict"] = (
+            "no change to explain"
+            if not row["detectable"]
+            else "consistent with additive"
+            if row["additive holds"]
+            else "not additive"
+        )
         row["both raised"] = all(r["raised"] for r in mine)
         expr_rows.append(row)
     overall = {}
     for k in keys:
-        have = [r["combination"] for r in expr_rows
-                if np.isfinite(r[k])
-                and (r["detectable"] or k == "output_additive_error")]
+        have = [
+            r["combination"]
+            for r in expr_rows
+            if np.isfinite(r[k]) and (r["detectable"] or k == "output_additive_error")
+        ]
         if not have:
             overall[k] = {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": 0}
             continue
         lo_k, hi_k = _ci([np.mean([b[c][k] for c in have]) for b in boot])
-        overall[k] = {"mean": float(np.mean([point[c][k] for c in have])),
-                      "ci_low": float(lo_k), "ci_high": float(hi_k), "n": len(have)}
-    overall["noise"] = {"mean": float(np.mean([r["noise"] for r in expr_rows])),
-                        "n": len(expr_rows)}
-    return {"outputs": pd.DataFrame(out_rows).set_index(["combination", "part"]),
-            "expression": pd.DataFrame(expr_rows).set_index("combination"),
-            "overall": overall, "genes": list(adata.var_names[genes])}
+        overall[k] = {
+            "mean": float(np.mean([point[c][k] for c in have])),
+            "ci_low": float(lo_k),
+            "ci_high": float(hi_k),
+            "n": len(have),
+        }
+    overall["noise"] = {
+        "mean": float(np.mean([r["noise"] for r in expr_rows])),
+        "n": len(expr_rows),
+    }
+    return {
+        "outputs": pd.DataFrame(out_rows).set_index(["combination", "part"]),
+        "expression": pd.DataFrame(expr_rows).set_index("combination"),
+        "overall": overall,
+        "genes": list(adata.var_names[genes]),
+    }
 
 
-def condition_response(adata: AnnData, *, condition_key: str, control_value: str,
-                       group_key: str, key_added: str = "response", n_modules: int = 3,
-                       min_cells: int = 3, hidden: int = 64, dropout: float = 0.4,
-                       seed: int = 0, progress: bool = True, **overrides) -> dict:
+def condition_response(
+    adata: AnnData,
+    *,
+    condition_key: str,
+    control_value: str,
+    group_key: str,
+    key_added: str = "response",
+    n_modules: int = 3,
+    min_cells: int = 3,
+    hidden: int = 64,
+    dropout: float = 0.4,
+    seed: int = 0,
+    progress: bool = True,
+    **overrides,
+) -> dict:
     """One treated-vs-control output, its modules, and their separation per group.
 
     The regressor (:func:`fit_regressor`, target 1 for treated cells) is trained on a
@@ -759,30 +1002,57 @@ def condition_response(adata: AnnData, *, condition_key: str, control_value: str
 
     cond = _labels(adata.obs, condition_key)
     if group_key not in adata.obs:
-        raise KeyError(f"group column {group_key!r} not found in obs; available: "
-                       f"{list(adata.obs.columns)}.")
+        raise KeyError(
+            f"group column {group_key!r} not found in obs; available: "
+            f"{list(adata.obs.columns)}."
+        )
     Y = dose_targets(adata.obs, condition_key, None, control_value)
     if Y.shape[1] != 1:
-        raise ValueError(f"obs[{condition_key!r}] holds {Y.shape[1]} treated labels "
-                         f"{list(Y.columns)[:5]}; condition_response compares one "
-                         "treatment with its control.")
+        raise ValueError(
+            f"obs[{condition_key!r}] holds {Y.shape[1]} treated labels "
+            f"{list(Y.columns)[:5]}; condition_response compares one "
+            "treatment with its control."
+        )
     split = split_indices(cond.to_numpy(), seed=seed)
     X, _, _ = standardize(get_matrix(adata, dense=True), ref=split["train"])
-    model, history = fit_regressor(X, Y.to_numpy(), split, hidden=hidden,
-                                   dropout=dropout, seed=seed, progress=progress,
-                                   **overrides)
+    model, history = fit_regressor(
+        X,
+        Y.to_numpy(),
+        split,
+        hidden=hidden,
+        dropout=dropout,
+        seed=seed,
+        progress=progress,
+        **overrides,
+    )
     name = str(Y.columns[0])
-    annotate(adata, model, [name], n_modules=n_modules, X=X, targets=Y.to_numpy(),
-             key_added=key_added)
+    annotate(
+        adata,
+        model,
+        [name],
+        n_modules=n_modules,
+        X=X,
+        targets=Y.to_numpy(),
+        key_added=key_added,
+    )
     score = get_modules(adata, name, key=key_added)[2][:, 0]
     groups = adata.obs[group_key].astype(str).to_numpy()
     te = split["test"]
-    return {"model": model, "history": history, "split": split, "X": X, "Y": Y,
-            "output": name,
-            "separation": separation_by_group(score, cond, groups,
-                                              control_value=control_value,
-                                              min_cells=min_cells),
-            "separation_test": separation_by_group(score[te], cond.to_numpy()[te],
-                                                   groups[te],
-                                                   control_value=control_value,
-                                                   min_cells=min_cells)}
+    return {
+        "model": model,
+        "history": history,
+        "split": split,
+        "X": X,
+        "Y": Y,
+        "output": name,
+        "separation": separation_by_group(
+            score, cond, groups, control_value=control_value, min_cells=min_cells
+        ),
+        "separation_test": separation_by_group(
+            score[te],
+            cond.to_numpy()[te],
+            groups[te],
+            control_value=control_value,
+            min_cells=min_cells,
+        ),
+    }

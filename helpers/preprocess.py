@@ -78,9 +78,11 @@ def n_cells_expressed(X) -> np.ndarray:
     """Cells with a non-zero value, per gene (column), for numpy, scipy or dask ``X``
     (a dask array is counted block by block)."""
     if is_dask(X):
-        per_block = X.map_blocks(_n_expressed_block,
-                                 chunks=((1,) * X.numblocks[0], X.chunks[1]),
-                                 dtype=np.int64)
+        per_block = X.map_blocks(
+            _n_expressed_block,
+            chunks=((1,) * X.numblocks[0], X.chunks[1]),
+            dtype=np.int64,
+        )
         return np.asarray(per_block.sum(axis=0).compute()).ravel()
     return np.asarray((X > 0).sum(axis=0)).ravel()
 
@@ -171,8 +173,10 @@ def min_cells_for_split(fractions=(0.7, 0.15, 0.15)) -> int:
     """
     import math
 
-    return max(math.ceil(2 / (fractions[1] + fractions[2]) - 1e-9),
-               math.ceil(1 / fractions[0] - 1e-9) + 2)
+    return max(
+        math.ceil(2 / (fractions[1] + fractions[2]) - 1e-9),
+        math.ceil(1 / fractions[0] - 1e-9) + 2,
+    )
 
 
 def _too_small(labels, fractions) -> ValueError:

@@ -68,8 +68,9 @@ def jsonable(x, digits: int | None = None):
     return x
 
 
-def epochs_for_budget(epochs: int, n_train: int, batch_size: int,
-                      max_steps: int | None = None) -> int:
+def epochs_for_budget(
+    epochs: int, n_train: int, batch_size: int, max_steps: int | None = None
+) -> int:
     """Epochs to run: ``epochs``, capped so that at most about ``max_steps`` optimizer
     steps are taken (whole epochs, at least one).
 
@@ -78,8 +79,10 @@ def epochs_for_budget(epochs: int, n_train: int, batch_size: int,
     atlas. ``max_steps=None`` (default) runs all ``epochs``.
     """
     if epochs < 1 or n_train < 1 or batch_size < 1:
-        raise ValueError(f"epochs={epochs}, n_train={n_train}, batch_size={batch_size}: "
-                         "each must be at least 1.")
+        raise ValueError(
+            f"epochs={epochs}, n_train={n_train}, batch_size={batch_size}: "
+            "each must be at least 1."
+        )
     if max_steps is None:
         return int(epochs)
     if max_steps < 1:

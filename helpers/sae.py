@@ -94,8 +94,11 @@ __all__ = [
 
 #: The fixed part of the paper's SAE recipe (Appendix B: "Batch size is fixed to
 #: 1024 and aux_k to 512"); learning rate and epochs depend on the Table 3 row.
-PAPER_RECIPE = {"batch_size": 1024, "k_aux": 512,
-                "source": "Appendix B and Table 3 (scVI rows)"}
+PAPER_RECIPE = {
+    "batch_size": 1024,
+    "k_aux": 512,
+    "source": "Appendix B and Table 3 (scVI rows)",
+}
 
 
 # ----------------------------------------------------------------------------
@@ -139,15 +142,23 @@ class TopKSAE(nn.Module):
     arrays (batched, without gradients).
     """
 
-    def __init__(self, d: int, c: int, k: int, k_aux: int | None = None, *,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        d: int,
+        c: int,
+        k: int,
+        k_aux: int | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         d, c, k = int(d), int(c), int(k)
         if d < 1 or c < 1:
             raise ValueError(f"d and c must be positive, got d={d}, c={c}.")
         if not 1 <= k <= c:
-            raise ValueError(f"k must be in [1, c={c}], got k={k}; "
-                             "choose fewer active concepts.")
+            raise ValueError(
+                f"k must be in [1, c={c}], got k={k}; choose fewer active concepts."
+            )
         if k_aux is None:
             k_aux = max(1, d // 2)
         self.d, self.c, self.k, self.k_aux = d, c, k, int(min(max(1, k_aux), c))
@@ -299,8 +310,10 @@ def reconstruction_r2(Z: np.ndarray, Z_hat: np.ndarray) -> float:
 def _as_embedding(Z, what: str = "Z") -> np.ndarray:
     Z = to_dense(Z)
     if Z.ndim != 2 or Z.shape[0] < 2:
-        raise ValueError(f"{what} must be a 2-D (cells x dims) matrix with at least "
-                         f"2 cells, got shape {Z.shape}.")
+        raise ValueError(
+            f"{what} must be a 2-D (cells x dims) matrix with at least "
+            f"2 cells, got shape {Z.shape}."
+        )
     check_finite(Z, what)
     return Z
 
@@ -333,7 +346,9 @@ def sae_metrics(model: TopKSAE, Z, batch_size: int = 8192) -> dict:
     """
     Z = _as_embedding(Z)
     if Z.shape[1] != model.d:
-        raise ValueError(f"Z has {Z.shape[1]} dimensions but the SAE expects d={model.d}.")
+        raise ValueError(
+            f"Z has {Z.shape[1]} dimensions but the SAE expects d={model.d}."
+        )
     was_training = model.training
     model.eval()
     acts, Z_hat = model.encode_numpy(Z, batch_size=batch_size, reconstruct=True)
@@ -408,11 +423,14 @@ class SAETrainSettings:
 
     def __post_init__(self):
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got "
-                             f"{self.val_fraction}.")
+            raise ValueError(
+                f"val_fraction must be in [0, 1), got {self.val_fraction}."
+            )
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive, got "
-                             f"{self.epochs}, {self.batch_size}.")
+            raise ValueError(
+                "epochs and batch_size must be positive, got "
+                f"{self.epochs}, {self.batch_size}."
+            )
         if self.init not in ("mean", "median"):
             raise ValueError(f"init must be 'mean' or 'median', got {self.init!r}.")
 
@@ -440,9 +458,16 @@ def geometric_median(X: np.ndarray, n_iter: int = 100, tol: float = 1e-6) -> np.
     return y
 
 
-def sae_loss(model: TopKSAE, z: torch.Tensor, dead: torch.Tensor | None = None,
-             aux_coef: float = 1 / 32, scale: float = 1.0, *,
-             forward=None, reduce=None) -> SAELoss:
+def sae_loss(
+    model: TopKSAE,
+    z: torch.Tensor,
+    dead: torch.Tensor | None = None,
+    aux_coef: float = 1 / 32,
+    scale: float = 1.0,
+    *,
+    forward=None,
+    reduce=None,
+) -> SAELoss:
     """Training objective on one batch.
 
     ``total = scale * mean((z - ẑ)²) + aux_coef * ||e - ê||² / ||e||²`` where
@@ -473,13 +498,21 @@ def _split(n: int, settings: SAETrainSettings) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(settings.seed).permutation(n)
     n_val = int(round(settings.val_fraction * n))
     if settings.val_fraction > 0 and n - n_val < 1:
-        raise ValueError(f"val_fraction={settings.val_fraction} leaves no training "
-                         f"cells out of {n}.")
+        raise ValueError(
+            f"val_fraction={settings.val_fraction} leaves no training cells out of {n}."
+        )
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def init_sae(Z_train: np.ndarray, c: int, k: int, k_aux: int | None = None, *,
-             init: str = "mean", generator: torch.Generator | None = None) -> TopKSAE:
+def init_sae(
+    Z_train: np.ndarray,
+    c: int,
+    k: int,
+    k_aux: int | None = None,
+    *,
+    init: str = "mean",
+    generator: torch.Generator | None = None,
+) -> TopKSAE:
     """A :class:`TopKSAE` for ``Z_train``, ``b_pre`` at its mean or geometric median."""
     model = TopKSAE(Z_train.shape[1], c, k, k_aux=k_aux, generator=generator)
     center = Z_train.mean(axis=0) if init == "mean" else geometric_median(Z_train)
@@ -488,17 +521,26 @@ def init_sae(Z_train: np.ndarray, c: int, k: int, k_aux: int | None = None, *,
     return model
 
 
-def train_step(model: TopKSAE, zb: torch.Tensor, opt: torch.optim.Optimizer, *,
-               dead_after: int, aux_coef: float, scale: float, forward=None,
-               reduce=None) -> SAELoss:
+def train_step(
+    model: TopKSAE,
+    zb: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    *,
+    dead_after: int,
+    aux_coef: float,
+    scale: float,
+    forward=None,
+    reduce=None,
+) -> SAELoss:
     """One Adam step on ``zb`` under the unit-norm constraint; returns the terms.
 
     ``forward`` and ``reduce``: data-parallel training (:mod:`helpers.distributed`);
     by default one process.
     """
     dead = model.dead_mask(dead_after)
-    loss = sae_loss(model, zb, dead, aux_coef=aux_coef, scale=scale, forward=forward,
-                    reduce=reduce)
+    loss = sae_loss(
+        model, zb, dead, aux_coef=aux_coef, scale=scale, forward=forward, reduce=reduce
+    )
     opt.zero_grad(set_to_none=True)
     loss.total.backward()
     model.project_decoder_grad()
@@ -508,10 +550,20 @@ def train_step(model: TopKSAE, zb: torch.Tensor, opt: torch.optim.Optimizer, *,
     return loss
 
 
-def train_epoch(model: TopKSAE, X: torch.Tensor, opt: torch.optim.Optimizer,
-                order: torch.Tensor, *, batch_size: int, dead_after: int,
-                aux_coef: float, scale: float, shard=None, forward=None,
-                reduce=None) -> dict:
+def train_epoch(
+    model: TopKSAE,
+    X: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    order: torch.Tensor,
+    *,
+    batch_size: int,
+    dead_after: int,
+    aux_coef: float,
+    scale: float,
+    shard=None,
+    forward=None,
+    reduce=None,
+) -> dict:
     """One pass over ``X`` in ``order``; per-sample means of loss, recon and aux.
 
     Data-parallel (:mod:`helpers.distributed`): every process walks the same global
@@ -521,8 +573,16 @@ def train_epoch(model: TopKSAE, X: torch.Tensor, opt: torch.optim.Optimizer,
     for start in range(0, X.shape[0], batch_size):
         idx = order[start : start + batch_size]
         zb = X[idx if shard is None else shard(idx)]
-        loss = train_step(model, zb, opt, dead_after=dead_after, aux_coef=aux_coef,
-                          scale=scale, forward=forward, reduce=reduce)
+        loss = train_step(
+            model,
+            zb,
+            opt,
+            dead_after=dead_after,
+            aux_coef=aux_coef,
+            scale=scale,
+            forward=forward,
+            reduce=reduce,
+        )
         m = zb.shape[0]
         sums["aux"] += float(loss.aux.detach()) * m
         sums["loss"] += float(loss.total.detach()) * m
@@ -532,9 +592,16 @@ def train_epoch(model: TopKSAE, X: torch.Tensor, opt: torch.optim.Optimizer,
     return {key: v / X.shape[0] for key, v in sums.items()}
 
 
-def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
-              k_aux: int | None = None, fabric=None,
-              **overrides) -> tuple[TopKSAE, pd.DataFrame]:
+def train_sae(
+    Z,
+    c: int,
+    k: int,
+    settings: SAETrainSettings | None = None,
+    *,
+    k_aux: int | None = None,
+    fabric=None,
+    **overrides,
+) -> tuple[TopKSAE, pd.DataFrame]:
     """Train a :class:`TopKSAE` on embeddings ``Z`` with Adam.
 
     Parameters
@@ -575,10 +642,12 @@ def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
     Z_train, Z_val = Z[train_idx], Z[val_idx]
     dead_after = settings.dead_after
     dead_after = len(train_idx) if dead_after is None else int(dead_after)
-    epochs = epochs_for_budget(settings.epochs, len(train_idx), settings.batch_size,
-                               settings.max_steps)
-    settings = dataclasses.replace(settings, dead_after=dead_after, device=str(dev),
-                                   epochs=epochs)
+    epochs = epochs_for_budget(
+        settings.epochs, len(train_idx), settings.batch_size, settings.max_steps
+    )
+    settings = dataclasses.replace(
+        settings, dead_after=dead_after, device=str(dev), epochs=epochs
+    )
     # two generators, as before: one draws the initialisation, the other the batch order
     init_gen = torch.Generator().manual_seed(settings.seed)
     order_gen = torch.Generator().manual_seed(settings.seed)
@@ -586,8 +655,12 @@ def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
     model.to(dev)
     model.train()
     var = float(((Z_train - Z_train.mean(axis=0)) ** 2).mean())
-    step_kw = dict(batch_size=settings.batch_size, dead_after=dead_after,
-                   aux_coef=settings.aux_coef, scale=1.0 / var if var > 0 else 1.0)
+    step_kw = dict(
+        batch_size=settings.batch_size,
+        dead_after=dead_after,
+        aux_coef=settings.aux_coef,
+        scale=1.0 / var if var > 0 else 1.0,
+    )
     X = torch.as_tensor(Z_train, device=dev)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     if fabric is not None:
@@ -596,20 +669,28 @@ def train_sae(Z, c: int, k: int, settings: SAETrainSettings | None = None, *,
         forward, opt = fabric.setup(model, opt)
         step_kw.update(ddp_hooks(fabric), forward=forward)
     rows, t0 = [], time.perf_counter()
-    bar = tqdm(range(1, settings.epochs + 1), desc=f"SAE c={c} k={k}",
-               disable=not settings.progress, leave=False)
+    bar = tqdm(
+        range(1, settings.epochs + 1),
+        desc=f"SAE c={c} k={k}",
+        disable=not settings.progress,
+        leave=False,
+    )
     for epoch in bar:
         order = torch.randperm(len(train_idx), generator=order_gen).to(dev)
         row = dict(epoch=epoch, **train_epoch(model, X, opt, order, **step_kw))
         row["val_r2"] = _val_r2(model, Z_val)
         row["n_dead"] = int(model.dead_mask(dead_after).sum())
         rows.append({**row, "seconds": time.perf_counter() - t0})
-        bar.set_postfix(loss=f"{row['loss']:.4f}", val_r2=f"{row['val_r2']:.3f}",
-                        dead=row["n_dead"])
+        bar.set_postfix(
+            loss=f"{row['loss']:.4f}", val_r2=f"{row['val_r2']:.3f}", dead=row["n_dead"]
+        )
     model.eval()
     model.settings = settings
-    model.fit_record = dict(n_train=len(train_idx), n_val=len(val_idx),
-                            seconds=float(time.perf_counter() - t0))
+    model.fit_record = dict(
+        n_train=len(train_idx),
+        n_val=len(val_idx),
+        seconds=float(time.perf_counter() - t0),
+    )
     return model, pd.DataFrame(rows)
 
 
@@ -619,10 +700,15 @@ def _val_r2(model: TopKSAE, Z_val: np.ndarray) -> float:
     return reconstruction_r2(Z_val, model.encode_numpy(Z_val, reconstruct=True)[1])
 
 
-def scale_sweep(Z, configs: Sequence[tuple] = ((200, 3), (500, 8), (1000, 16)),
-                settings: SAETrainSettings | None = None, *,
-                return_models: bool = False, min_active_cells: int | None = None,
-                **overrides):
+def scale_sweep(
+    Z,
+    configs: Sequence[tuple] = ((200, 3), (500, 8), (1000, 16)),
+    settings: SAETrainSettings | None = None,
+    *,
+    return_models: bool = False,
+    min_active_cells: int | None = None,
+    **overrides,
+):
     """Train one SAE per ``(c, k)`` (or ``(c, k, lr)``) and tabulate its metrics.
 
     In the spirit of the paper's Table 3. ``settings``/``overrides`` as in
@@ -655,17 +741,29 @@ def scale_sweep(Z, configs: Sequence[tuple] = ((200, 3), (500, 8), (1000, 16)),
         model, hist = train_sae(Z, c, k, s)
         seconds = time.perf_counter() - t0
         m = sae_metrics(model, Z)
-        rows.append(dict(c=c, k=k, lr=s.lr, epochs=s.epochs, r2=m["r2"],
-                         val_r2=float(hist["val_r2"].iloc[-1]), l0=m["l0"],
-                         n_active=m["n_active"], n_dead=m["n_dead"],
-                         frac_active=m["frac_active"], seconds=seconds))
+        rows.append(
+            dict(
+                c=c,
+                k=k,
+                lr=s.lr,
+                epochs=s.epochs,
+                r2=m["r2"],
+                val_r2=float(hist["val_r2"].iloc[-1]),
+                l0=m["l0"],
+                n_active=m["n_active"],
+                n_dead=m["n_dead"],
+                frac_active=m["frac_active"],
+                seconds=seconds,
+            )
+        )
         models[(c, k)] = model
     table = pd.DataFrame(rows)
     if min_active_cells is not None:
         cells = [(models[(r["c"], r["k"])].encode_numpy(Z) > 0).sum(0) for r in rows]
         table["median cells/concept"] = [float(np.median(n)) for n in cells]
         table[f"concepts >= {min_active_cells} cells"] = [
-            int((n >= min_active_cells).sum()) for n in cells]
+            int((n >= min_active_cells).sum()) for n in cells
+        ]
     return (table, models) if return_models else table
 
 
@@ -676,8 +774,15 @@ def _obsm_key(key: str) -> str:
     return f"{key}_concepts"
 
 
-def annotate(adata, model: TopKSAE, *, use_rep: str, key_added: str = "sae",
-             sparse: bool = False, batch_size: int = 8192):
+def annotate(
+    adata,
+    model: TopKSAE,
+    *,
+    use_rep: str,
+    key_added: str = "sae",
+    sparse: bool = False,
+    batch_size: int = 8192,
+):
     """Write concept activations of the embedding ``adata.obsm[use_rep]``, scanpy style.
 
     Writes ``adata.obsm[f"{key_added}_concepts"]`` (``(n_obs, c)``, dense float32, or
@@ -688,22 +793,34 @@ def annotate(adata, model: TopKSAE, *, use_rep: str, key_added: str = "sae",
     """
     Z = _as_embedding(get_matrix(adata, use_rep=use_rep), f"adata.obsm[{use_rep!r}]")
     if Z.shape[1] != model.d:
-        raise ValueError(f"adata.obsm[{use_rep!r}] has {Z.shape[1]} dimensions but "
-                         f"the SAE was trained on d={model.d}.")
+        raise ValueError(
+            f"adata.obsm[{use_rep!r}] has {Z.shape[1]} dimensions but "
+            f"the SAE was trained on d={model.d}."
+        )
     acts = model.encode_numpy(Z, batch_size=batch_size)
     adata.obsm[_obsm_key(key_added)] = sp.csr_matrix(acts) if sparse else acts
     train = dataclasses.asdict(model.settings) if model.settings is not None else {}
-    params = dict(use_rep=use_rep, obsm_key=_obsm_key(key_added), d=model.d, c=model.c,
-                  k=model.k, k_aux=model.k_aux, train={**train, **model.fit_record})
-    adata.uns[key_added] = dict(params=jsonable(params),
-                                metrics=sae_metrics(model, Z, batch_size=batch_size))
+    params = dict(
+        use_rep=use_rep,
+        obsm_key=_obsm_key(key_added),
+        d=model.d,
+        c=model.c,
+        k=model.k,
+        k_aux=model.k_aux,
+        train={**train, **model.fit_record},
+    )
+    adata.uns[key_added] = dict(
+        params=jsonable(params), metrics=sae_metrics(model, Z, batch_size=batch_size)
+    )
     return adata
 
 
 def _uns(adata, key: str) -> dict:
     if key not in adata.uns or "params" not in adata.uns[key]:
-        raise KeyError(f"adata.uns has no SAE results under {key!r}; run helpers.sae."
-                       f"annotate(adata, model, use_rep=..., key_added={key!r}).")
+        raise KeyError(
+            f"adata.uns has no SAE results under {key!r}; run helpers.sae."
+            f"annotate(adata, model, use_rep=..., key_added={key!r})."
+        )
     return adata.uns[key]
 
 
@@ -728,14 +845,30 @@ def paper_table3() -> pd.DataFrame:
     Batch size (1024) and ``aux_k`` (512) are the same for every row
     (:data:`PAPER_RECIPE`).
     """
-    return pd.DataFrame({
-        "dataset": (["Tabula Sapiens Immune"] * 5
-                    + ["Cross-tissue Immune Cell Atlas"] * 5),
-        "c": [200, 500, 1000, 2000, 5000] * 2, "k": [3, 8, 16, 32, 80] * 2,
-        "lr": [1e-4, 1e-4, 1e-4, 5e-4, 5e-4] * 2,
-        "epochs": [1000, 1500, 1000, 2000, 3000, 2000, 2000, 2000, 2000, 4000],
-        "R2": [0.936, 0.988, 0.991, 0.997, 0.998, 0.946, 0.982, 0.992, 0.997, 0.999],
-        "active concepts": [199, 489, 972, 1634, 4108, 198, 487, 974, 1607, 3399]})
+    return pd.DataFrame(
+        {
+            "dataset": (
+                ["Tabula Sapiens Immune"] * 5 + ["Cross-tissue Immune Cell Atlas"] * 5
+            ),
+            "c": [200, 500, 1000, 2000, 5000] * 2,
+            "k": [3, 8, 16, 32, 80] * 2,
+            "lr": [1e-4, 1e-4, 1e-4, 5e-4, 5e-4] * 2,
+            "epochs": [1000, 1500, 1000, 2000, 3000, 2000, 2000, 2000, 2000, 4000],
+            "R2": [
+                0.936,
+                0.988,
+                0.991,
+                0.997,
+                0.998,
+                0.946,
+                0.982,
+                0.992,
+                0.997,
+                0.999,
+            ],
+            "active concepts": [199, 489, 972, 1634, 4108, 198, 487, 974, 1607, 3399],
+        }
+    )
 
 
 def paper_row(c: int, dataset: str = "Tabula Sapiens Immune") -> pd.Series:
@@ -747,8 +880,10 @@ def paper_row(c: int, dataset: str = "Tabula Sapiens Immune") -> pd.Series:
     t = paper_table3()
     t = t[t["dataset"] == dataset]
     if t.empty:
-        raise ValueError(f"no Table 3 rows for dataset {dataset!r}; choose one of "
-                         f"{sorted(paper_table3()['dataset'].unique())}.")
+        raise ValueError(
+            f"no Table 3 rows for dataset {dataset!r}; choose one of "
+            f"{sorted(paper_table3()['dataset'].unique())}."
+        )
     dist = (np.log(t["c"].to_numpy(float)) - np.log(float(c))) ** 2
     return t.iloc[int(np.argmin(dist))]
 
@@ -760,15 +895,18 @@ def paper_sae_rows(c: int, k: int, lr: float, epochs: int, source: str) -> dict:
     that ``source`` names; batch size and ``aux_k`` from :data:`PAPER_RECIPE`.
     """
     return {
-        "SAE c": (c, source), "SAE k": (k, source),
-        "SAE learning rate": (lr, source), "SAE epochs": (epochs, source),
+        "SAE c": (c, source),
+        "SAE k": (k, source),
+        "SAE learning rate": (lr, source),
+        "SAE epochs": (epochs, source),
         "SAE batch size": (PAPER_RECIPE["batch_size"], "Appendix B"),
         "SAE aux_k": (PAPER_RECIPE["k_aux"], "Appendix B"),
     }
 
 
-def paper_settings(c: int, dataset: str = "Tabula Sapiens Immune",
-                   **overrides) -> SAETrainSettings:
+def paper_settings(
+    c: int, dataset: str = "Tabula Sapiens Immune", **overrides
+) -> SAETrainSettings:
     """The paper's training recipe for a dictionary of size ``c``.
 
     Batch size 1024 and ``k_aux`` 512 (:data:`PAPER_RECIPE`), learning rate and
@@ -778,7 +916,10 @@ def paper_settings(c: int, dataset: str = "Tabula Sapiens Immune",
     affordable, ``seed``, ``device``).
     """
     row = paper_row(c, dataset)
-    base = SAETrainSettings(epochs=int(row["epochs"]), lr=float(row["lr"]),
-                            batch_size=PAPER_RECIPE["batch_size"],
-                            k_aux=PAPER_RECIPE["k_aux"])
+    base = SAETrainSettings(
+        epochs=int(row["epochs"]),
+        lr=float(row["lr"]),
+        batch_size=PAPER_RECIPE["batch_size"],
+        k_aux=PAPER_RECIPE["k_aux"],
+    )
     return dataclasses.replace(base, **overrides)

@@ -126,13 +126,18 @@ def _neighbours(X, k: int, method: str, random_state: int) -> np.ndarray:
         # kneighbors() without a query excludes each point itself, duplicates included.
         return nn.kneighbors(return_distance=False)
     if method != "nndescent":
-        raise ValueError(f"method must be 'auto', 'exact' or 'nndescent', got "
-                         f"{method!r}.")
+        raise ValueError(
+            f"method must be 'auto', 'exact' or 'nndescent', got {method!r}."
+        )
     from pynndescent import NNDescent  # optional: graphs beyond exact search only
 
     index = NNDescent(
-        X, n_neighbors=k + 1, metric="euclidean", random_state=random_state,
-        n_jobs=1, low_memory=True,
+        X,
+        n_neighbors=k + 1,
+        metric="euclidean",
+        random_state=random_state,
+        n_jobs=1,
+        low_memory=True,
     )
     nbr, _ = index.neighbor_graph
     idx = np.empty((n, k), dtype=np.int64)
@@ -181,7 +186,9 @@ def knn_graph(
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
     if k >= n:
-        raise ValueError(f"k={k} must be smaller than the number of cells ({n}); lower k.")
+        raise ValueError(
+            f"k={k} must be smaller than the number of cells ({n}); lower k."
+        )
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}.")
     if mode not in ("union", "mutual"):
@@ -245,7 +252,9 @@ def laplacian(A, normalized: bool = False) -> sp.csr_matrix:
             "graph, or (A + A.T) / 2)."
         )
     if A.nnz and A.data.min() < 0:
-        raise ValueError("adjacency has negative weights; a graph Laplacian needs weights >= 0.")
+        raise ValueError(
+            "adjacency has negative weights; a graph Laplacian needs weights >= 0."
+        )
     L = _csgraph_laplacian(A, normed=normalized)
     L = sp.csr_matrix(L)
     L.sort_indices()
@@ -300,8 +309,9 @@ def _lobpcg_amg(L, n: int, block: int, tol: float, maxiter: int, seed: int):
             RuntimeWarning,
             stacklevel=3,
         )
-    info = dict(solver="lobpcg+amg", iterations=len(lam_hist) - 1,
-                max_residual=float(res.max()))
+    info = dict(
+        solver="lobpcg+amg", iterations=len(lam_hist) - 1, max_residual=float(res.max())
+    )
     return vals, vecs, info
 
 
@@ -457,7 +467,9 @@ def frequencies(
     if not isinstance(n_freqs, (int, np.integer)) or n_freqs < 1:
         raise ValueError(f"n_freqs must be a positive integer, got {n_freqs!r}.")
     if n_freqs + 1 > adata.n_obs:
-        raise ValueError(f"n_freqs={n_freqs} needs more than {adata.n_obs} cells; lower n_freqs.")
+        raise ValueError(
+            f"n_freqs={n_freqs} needs more than {adata.n_obs} cells; lower n_freqs."
+        )
     t0 = time.perf_counter()
     if graph == "cosine":
         X = get_matrix(adata, use_rep=use_rep, dtype=np.float64)
@@ -470,7 +482,9 @@ def frequencies(
     n_comp = check_connected(A, allow_disconnected=allow_disconnected)
     L = laplacian(A, normalized=normalized)
     t1 = time.perf_counter()
-    vals, vecs, info = smallest_eigenpairs(L, n_freqs + n_comp, solver=solver, tol=tol, seed=seed)
+    vals, vecs, info = smallest_eigenpairs(
+        L, n_freqs + n_comp, solver=solver, tol=tol, seed=seed
+    )
     t_eig = time.perf_counter() - t1
     # drop the null space (one vector per component; one for a connected graph)
     adata.obsm[f"X_{key_added}"] = vecs[:, n_comp:]
@@ -482,11 +496,16 @@ def frequencies(
         solver=info["solver"],
         max_residual=info["max_residual"],
         seconds=dict(graph=t_graph, eigensolve=t_eig),
-        params=dict(n_freqs=int(n_freqs), k=int(k), graph=graph,
-                    mode=mode if graph == "cosine" else "scanpy",
-                    normalized=bool(normalized),
-                    use_rep="X" if use_rep is None else use_rep,
-                    tol=tol, seed=seed),
+        params=dict(
+            n_freqs=int(n_freqs),
+            k=int(k),
+            graph=graph,
+            mode=mode if graph == "cosine" else "scanpy",
+            normalized=bool(normalized),
+            use_rep="X" if use_rep is None else use_rep,
+            tol=tol,
+            seed=seed,
+        ),
     )
     return adata
 
@@ -495,16 +514,19 @@ def get_frequencies(adata, *, key: str = "freq"):
     """``(eigenvalues, frequencies)`` stored by :func:`frequencies` with
     ``key_added=key``."""
     if key not in adata.uns or f"X_{key}" not in adata.obsm:
-        raise KeyError(f"no frequencies under key {key!r}; run "
-                       f"spectral.frequencies(adata, key_added={key!r}) first.")
+        raise KeyError(
+            f"no frequencies under key {key!r}; run "
+            f"spectral.frequencies(adata, key_added={key!r}) first."
+        )
     return adata.uns[key]["eigenvalues"], adata.obsm[f"X_{key}"]
 
 
 # ------------------------------------------------------------------ bilinear regressor
 
 
-def fit_frequencies(X, F, split, *, hidden: int = 128, progress: bool = True,
-                    **settings):
+def fit_frequencies(
+    X, F, split, *, hidden: int = 128, progress: bool = True, **settings
+):
     """A bilinear regressor (bias on) of the frequencies ``F``, standardised on training
     cells.
 
@@ -518,8 +540,16 @@ def fit_frequencies(X, F, split, *, hidden: int = 128, progress: bool = True,
     F = np.asarray(F)
     mu, sd = F[split["train"]].mean(0), F[split["train"]].std(0)
     Z = ((F - mu) / sd).astype(np.float32)
-    model, history = fit(X, Z, split, hidden=hidden, bias=True, task="regression",
-                         progress=progress, **settings)
+    model, history = fit(
+        X,
+        Z,
+        split,
+        hidden=hidden,
+        bias=True,
+        task="regression",
+        progress=progress,
+        **settings,
+    )
     model.target_scale = (mu, sd)
     return model, history
 
@@ -530,8 +560,9 @@ def predict_frequencies(model, X) -> np.ndarray:
     return predict(model, X) * sd + mu
 
 
-def seed_ablation(X, F, seeds, weight_decays, *, names, n_modules: int = 3,
-                  **settings) -> pd.DataFrame:
+def seed_ablation(
+    X, F, seeds, weight_decays, *, names, n_modules: int = 3, **settings
+) -> pd.DataFrame:
     """Retrain :func:`fit_frequencies` per seed (split and weights) and weight decay.
 
     Each run uses an unstratified split with its seed; the row reports the validation
@@ -543,18 +574,25 @@ def seed_ablation(X, F, seeds, weight_decays, *, names, n_modules: int = 3,
     for s in seeds:
         for wd in weight_decays:
             split = split_indices(len(F), seed=s, stratify=False)
-            model, _ = fit_frequencies(X, F, split, seed=s, weight_decay=wd,
-                                       progress=False, **settings)
+            model, _ = fit_frequencies(
+                X, F, split, seed=s, weight_decay=wd, progress=False, **settings
+            )
             te, va = split["test"], split["val"]
-            tr = module_tracking(model, X, F, idx=te, n_modules=n_modules,
-                                 output_names=names).loc[names[0]]
+            tr = module_tracking(
+                model, X, F, idx=te, n_modules=n_modules, output_names=names
+            ).loc[names[0]]
             pred = predict_frequencies(model, X)
-            rows.append({"seed": s, "weight decay": f"{wd:g}",
-                         "val R² (frequency 0)": r2_score(F[va, 0], pred[va, 0]),
-                         "test R² (frequency 0)": r2_score(F[te, 0], pred[te, 0]),
-                         "λ0": tr.loc[0, "lambda"],
-                         "|λ1| / |λ0|": tr.loc[1, "rel_lambda"],
-                         "ρ module 0": tr.loc[0, "spearman"],
-                         "ρ module 1": tr.loc[1, "spearman"],
-                         "best |ρ| (first modules)": tr["spearman"].abs().max()})
+            rows.append(
+                {
+                    "seed": s,
+                    "weight decay": f"{wd:g}",
+                    "val R² (frequency 0)": r2_score(F[va, 0], pred[va, 0]),
+                    "test R² (frequency 0)": r2_score(F[te, 0], pred[te, 0]),
+                    "λ0": tr.loc[0, "lambda"],
+                    "|λ1| / |λ0|": tr.loc[1, "rel_lambda"],
+                    "ρ module 0": tr.loc[0, "spearman"],
+                    "ρ module 1": tr.loc[1, "spearman"],
+                    "best |ρ| (first modules)": tr["spearman"].abs().max(),
+                }
+            )
     return pd.DataFrame(rows)

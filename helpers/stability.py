@@ -44,6 +44,7 @@ Frozen model (the paper's setting: one pretrained model embeds both datasets): f
 embedding on one dataset over :func:`shared_genes` and apply it unchanged to the others
 with :func:`helpers.embeddings.apply_embedding`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -91,7 +92,9 @@ def _as_dictionary(D, what: str) -> np.ndarray:
             "pass the SAE's `.dictionary` (one atom per row)."
         )
     if not np.all(np.isfinite(D)):
-        raise ValueError(f"{what} contains NaN or inf; retrain the SAE or drop those atoms.")
+        raise ValueError(
+            f"{what} contains NaN or inf; retrain the SAE or drop those atoms."
+        )
     norms = np.linalg.norm(D, axis=1)
     if np.any(norms == 0):
         raise ValueError(
@@ -105,7 +108,9 @@ def _hungarian(S: np.ndarray, value_name: str) -> pd.DataFrame:
     """One-to-one pairs maximising the summed similarity S (c1 x c2, any shape)."""
     rows, cols = linear_sum_assignment(S, maximize=True)
     out = pd.DataFrame({"atom_1": rows, "atom_2": cols, value_name: S[rows, cols]})
-    return out.sort_values(value_name, ascending=False, kind="stable").reset_index(drop=True)
+    return out.sort_values(value_name, ascending=False, kind="stable").reset_index(
+        drop=True
+    )
 
 
 def match_dictionaries(D1, D2, absolute: bool = False) -> pd.DataFrame:
@@ -174,8 +179,9 @@ def match_activations(U1, U2) -> pd.DataFrame:
     return _hungarian(R, "correlation")
 
 
-def random_dictionary_null(c: int, d: int, n_draws: int = 20, seed: int = 0,
-                           c2: int | None = None) -> np.ndarray:
+def random_dictionary_null(
+    c: int, d: int, n_draws: int = 20, seed: int = 0, c2: int | None = None
+) -> np.ndarray:
     """Matched cosines of random unit dictionaries: the chance level of :func:`match_dictionaries`.
 
     Each draw makes two dictionaries of c (and c2) atoms drawn uniformly on the unit sphere of
@@ -191,8 +197,9 @@ def random_dictionary_null(c: int, d: int, n_draws: int = 20, seed: int = 0,
     rng = np.random.default_rng(seed)
     out = np.empty((n_draws, min(c, c2)))
     for i in range(n_draws):
-        out[i] = match_dictionaries(rng.standard_normal((c, d)),
-                                    rng.standard_normal((c2, d)))["cosine"].to_numpy()
+        out[i] = match_dictionaries(
+            rng.standard_normal((c, d)), rng.standard_normal((c2, d))
+        )["cosine"].to_numpy()
     return out
 
 
@@ -205,8 +212,12 @@ def shuffled_activation_null(U1, U2, n_draws: int = 20, seed: int = 0) -> np.nda
     """
     U2 = np.asarray(U2)
     rng = np.random.default_rng(seed)
-    rows = [match_activations(U1, U2[rng.permutation(U2.shape[0])])["correlation"].to_numpy()
-            for _ in range(n_draws)]
+    rows = [
+        match_activations(U1, U2[rng.permutation(U2.shape[0])])[
+            "correlation"
+        ].to_numpy()
+        for _ in range(n_draws)
+    ]
     return np.vstack(rows)
 
 
@@ -223,7 +234,9 @@ def r2_table(models: Mapping, embeddings: Mapping) -> pd.DataFrame:
     table = pd.DataFrame(index=list(models), columns=list(embeddings), dtype=float)
     for a, model in models.items():
         for b, Z in embeddings.items():
-            table.loc[a, b] = float(sae_metrics(model, np.asarray(Z, dtype=np.float32))["r2"])
+            table.loc[a, b] = float(
+                sae_metrics(model, np.asarray(Z, dtype=np.float32))["r2"]
+            )
     table.index.name = "trained on"
     table.columns.name = "evaluated on"
     return table
@@ -239,19 +252,27 @@ def between_group_share(Z, groups) -> float:
     Z = np.asarray(Z, dtype=np.float64)
     groups = np.asarray(groups)
     if Z.ndim != 2 or groups.shape[0] != Z.shape[0]:
-        raise ValueError(f"Z {Z.shape} needs one group label per row ({groups.shape[0]} given).")
+        raise ValueError(
+            f"Z {Z.shape} needs one group label per row ({groups.shape[0]} given)."
+        )
     grand = Z.mean(0)
     total = ((Z - grand) ** 2).sum()
-    between = sum((groups == g).sum() * ((Z[groups == g].mean(0) - grand) ** 2).sum()
-                  for g in np.unique(groups))
+    between = sum(
+        (groups == g).sum() * ((Z[groups == g].mean(0) - grand) ** 2).sum()
+        for g in np.unique(groups)
+    )
     return float(between / total) if total > 0 else 0.0
 
 
 def _top(scores: pd.Series, n: int) -> list[str]:
     if not isinstance(scores, pd.Series):
-        raise ValueError("gene scores must be a pandas Series indexed by gene name "
-                         "(what helpers.attribution.attribute returns).")
-    return [str(g) for g in scores.sort_values(ascending=False, kind="stable").index[:n]]
+        raise ValueError(
+            "gene scores must be a pandas Series indexed by gene name "
+            "(what helpers.attribution.attribute returns)."
+        )
+    return [
+        str(g) for g in scores.sort_values(ascending=False, kind="stable").index[:n]
+    ]
 
 
 def top_gene_overlap(scores_1: pd.Series, scores_2: pd.Series, n: int = 10) -> dict:
@@ -268,12 +289,18 @@ def top_gene_overlap(scores_1: pd.Series, scores_2: pd.Series, n: int = 10) -> d
     up2 = {g.upper() for g in t2}
     shared = [g for g in t1 if g.upper() in up2]
     union = len({g.upper() for g in t1} | up2)
-    return {"top_1": t1, "top_2": t2, "shared": shared, "n_shared": len(shared),
-            "jaccard": len(shared) / union if union else 0.0}
+    return {
+        "top_1": t1,
+        "top_2": t2,
+        "shared": shared,
+        "n_shared": len(shared),
+        "jaccard": len(shared) / union if union else 0.0,
+    }
 
 
-def matched_gene_table(pairs: pd.DataFrame, scores_1: Mapping, scores_2: Mapping,
-                       n: int = 10) -> pd.DataFrame:
+def matched_gene_table(
+    pairs: pd.DataFrame, scores_1: Mapping, scores_2: Mapping, n: int = 10
+) -> pd.DataFrame:
     """Top genes of matched concept pairs side by side, with their overlap.
 
     Parameters
@@ -293,11 +320,29 @@ def matched_gene_table(pairs: pd.DataFrame, scores_1: Mapping, scores_2: Mapping
         if a not in scores_1 or b not in scores_2:
             continue
         ov = top_gene_overlap(scores_1[a], scores_2[b], n=n)
-        rows.append({"atom_1": a, "atom_2": b, sim: float(p[sim]),
-                     "top_genes_1": ", ".join(ov["top_1"]), "top_genes_2": ", ".join(ov["top_2"]),
-                     "shared": ", ".join(ov["shared"]), "n_shared": ov["n_shared"]})
-    return pd.DataFrame(rows, columns=["atom_1", "atom_2", sim, "top_genes_1", "top_genes_2",
-                                       "shared", "n_shared"])
+        rows.append(
+            {
+                "atom_1": a,
+                "atom_2": b,
+                sim: float(p[sim]),
+                "top_genes_1": ", ".join(ov["top_1"]),
+                "top_genes_2": ", ".join(ov["top_2"]),
+                "shared": ", ".join(ov["shared"]),
+                "n_shared": ov["n_shared"],
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "atom_1",
+            "atom_2",
+            sim,
+            "top_genes_1",
+            "top_genes_2",
+            "shared",
+            "n_shared",
+        ],
+    )
 
 
 #: The paper's stability setup (Section 4.4, Figure 4; SAE per Section 4.2 and
@@ -305,8 +350,13 @@ def matched_gene_table(pairs: pd.DataFrame, scores_1: Mapping, scores_2: Mapping
 PAPER_STABILITY = {
     "embedding model": ("scVI / scGPT pretrained on neither dataset", "Section 4.4"),
     "genes the model reads": (8000, "Table 2 (scVI: 8,000 HVG)"),
-    **paper_sae_rows(500, 8, float(paper_row(500)["lr"]), int(paper_row(500)["epochs"]),
-                     "Table 3, scVI c = 500 (Tabula Sapiens Immune)"),
+    **paper_sae_rows(
+        500,
+        8,
+        float(paper_row(500)["lr"]),
+        int(paper_row(500)["epochs"]),
+        "Table 3, scVI c = 500 (Tabula Sapiens Immune)",
+    ),
     "matching": ("Hungarian on cosine", "Section 4.4"),
     "chance level": ("none", "Figure 4.B"),
     "prototypes per concept": (10, "Sections 4.2-4.3"),
@@ -324,8 +374,10 @@ def fit_saes(Zs, seeds, *, n_concepts: int, k: int, settings=None):
     """
     names = list(Zs) if isinstance(Zs, Mapping) else None
     mats = [Zs[n] for n in names] if names is not None else list(Zs)
-    models = [train_sae(Z, n_concepts, k, settings, seed=int(s), progress=False)[0]
-              for Z, s in zip(mats, seeds, strict=True)]
+    models = [
+        train_sae(Z, n_concepts, k, settings, seed=int(s), progress=False)[0]
+        for Z, s in zip(mats, seeds, strict=True)
+    ]
     models = [m.cpu().eval() for m in models]
     return dict(zip(names, models)) if names is not None else models
 
@@ -340,10 +392,15 @@ def seed_table(models: Mapping, spaces: Mapping) -> pd.DataFrame:
     for m, saes in models.items():
         for i, j in combinations(range(len(saes)), 2):
             cos = match_dictionaries(saes[i].dictionary, saes[j].dictionary)["cosine"]
-            rows.append({"embedding": m, "seeds": f"{i} vs {j}",
-                         "mean matched cosine": cos.mean(),
-                         "pairs > 0.9": int((cos > 0.9).sum()),
-                         "R² (seed i)": sae_metrics(saes[i], spaces[m])["r2"]})
+            rows.append(
+                {
+                    "embedding": m,
+                    "seeds": f"{i} vs {j}",
+                    "mean matched cosine": cos.mean(),
+                    "pairs > 0.9": int((cos > 0.9).sum()),
+                    "R² (seed i)": sae_metrics(saes[i], spaces[m])["r2"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -357,10 +414,14 @@ def shared_gene_union(adatas: Mapping, layers: Mapping | None = None) -> ad.AnnD
     """
     layers = layers or {}
     shared = shared_genes(adatas)
-    parts = {name: ad.AnnData(X=get_matrix(a, layer=layers.get(name)),
-                              obs=pd.DataFrame(index=a.obs_names),
-                              var=pd.DataFrame(index=a.var_names))[:, shared].copy()
-             for name, a in adatas.items()}
+    parts = {
+        name: ad.AnnData(
+            X=get_matrix(a, layer=layers.get(name)),
+            obs=pd.DataFrame(index=a.obs_names),
+            var=pd.DataFrame(index=a.var_names),
+        )[:, shared].copy()
+        for name, a in adatas.items()
+    }
     union = ad.concat(parts, label="dataset", index_unique="-")
     union.layers["counts"] = union.X.copy()
     return union
@@ -382,13 +443,16 @@ def shared_genes(adatas: Mapping) -> list[str]:
     var_sets = [set(map(str, a.var_names)) for a in adatas.values()]
     shared = [str(g) for g in first.var_names if all(str(g) in v for v in var_sets)]
     if not shared:
-        raise ValueError(f"the datasets {list(adatas)} share no gene names; check that "
-                         "they use the same gene identifiers (symbols vs Ensembl ids).")
+        raise ValueError(
+            f"the datasets {list(adatas)} share no gene names; check that "
+            "they use the same gene identifiers (symbols vs Ensembl ids)."
+        )
     return shared
 
 
-def model_genes(adata, genes, n_top_genes: int | None,
-                layer: str | None = None) -> list[str]:
+def model_genes(
+    adata, genes, n_top_genes: int | None, layer: str | None = None
+) -> list[str]:
     """The ``n_top_genes`` most variable of ``genes`` in ``adata`` (the model's data).
 
     Counts of ``layer`` over ``genes`` are log-normalised and ranked by scanpy's
@@ -401,10 +465,14 @@ def model_genes(adata, genes, n_top_genes: int | None,
     genes = [str(g) for g in genes]
     missing = set(genes) - set(map(str, adata.var_names))
     if missing:
-        raise ValueError(f"{len(missing)} of the genes are not in adata.var_names "
-                         f"(e.g. {sorted(missing)[:5]}); pass genes the dataset holds.")
-    sub = ad.AnnData(X=get_matrix(adata[:, genes], layer=layer, counts=True),
-                     var=pd.DataFrame(index=genes))
+        raise ValueError(
+            f"{len(missing)} of the genes are not in adata.var_names "
+            f"(e.g. {sorted(missing)[:5]}); pass genes the dataset holds."
+        )
+    sub = ad.AnnData(
+        X=get_matrix(adata[:, genes], layer=layer, counts=True),
+        var=pd.DataFrame(index=genes),
+    )
     kept = set(select_hvgs(normalize_log1p(sub), n_top_genes).var_names)
     return [g for g in genes if g in kept]
 
@@ -447,8 +515,10 @@ def alignment_verdict(value: float, null, seed_level: float) -> dict:
     """
     null = np.asarray(null, dtype=np.float64)
     if null.ndim != 2 or null.size == 0:
-        raise ValueError("null must be the (n_draws, c) array of "
-                         f"random_dictionary_null, got shape {null.shape}.")
+        raise ValueError(
+            "null must be the (n_draws, c) array of "
+            f"random_dictionary_null, got shape {null.shape}."
+        )
     draws = null.mean(axis=1)
     top = float(np.percentile(draws, CHANCE_QUANTILE))
     span = float(seed_level) - float(draws.mean())
@@ -474,8 +544,9 @@ def r2_verdict(within: float, across: float, tolerance: float) -> str:
     return "slightly lower" if drop <= tolerance else "much lower"
 
 
-def pair_summary(saes: Mapping, twins: Mapping, Zs: Mapping, null, *,
-                 tolerance: float) -> pd.DataFrame:
+def pair_summary(
+    saes: Mapping, twins: Mapping, Zs: Mapping, null, *, tolerance: float
+) -> pd.DataFrame:
     """Cross-dataset stability of every pair of datasets, with both reference levels.
 
     ``saes`` and ``twins`` are :func:`fit_pair_saes`' output on ``Zs`` (one embedding
@@ -488,32 +559,53 @@ def pair_summary(saes: Mapping, twins: Mapping, Zs: Mapping, null, *,
     mean, and :func:`alignment_verdict`'s verdict and position.
     """
     r2 = r2_table(saes, Zs)
-    seed_cos = {n: float(match_dictionaries(saes[n].dictionary, twins[n].dictionary)
-                         ["cosine"].mean()) for n in saes}
+    seed_cos = {
+        n: float(
+            match_dictionaries(saes[n].dictionary, twins[n].dictionary)["cosine"].mean()
+        )
+        for n in saes
+    }
     chance = float(np.asarray(null).mean())
     rows = []
     for a, b in combinations(list(saes), 2):
-        cos = float(match_dictionaries(saes[a].dictionary, saes[b].dictionary)
-                    ["cosine"].mean())
+        cos = float(
+            match_dictionaries(saes[a].dictionary, saes[b].dictionary)["cosine"].mean()
+        )
         seed_level = (seed_cos[a] + seed_cos[b]) / 2
         read = alignment_verdict(cos, null, seed_level)
         groups = np.repeat([0, 1], [len(Zs[a]), len(Zs[b])])
-        rows.append({
-            "pair": f"{a} vs {b}", "a": a, "b": b,
-            "between-dataset variance share": between_group_share(
-                np.vstack([Zs[a], Zs[b]]), groups),
-            "R² within (a)": r2.loc[a, a], "R² across (a SAE on b)": r2.loc[a, b],
-            "R² within (b)": r2.loc[b, b], "R² across (b SAE on a)": r2.loc[b, a],
-            "R² (a SAE)": r2_verdict(r2.loc[a, a], r2.loc[a, b], tolerance),
-            "R² (b SAE)": r2_verdict(r2.loc[b, b], r2.loc[b, a], tolerance),
-            "mean matched cosine": cos, "seed-to-seed": seed_level,
-            "random dictionaries": chance, "chance top": read["chance_top"],
-            "alignment": read["verdict"], "position": read["position"]})
+        rows.append(
+            {
+                "pair": f"{a} vs {b}",
+                "a": a,
+                "b": b,
+                "between-dataset variance share": between_group_share(
+                    np.vstack([Zs[a], Zs[b]]), groups
+                ),
+                "R² within (a)": r2.loc[a, a],
+                "R² across (a SAE on b)": r2.loc[a, b],
+                "R² within (b)": r2.loc[b, b],
+                "R² across (b SAE on a)": r2.loc[b, a],
+                "R² (a SAE)": r2_verdict(r2.loc[a, a], r2.loc[a, b], tolerance),
+                "R² (b SAE)": r2_verdict(r2.loc[b, b], r2.loc[b, a], tolerance),
+                "mean matched cosine": cos,
+                "seed-to-seed": seed_level,
+                "random dictionaries": chance,
+                "chance top": read["chance_top"],
+                "alignment": read["verdict"],
+                "position": read["position"],
+            }
+        )
     return pd.DataFrame(rows).set_index("pair")
 
 
-def read_pair(row: pd.Series, null, *, n_cells: Mapping | None = None,
-              shared: tuple[float, float] | None = None) -> pd.DataFrame:
+def read_pair(
+    row: pd.Series,
+    null,
+    *,
+    n_cells: Mapping | None = None,
+    shared: tuple[float, float] | None = None,
+) -> pd.DataFrame:
     """The verdicts of one :func:`pair_summary` row, each by its stated rule.
 
     Rows: the R² verdicts of both SAEs (:func:`r2_verdict`); the alignment of the two
@@ -533,11 +625,14 @@ def read_pair(row: pd.Series, null, *, n_cells: Mapping | None = None,
         f"matched cosine, {a} vs {b}": ("alignment_verdict", row["alignment"]),
         "seed-to-seed above random dictionaries": (
             "alignment_verdict of the seed level",
-            "no" if seed["verdict"] == "at chance" else "yes"),
+            "no" if seed["verdict"] == "at chance" else "yes",
+        ),
     }
     if n_cells is not None:
-        drop = {a: row["R² within (a)"] - row["R² across (a SAE on b)"],
-                b: row["R² within (b)"] - row["R² across (b SAE on a)"]}
+        drop = {
+            a: row["R² within (a)"] - row["R² across (a SAE on b)"],
+            b: row["R² within (b)"] - row["R² across (b SAE on a)"],
+        }
         if n_cells[a] == n_cells[b]:
             verdict = "equal sizes"
         else:
@@ -547,5 +642,6 @@ def read_pair(row: pd.Series, null, *, n_cells: Mapping | None = None,
     if shared is not None:
         rows["genes of matched pairs"] = (
             "matched > mismatched shared top genes",
-            "more shared" if shared[0] > shared[1] else "no more shared")
+            "more shared" if shared[0] > shared[1] else "no more shared",
+        )
     return pd.DataFrame.from_dict(rows, orient="index", columns=["rule", "verdict"])

@@ -23,8 +23,9 @@ def _counts(rng, log_rate: np.ndarray, size_factor: np.ndarray) -> sp.csr_matrix
     return sp.csr_matrix(rng.poisson(lam).astype(np.float32))
 
 
-def trajectory(n: int, d: int = 50, n_branches: int = 3, noise: float = 0.2,
-               seed: int = 0):
+def trajectory(
+    n: int, d: int = 50, n_branches: int = 3, noise: float = 0.2, seed: int = 0
+):
     """Cells along a trunk that splits into branches, in ``d`` dimensions, offset
     positive.
 
@@ -39,8 +40,9 @@ def trajectory(n: int, d: int = 50, n_branches: int = 3, noise: float = 0.2,
     return 1.0 + Z + noise * rng.standard_normal((n, d)), t
 
 
-def planted_module(n: int = 1200, g: int = 40, genes=(3, 7, 11, 19, 23), signs=None,
-                   seed: int = 0):
+def planted_module(
+    n: int = 1200, g: int = 40, genes=(3, 7, 11, 19, 23), signs=None, seed: int = 0
+):
     """Gaussian cells and a unit-norm gene module ``u`` on ``genes`` (with ``signs``,
     else +).
 
@@ -54,8 +56,9 @@ def planted_module(n: int = 1200, g: int = 40, genes=(3, 7, 11, 19, 23), signs=N
     return rng.normal(size=(n, g)).astype(np.float32), module
 
 
-def planted_module_classes(n: int = 1200, g: int = 40, seed: int = 0,
-                           threshold: float = 0.45):
+def planted_module_classes(
+    n: int = 1200, g: int = 40, seed: int = 0, threshold: float = 0.45
+):
     """Two classes set by the co-expression of a 5-gene module: class 1 where ``(u·x)² >
     threshold`` (strong module activity, either sign). Returns ``(X, y, u)``."""
     X, module = planted_module(n, g, seed=seed)
@@ -70,9 +73,13 @@ SCIPLEX2_DRUGS = ("BMS345541", "dexamethasone", "nutlin3a", "SAHA")
 SCIPLEX2_DOSES_NM = (10.0, 100.0, 1000.0, 10000.0)
 
 
-def synthetic_combinations(seed: int = 0, n_cells: int = 150, n_genes: int = 200,
-                           effect: float = 1.0,
-                           genes_per_perturbation: int = 8) -> AnnData:
+def synthetic_combinations(
+    seed: int = 0,
+    n_cells: int = 150,
+    n_genes: int = 200,
+    effect: float = 1.0,
+    genes_per_perturbation: int = 8,
+) -> AnnData:
     """Counts with four single perturbations, one additive and one interacting
     combination.
 
@@ -87,19 +94,28 @@ def synthetic_combinations(seed: int = 0, n_cells: int = 150, n_genes: int = 200
     rng = np.random.default_rng(seed)
     singles = ["A", "B", "C", "D"]
     if n_genes < genes_per_perturbation * len(singles) + 10:
-        raise ValueError(f"n_genes={n_genes} too small for {len(singles)} disjoint "
-                         "programs of "
-                         f"{genes_per_perturbation} genes; raise n_genes.")
+        raise ValueError(
+            f"n_genes={n_genes} too small for {len(singles)} disjoint "
+            "programs of "
+            f"{genes_per_perturbation} genes; raise n_genes."
+        )
     base = rng.normal(1.0, 0.8, n_genes)
     fold = np.zeros((n_genes, len(singles)))
     genes = rng.permutation(n_genes)
     for j in range(len(singles)):
-        g = genes[j * genes_per_perturbation:(j + 1) * genes_per_perturbation]
+        g = genes[j * genes_per_perturbation : (j + 1) * genes_per_perturbation]
         sign = np.where(np.arange(len(g)) < len(g) // 2, 1.0, -1.0)
         fold[g, j] = effect * sign
         base[g] = 1.5  # programme genes share one expression level
-    design = {"control": [], "A": ["A"], "B": ["B"], "C": ["C"], "D": ["D"],
-              "A+B": ["A", "B"], "C+D": ["D"]}
+    design = {
+        "control": [],
+        "A": ["A"],
+        "B": ["B"],
+        "C": ["C"],
+        "D": ["D"],
+        "A+B": ["A", "B"],
+        "C+D": ["D"],
+    }
     blocks, labels = [], []
     for name, active in design.items():
         shift = sum((fold[:, singles.index(p)] for p in active), np.zeros(n_genes))
@@ -108,8 +124,10 @@ def synthetic_combinations(seed: int = 0, n_cells: int = 150, n_genes: int = 200
         labels += [name] * n_cells
     X = sp.vstack(blocks).tocsr()
     perturbation = pd.Categorical(labels, categories=list(design))
-    obs = pd.DataFrame({"perturbation": perturbation},
-                       index=[f"cell{i:05d}" for i in range(len(labels))])
+    obs = pd.DataFrame(
+        {"perturbation": perturbation},
+        index=[f"cell{i:05d}" for i in range(len(labels))],
+    )
     obs["nperts"] = [0 if lab == "control" else lab.count("+") + 1 for lab in labels]
     var = pd.DataFrame(index=[f"G{i:03d}" for i in range(n_genes)])
     adata = AnnData(X, obs=obs, var=var)
@@ -119,9 +137,15 @@ def synthetic_combinations(seed: int = 0, n_cells: int = 150, n_genes: int = 200
     return adata
 
 
-def synthetic_interaction(seed: int = 0, n_cells: int = 150, n_genes: int = 200,
-                          effect: float = 1.0, genes_per_perturbation: int = 8,
-                          damping: float = 0.5, n_emergent: int = 8) -> AnnData:
+def synthetic_interaction(
+    seed: int = 0,
+    n_cells: int = 150,
+    n_genes: int = 200,
+    effect: float = 1.0,
+    genes_per_perturbation: int = 8,
+    damping: float = 0.5,
+    n_emergent: int = 8,
+) -> AnnData:
     """Four equal single perturbations, one additive pair and one *interacting* pair.
 
     Groups (``n_cells`` each) in ``obs["perturbation"]``: ``control``, ``A``, ``B``,
@@ -144,51 +168,68 @@ def synthetic_interaction(seed: int = 0, n_cells: int = 150, n_genes: int = 200,
     singles = ["A", "B", "C", "D"]
     need = genes_per_perturbation * len(singles) + n_emergent + 10
     if n_genes < need:
-        raise ValueError(f"n_genes={n_genes} too small for {len(singles)} programmes "
-                         f"of {genes_per_perturbation} genes and {n_emergent} emergent "
-                         f"genes; raise n_genes to at least {need}.")
+        raise ValueError(
+            f"n_genes={n_genes} too small for {len(singles)} programmes "
+            f"of {genes_per_perturbation} genes and {n_emergent} emergent "
+            f"genes; raise n_genes to at least {need}."
+        )
     base = rng.normal(1.0, 0.8, n_genes)
     order = rng.permutation(n_genes)
     fold = np.zeros((n_genes, len(singles)))
-    sign = np.where(np.arange(genes_per_perturbation) < genes_per_perturbation // 2,
-                    1.0, -1.0)
+    sign = np.where(
+        np.arange(genes_per_perturbation) < genes_per_perturbation // 2, 1.0, -1.0
+    )
     for j in range(len(singles)):
-        g = order[j * genes_per_perturbation:(j + 1) * genes_per_perturbation]
+        g = order[j * genes_per_perturbation : (j + 1) * genes_per_perturbation]
         fold[g, j] = effect * sign
         base[g] = 1.5  # programme genes share one expression level
     start = len(singles) * genes_per_perturbation
-    emergent = order[start:start + n_emergent]
+    emergent = order[start : start + n_emergent]
     base[emergent] = 1.5
     combo = np.zeros((n_genes, 2))
     combo[:, 0] = fold[:, 0] + fold[:, 1]
     combo[:, 1] = damping * (fold[:, 2] + fold[:, 3])
     combo[emergent, 1] = effect * np.where(np.arange(n_emergent) % 2 == 0, 1.0, -1.0)
-    shifts = {"control": np.zeros(n_genes),
-              **{p: fold[:, j] for j, p in enumerate(singles)},
-              "A+B": combo[:, 0], "C+D": combo[:, 1]}
+    shifts = {
+        "control": np.zeros(n_genes),
+        **{p: fold[:, j] for j, p in enumerate(singles)},
+        "A+B": combo[:, 0],
+        "C+D": combo[:, 1],
+    }
     blocks, labels = [], []
     for name, shift in shifts.items():
         sf = np.exp(rng.normal(0, 0.2, n_cells))
         blocks.append(_counts(rng, base[None, :] + shift[None, :], sf))
         labels += [name] * n_cells
     groups = pd.Categorical(labels, categories=list(shifts))
-    obs = pd.DataFrame({"perturbation": groups},
-                       index=[f"cell{i:05d}" for i in range(len(labels))])
+    obs = pd.DataFrame(
+        {"perturbation": groups}, index=[f"cell{i:05d}" for i in range(len(labels))]
+    )
     obs["nperts"] = [0 if lab == "control" else lab.count("+") + 1 for lab in labels]
-    adata = AnnData(sp.vstack(blocks).tocsr(), obs=obs,
-                    var=pd.DataFrame(index=[f"G{i:03d}" for i in range(n_genes)]))
+    adata = AnnData(
+        sp.vstack(blocks).tocsr(),
+        obs=obs,
+        var=pd.DataFrame(index=[f"G{i:03d}" for i in range(n_genes)]),
+    )
     adata.varm["planted_log_fold"] = fold.astype(np.float32)
     adata.varm["planted_combination_log_fold"] = combo.astype(np.float32)
     adata.uns["planted_perturbations"] = singles
     additive = damping == 1 and n_emergent == 0
     adata.uns["planted_interactions"] = {
-        "A+B": "additive", "C+D": "additive" if additive else "interacting"}
+        "A+B": "additive",
+        "C+D": "additive" if additive else "interacting",
+    }
     adata.uns["planted_emergent_genes"] = [f"G{i:03d}" for i in sorted(emergent)]
     return adata
 
 
-def sciplex2_like(n_cells: int = 600, seed: int = 0, n_genes: int = 200,
-                  genes_per_drug: int = 10, effect: float = 1.2) -> AnnData:
+def sciplex2_like(
+    n_cells: int = 600,
+    seed: int = 0,
+    n_genes: int = 200,
+    genes_per_drug: int = 10,
+    effect: float = 1.2,
+) -> AnnData:
     """A small AnnData shaped like pertpy's ``srivatsan_2020_sciplex2()`` (scPerturb
     conventions).
 
@@ -216,17 +257,21 @@ def sciplex2_like(n_cells: int = 600, seed: int = 0, n_genes: int = 200,
     rng = np.random.default_rng(seed)
     n_groups = 1 + len(SCIPLEX2_DRUGS) * len(SCIPLEX2_DOSES_NM)
     if n_cells < 2 * n_groups:
-        raise ValueError(f"n_cells={n_cells}: need at least {2 * n_groups} (two per "
-                         "drug-dose group and controls).")
+        raise ValueError(
+            f"n_cells={n_cells}: need at least {2 * n_groups} (two per "
+            "drug-dose group and controls)."
+        )
     if n_genes < genes_per_drug * len(SCIPLEX2_DRUGS) + 10:
-        raise ValueError(f"n_genes={n_genes} too small for {len(SCIPLEX2_DRUGS)} "
-                         f"programs of {genes_per_drug}.")
+        raise ValueError(
+            f"n_genes={n_genes} too small for {len(SCIPLEX2_DRUGS)} "
+            f"programs of {genes_per_drug}."
+        )
     strength = {"BMS345541": 1.0, "dexamethasone": 0.3, "nutlin3a": 1.0, "SAHA": 1.0}
     base = rng.normal(0.5, 1.0, n_genes)
     fold = np.zeros((n_genes, len(SCIPLEX2_DRUGS)))
     order = rng.permutation(n_genes)
     for j, d in enumerate(SCIPLEX2_DRUGS):
-        g = order[j * genes_per_drug:(j + 1) * genes_per_drug]
+        g = order[j * genes_per_drug : (j + 1) * genes_per_drug]
         fold[g, j] = effect * strength[d]
         base[g] = 1.5  # programme genes share one level: equal weights are the truth
     group = rng.integers(0, n_groups, n_cells)
@@ -243,31 +288,43 @@ def sciplex2_like(n_cells: int = 600, seed: int = 0, n_genes: int = 200,
     size = np.exp(rng.normal(np.log(30.0), 0.3, n_cells))
     size[rng.random(n_cells) < 0.2] /= 8.0  # low-count cells, as in sci-Plex2
     X = _counts(rng, log_rate, size)
-    obs = pd.DataFrame({
-        "perturbation": pd.Categorical(pert),
-        "dose_value": dose,
-        "dose_unit": np.where(pert == "control", "nM", "nM"),
-        "perturbation_type": "drug",
-        "time": 24.0,
-        "time_unit": "h",
-        "cell_line": "A549",
-        "celltype": "lung epithelial",
-        "disease": "lung adenocarcinoma",
-        "cancer": True,
-        "tissue_type": "cell_line",
-        "organism": "human",
-        "nperts": np.where(pert == "control", 0, 1),
-        "ncounts": np.asarray(X.sum(1)).ravel(),
-        "ngenes": np.diff(X.indptr),
-    }, index=[f"sciplex2_{i:06d}" for i in range(n_cells)])
-    for c in ("dose_unit", "perturbation_type", "time_unit", "cell_line", "celltype",
-              "disease", "tissue_type", "organism"):
+    obs = pd.DataFrame(
+        {
+            "perturbation": pd.Categorical(pert),
+            "dose_value": dose,
+            "dose_unit": np.where(pert == "control", "nM", "nM"),
+            "perturbation_type": "drug",
+            "time": 24.0,
+            "time_unit": "h",
+            "cell_line": "A549",
+            "celltype": "lung epithelial",
+            "disease": "lung adenocarcinoma",
+            "cancer": True,
+            "tissue_type": "cell_line",
+            "organism": "human",
+            "nperts": np.where(pert == "control", 0, 1),
+            "ncounts": np.asarray(X.sum(1)).ravel(),
+            "ngenes": np.diff(X.indptr),
+        },
+        index=[f"sciplex2_{i:06d}" for i in range(n_cells)],
+    )
+    for c in (
+        "dose_unit",
+        "perturbation_type",
+        "time_unit",
+        "cell_line",
+        "celltype",
+        "disease",
+        "tissue_type",
+        "organism",
+    ):
         obs[c] = obs[c].astype("category")
     var = pd.DataFrame(index=[f"GENE{i:04d}" for i in range(n_genes)])
     adata = AnnData(X, obs=obs, var=var)
     adata.varm["planted_log_fold"] = fold.astype(np.float32)
     adata.uns["planted_perturbations"] = list(SCIPLEX2_DRUGS)
     return adata
+
 
 # ------------------------------------------------------------------ embeddings and dictionaries
 def unit_dictionary(c: int, d: int, *, seed=0) -> np.ndarray:
@@ -280,9 +337,16 @@ def unit_dictionary(c: int, d: int, *, seed=0) -> np.ndarray:
     return D / np.linalg.norm(D, axis=1, keepdims=True)
 
 
-def planted_sparse_codes(n: int, D: np.ndarray, k: int, *, low: float = 0.5,
-                         high: float = 2.0, noise: float = 0.0,
-                         seed=0) -> tuple[np.ndarray, np.ndarray]:
+def planted_sparse_codes(
+    n: int,
+    D: np.ndarray,
+    k: int,
+    *,
+    low: float = 0.5,
+    high: float = 2.0,
+    noise: float = 0.0,
+    seed=0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings that are sparse non-negative combinations of the rows of ``D``.
 
     Every cell uses ``k`` distinct atoms chosen uniformly, with loadings uniform in
@@ -306,8 +370,17 @@ def planted_sparse_codes(n: int, D: np.ndarray, k: int, *, low: float = 0.5,
 
 # ------------------------------------------------------------------ atlas-sized counts
 
-def atlas_counts(n: int, g: int = 2000, *, n_types: int = 8, markers: int = 25,
-                 fold: float = 4.0, chunk: int = 50_000, seed: int = 0) -> AnnData:
+
+def atlas_counts(
+    n: int,
+    g: int = 2000,
+    *,
+    n_types: int = 8,
+    markers: int = 25,
+    fold: float = 4.0,
+    chunk: int = 50_000,
+    seed: int = 0,
+) -> AnnData:
     """Poisson counts for ``n`` cells of ``n_types`` planted cell types (benchmarks).
 
     Every type raises ``markers`` genes of its own ``fold``-fold over gamma-distributed
@@ -317,16 +390,18 @@ def atlas_counts(n: int, g: int = 2000, *, n_types: int = 8, markers: int = 25,
     ``(g, n_types)`` marker indicator.
     """
     if n_types * markers > g:
-        raise ValueError(f"{n_types} types × {markers} markers need more than {g} genes.")
+        raise ValueError(
+            f"{n_types} types × {markers} markers need more than {g} genes."
+        )
     rng = np.random.default_rng(seed)
     base = np.log(rng.gamma(0.3, 0.25, g))
     marker = np.zeros((g, n_types), bool)
     for t in range(n_types):
-        marker[t * markers:(t + 1) * markers, t] = True
+        marker[t * markers : (t + 1) * markers, t] = True
     types = rng.integers(0, n_types, n)
     blocks = []
     for start in range(0, n, chunk):
-        tt = types[start:start + chunk]
+        tt = types[start : start + chunk]
         log_rate = base[None, :] + np.log(fold) * marker[:, tt].T
         size = rng.lognormal(0.0, 0.3, len(tt))
         blocks.append(_counts(rng, log_rate, size))
