@@ -59,7 +59,9 @@ def test_fast_chapters_from_an_empty_data_dir(shared_data, serve_folder, tmp_pat
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
     for chapter, dataset in [
         ("perturbation", "glioblastoma_panobinostat"),
-        ("concepts", "pancreas"),
+        ("perturbation", "kang2018"),
+        ("perturbation", "norman2019"),
+        ("concepts", "kang2018"),
     ]:
         metrics = json.loads((out / chapter / "metrics.json").read_text())
         assert metrics["_about"] == "written by helpers.chapter"
