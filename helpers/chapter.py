@@ -524,6 +524,17 @@ def glue_numbers(digits: int = 4, **values) -> dict:
     return glued
 
 
+def glue_values(**values) -> None:
+    """Glue values for a chapter's prose, hidden, as given, except that numpy scalars
+    are glued as Python ones: numpy 2's repr (``np.float64(0.92)``) defeats the
+    ``{glue:text}`key:.2f``` format. Strings are pasted without quotes."""
+    import numpy as np
+    from myst_nb import glue
+
+    for key, v in values.items():
+        glue(key, v.item() if isinstance(v, np.generic) else v, display=False)
+
+
 def book_glance(root: str | Path | None = None, digits: int = 3):
     """The book-wide results-at-a-glance table from every chapter's ``metrics.json``
     under ``root`` (default ``_build/outputs``): one row per claim, with its chapter.

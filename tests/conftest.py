@@ -12,7 +12,9 @@ def shared_data():
 
     folder = data.data_dir()
     if folder is None:
-        pytest.skip("no data directory (set BOOK_DATA_DIR or put ../shared/data beside the repo)")
+        pytest.skip(
+            "no data directory (set BOOK_DATA_DIR or put ../shared/data beside the repo)"
+        )
     return folder
 
 
@@ -33,11 +35,11 @@ def _serve(folder):
     return server, thread, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-@pytest.fixture
-def serve_folder():
+def _servers():
     """Serve a folder with ``http.server`` on 127.0.0.1 (port 0, a thread); its URL.
 
-    ``serve_folder(path)`` may be called several times; all servers stop after the test.
+    ``serve_folder(path)`` may be called several times; all servers stop when the
+    fixture ends (the test, or the session for ``serve_folder_session``).
     """
     running = []
 
@@ -51,6 +53,12 @@ def serve_folder():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+serve_folder = pytest.fixture(_servers, name="serve_folder")
+serve_folder_session = pytest.fixture(
+    _servers, scope="session", name="serve_folder_session"
+)
 
 
 @pytest.fixture

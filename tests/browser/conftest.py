@@ -6,8 +6,6 @@ network log (the Chrome DevTools ``performance`` log), so tests can assert that 
 logged no errors and requested nothing from outside the book.
 """
 
-import functools
-import http.server
 import json
 import os
 import re
@@ -15,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -122,24 +119,11 @@ def _quick_build(dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def book_url(tmp_path_factory):
+def book_url(tmp_path_factory, serve_folder_session):
     """URL of the book served on 127.0.0.1: ``$BOOK_HTML``, else a quick build of this
     checkout with chapter execution off (same pages, maths, buttons and tables; no
     chapter outputs)."""
     require_browser()
     html = os.environ.get("BOOK_HTML")
     html = Path(html) if html else _quick_build(tmp_path_factory.mktemp("book"))
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(html))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    return serve_folder_session(html)
