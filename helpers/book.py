@@ -12,6 +12,8 @@ Jupyter Book loads it through ``sphinx.extra_extensions`` in ``_config.yml``:
   as this build recorded it (myst-nb's execution data; with jupyter-cache, the time of
   the run that produced the cached outputs) beside its run time with ``fast`` (the
   papermill duration stored in the committed reference notebook);
+- ``{book-runtime}`` (directive): the same for the current chapter only, one sentence
+  for the box at the top of the chapter;
 - every downloadable chapter notebook (``_sources/<page>.ipynb``) starts with an install
   cell, and the Colab button opens that notebook as published with the site (Colab reads
   ``.ipynb`` files only, and has no copy of ``helpers``).
@@ -203,11 +205,13 @@ def _table(header: list[str], rows: list[list[str]]):
     return table
 
 
-def _runtime_rows(exec_data: dict, root: Path) -> list[list[str]]:
+def _runtime_rows(
+    exec_data: dict, root: Path, names: list[str] | None = None
+) -> list[list[str]]:
     from datetime import UTC, datetime
 
     rows = []
-    for name in book_chapters(root):
+    for name in book_chapters(root) if names is None else names:
         data = exec_data.get(f"chapters/{name}") or {}
         if data.get("runtime") is None:
             default = "not executed in this build"
@@ -261,6 +265,31 @@ class Runtimes(SphinxDirective):
         return [RuntimesNode()]
 
 
+class Runtime(SphinxDirective):
+    """``{book-runtime}``: one line with this chapter's run time, default and ``fast``
+    (for the box at the top of a chapter; the chapter is the current page)."""
+
+    def run(self):
+        from myst_nb.sphinx_ import NbMetadataCollector
+
+        root = Path(self.env.srcdir)
+        name = Path(self.env.docname).name
+        NbMetadataCollector.set_doc_data(
+            self.env, self.env.docname, "has_exec_table", True
+        )
+        self.env.note_dependency(str(root / "tests" / "reference" / f"{name}.ipynb"))
+        return [RuntimesNode(chapter=name)]
+
+
+def runtime_sentence(row: list[str]) -> str:
+    """One chapter's runtime row as the sentence of its top box."""
+    _, default, fast = row
+    return (
+        f"Run time in seconds: {default} with the default parameters (this build), "
+        f"{fast} with fast=True (the committed reference run)."
+    )
+
+
 class RuntimesTransform(SphinxPostTransform):
     """Fills :class:`RuntimesNode` after all chapters ran (order does not matter)."""
 
@@ -272,9 +301,13 @@ class RuntimesTransform(SphinxPostTransform):
         meta = NbMetadataCollector.get_doc_data(self.env)
         exec_data = {doc: d.get("exec_data") for doc, d in meta.items()}
         header = ["chapter", "default parameters: seconds", "fast: seconds"]
+        root = Path(self.env.srcdir)
         for node in list(self.document.findall(RuntimesNode)):
-            rows = _runtime_rows(exec_data, Path(self.env.srcdir))
-            node.replace_self(_table(header, rows))
+            if node.get("chapter"):
+                row = _runtime_rows(exec_data, root, [node["chapter"]])[0]
+                node.replace_self(nodes.paragraph(text=runtime_sentence(row)))
+            else:
+                node.replace_self(_table(header, _runtime_rows(exec_data, root)))
 
 
 def clone_steps(repository_url: str) -> str:
@@ -352,6 +385,7 @@ def setup(app):
     app.add_node(RuntimesNode)
     app.add_directive("book-fast-presets", FastPresets)
     app.add_directive("book-runtimes", Runtimes)
+    app.add_directive("book-runtime", Runtime)
     app.add_directive("book-clone-steps", CloneSteps)
     app.add_directive("book-verdict-rule", VerdictRule)
     app.add_post_transform(RuntimesTransform)

@@ -524,6 +524,30 @@ def glue_numbers(digits: int = 4, **values) -> dict:
     return glued
 
 
+def glue_key(prefix: str, name) -> str:
+    """The glue key of ``name``'s figure or table in a per-class block:
+    ``prefix`` + ``_`` + ``name`` with every run of non-word characters as one ``_``
+    (``glue_key("ct_modules", "Ngn3 low EP") == "ct_modules_Ngn3_low_EP"``), which is
+    what a chapter's tabs write in ``{glue:figure}``."""
+    import re
+
+    return f"{prefix}_{re.sub(r'[^0-9A-Za-z]+', '_', str(name)).strip('_')}"
+
+
+def glue_figure(prefix: str, name, fig) -> str:
+    """Glue ``fig`` hidden under :func:`glue_key` ``(prefix, name)`` and return the key.
+
+    For figures pasted into tabs with ``{glue:figure}`` (numbered caption there). The
+    figure stays open, so a notebook still shows it in the cell's output; tag that cell
+    ``remove-output`` so the book shows only the captioned copy.
+    """
+    from myst_nb import glue
+
+    key = glue_key(prefix, name)
+    glue(key, fig, display=False)
+    return key
+
+
 def glue_values(**values) -> None:
     """Glue values for a chapter's prose, hidden, as given, except that numpy scalars
     are glued as Python ones: numpy 2's repr (``np.float64(0.92)``) defeats the

@@ -163,3 +163,13 @@ def test_config_repository_url_is_the_one_url():
     url = yaml.safe_load((root / "_config.yml").read_text())["repository"]["url"]
     assert url.startswith("https://github.com/")
     assert f"git clone {url}" in (root / "README.md").read_text()
+
+
+def test_runtime_sentence_reads_one_chapters_row():
+    row = book._runtime_rows(
+        {"chapters/probes": {"runtime": 61.4}}, book.REPO_ROOT, ["probes"]
+    )[0]
+    text = book.runtime_sentence(row)
+    assert text.startswith("Run time in seconds: 61 with the default parameters")
+    fast = book.fast_runtime("probes")
+    assert f"{fast[0]:.0f} (run {fast[1]}) with fast=True" in text

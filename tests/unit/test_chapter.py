@@ -116,3 +116,9 @@ def test_relative_output_dirs_are_taken_from_the_repository(tmp_path, monkeypatc
     assert chapter._portable(out) == "_build/test-chapters/_probe_"
     assert chapter._portable(tmp_path) == str(tmp_path.resolve())
     out.rmdir()
+
+
+def test_glue_key_is_what_tabs_write():
+    assert chapter.glue_key("ct_modules", "Ngn3 low EP") == "ct_modules_Ngn3_low_EP"
+    assert chapter.glue_key("k", "CD4+ T cells") == "k_CD4_T_cells"
+    assert chapter.glue_key("k", "Pre-endocrine") == "k_Pre_endocrine"
