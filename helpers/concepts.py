@@ -16,8 +16,8 @@ interpretable biological concepts in single-cell RNA-seq foundation models*:
 * :data:`PAPER_RECIPE` / :func:`recipe_table` - the paper's settings for the
   concept chapters and a table of ours against them (setting, paper, ours,
   match, why).
-* :func:`gsea_annotate` - attribution-based GSEA: ``gseapy.prerank`` (through
-  :func:`helpers.enrichment.prerank`) of each unit's attribution scores; the
+* :func:`gsea_annotate` - attribution-based GSEA: gseapy's prerank statistic (through
+  :func:`helpers.enrichment.prerank_units`) of each unit's attribution scores; the
   best term per unit (highest NES among positively enriched terms) and the
   paper's annotation levels: strong (p <= 5e-5), weak (p <= 5e-3), none.
 * :func:`explorer_html` / :func:`write_explorer` / :func:`show_explorer` - a
@@ -33,6 +33,7 @@ activation matrices (``helpers.sae.get_concepts(adata)`` from :mod:`helpers.sae`
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import html as _html
 import io
@@ -46,6 +47,7 @@ from scipy import stats
 
 from .data import to_dense
 from .enrichment import prerank as _prerank
+from .enrichment import prerank_units as _prerank_units
 from .runtime import jsonable
 
 __all__ = [
@@ -377,6 +379,7 @@ def gsea_annotate(
     weak: float = 5e-3,
     prerank: Callable | None = None,
     *,
+    engine: str = "numpy",
     quiet: bool = False,
     **prerank_kwargs,
 ) -> pd.DataFrame:
@@ -390,20 +393,24 @@ def gsea_annotate(
         Gene-set library ``{term: [genes]}`` (e.g. ``helpers.enrichment.load_library(
         "GO_Biological_Process_2023", organism)``) or a library name.
     organism
-        "human" or "mouse" (passed to ``prerank``; mouse symbols are matched to
-        human libraries there).
+        "human" or "mouse" (mouse symbols are matched to human libraries).
     strong, weak
         p-value cut-offs of the paper (strong <= 5e-5, weak <= 5e-3).
     prerank
-        ``prerank(scores, library, organism, **kwargs) -> DataFrame`` (default
-        :func:`helpers.enrichment.prerank`).
+        A custom ``prerank(scores, library, organism, **kwargs) -> DataFrame`` run per
+        unit; None (default) uses ``engine``.
+    engine
+        "numpy": :func:`helpers.enrichment.prerank_units`, every unit at once;
+        "gseapy": ``gseapy.prerank`` per unit (``threads`` is read by this engine
+        only). Same statistic and null; the nominal p-values differ by Monte Carlo
+        error.
     quiet
         Swallow what ``prerank`` writes to stderr (gseapy logs a time-stamped
         warning for tied scores, and every gene whose counts are equal in prototype
         and counterfactual has attribution exactly 0, so attribution rankings always
         have ties). The share of tied genes is the column ``tied`` either way.
     **prerank_kwargs
-        e.g. ``permutation_num``, ``seed``, ``min_size``, ``max_size``.
+        e.g. ``permutations``, ``seed``, ``min_size``, ``max_size``, ``threads``.
 
     Returns
     -------
@@ -414,23 +421,33 @@ def gsea_annotate(
 
     Notes
     -----
-    gseapy's nominal p-value is the share of permutations with an enrichment at
-    least as large, so its resolution is ``1 / permutation_num``: p = 0 means
-    "no permutation reached it". With 1,000 permutations the paper's "strong"
-    (p <= 5e-5) therefore means p = 0.
+    The nominal p-value is the share of permutations with an enrichment at least as
+    large, so its resolution is ``1 / permutations``: p = 0 means "no permutation
+    reached it". With 1,000 permutations the paper's "strong" (p <= 5e-5) therefore
+    means p = 0.
     """
-    if prerank is None:
-        prerank = _prerank
-    rows = {}
-    for unit, scores in attributions.items():
-        s = pd.Series(scores).astype(float)
-        with (
-            contextlib.redirect_stderr(io.StringIO())
-            if quiet
-            else contextlib.nullcontext()
-        ):
-            res = prerank(s, library, organism=organism, **prerank_kwargs)
-        rows[unit] = {**_best_term(res), "tied": _tied_share(s)}
+    series = {u: pd.Series(s).astype(float) for u, s in attributions.items()}
+    quiet_ctx = (
+        (lambda: contextlib.redirect_stderr(io.StringIO()))
+        if quiet
+        else contextlib.nullcontext
+    )
+    if prerank is None and engine == "numpy":
+        kw = {k: v for k, v in prerank_kwargs.items() if k != "threads"}
+        tables = _prerank_units(series, library, organism=organism, **kw)
+    else:
+        if prerank is None:
+            if engine != "gseapy":
+                raise ValueError(f"engine={engine!r}; use 'numpy' or 'gseapy'.")
+            prerank = functools.partial(_prerank, engine="gseapy")
+        tables = {}
+        for unit, s in series.items():
+            with quiet_ctx():
+                tables[unit] = prerank(s, library, organism=organism, **prerank_kwargs)
+    rows = {
+        unit: {**_best_term(tables[unit]), "tied": _tied_share(s)}
+        for unit, s in series.items()
+    }
     out = pd.DataFrame.from_dict(rows, orient="index")
     p = out["pval"]
     out["annotation"] = np.where(
