@@ -105,6 +105,7 @@ def test_explorer_loads_and_switches_concepts(driver, tmp_path):
     assert "100% of active cells are Alpha; base rate 33%" in meta.text
 
     select.select_by_value("2")
+    assert select.first_selected_option.text.startswith("c2 · Ins1, Pdx1")
     assert _genes(driver) == ["Ins1", "Pdx1", "Nkx6-1"]
     labels = [t.text for t in driver.find_elements(By.CSS_SELECTOR, "svg g.gene text")]
     assert labels == ["Ins1", "Pdx1", "Nkx6-1"]
