@@ -104,6 +104,10 @@ def test_gene_terms_case_insensitive():
     assert gt == {"Cdk1": ["small set", "big set"], "Foo": []}
 
 
+def _page_data(page: str) -> dict:
+    return json.loads(re.search(r"var DATA = (\{.*?\});\n", page).group(1))
+
+
 def test_explorer_html_is_self_contained():
     obs, A = _table()
     t = cc.characterise(obs, A, ["cell_type"], min_active_cells=10)
@@ -111,13 +115,156 @@ def test_explorer_html_is_self_contained():
     comp = cc.composition(obs, A, ["cell_type"], [0, 2])
     assert comp[2]["cell_type"] == {"T": 60, "NK": 40}
     xy = np.random.default_rng(0).normal(size=(200, 2))
-    page = cc.explorer_html(t, attr, {"Cd3e": ["T cell activation (GO:0042110)"]}, comp, xy, A)
+    page = cc.explorer_html(
+        t, attr, {"Cd3e": ["T cell activation (GO:0042110)"]}, comp, xy, A
+    )
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in page and "<script src" not in page and "fetch(" not in page
-    data = json.loads(re.search(r"var DATA = (\{.*?\});\n", page).group(1))
-    assert [c["id"] for c in data["concepts"]] == ["0", "2"]  # only concepts with attributions
+    assert (
+        "<link" not in page and "@import" not in page and "XMLHttpRequest" not in page
+    )
+    data = _page_data(page)
+    # every concept of the table; those without attributions have no bars, plain labels
+    assert [c["id"] for c in data["concepts"]] == ["0", "1", "2", "3"]
+    assert [c["label"] for c in data["concepts"]][1::2] == ["c1", "c3"]
     assert data["attributions"]["0"][0] == ["Cd3e", 0.9]
+    assert "1" not in data["attributions"]
     assert len(data["activations"]["2"]["idx"]) == 100
+    # without obs: no label colouring, composition shares without base rates
+    assert data["colour"]["keys"] == []
+    assert data["composition"]["2"]["cell_type"] == [
+        ["T", 60, 0.6, None],
+        ["NK", 40, 0.4, None],
+    ]
+    # same inputs, same page (byte for byte)
+    assert page == cc.explorer_html(
+        t, attr, {"Cd3e": ["T cell activation (GO:0042110)"]}, comp, xy, A
+    )
+
+
+def _gsea_stub(units, terms, annotations, pvals):
+    return pd.DataFrame(
+        {
+            "term": terms,
+            "nes": [2.5] * len(units),
+            "pval": pvals,
+            "fdr": pvals,
+            "lead_genes": [""] * len(units),
+            "annotation": annotations,
+            "tied": [0.0] * len(units),
+        },
+        index=pd.Index(units, name="unit"),
+    )
+
+
+def test_explorer_menu_labels_top_genes_and_gsea_term():
+    obs, A = _table()
+    t = cc.characterise(obs, A, ["cell_type"], min_active_cells=10)
+    attr = {
+        0: pd.Series(
+            {"ISG15": 0.9, "MX1": 0.5, "IFIT3": 0.7, "IFI6": 0.1, "CD3E": -1.0}
+        ),
+        1: pd.Series({"CD3E": 0.2, "NKG7": -0.4}),
+        2: pd.Series({"NKG7": 0.5}),
+    }
+    gsea = _gsea_stub(
+        [0, 1, 2],
+        ["response to virus (GO:0009615)", "T cell activation (GO:0042110)", None],
+        ["strong", "none", "none"],
+        [0.0, 0.2, np.nan],
+    )
+    xy = np.zeros((200, 2))
+    data = _page_data(cc.explorer_html(t, attr, {}, None, xy, A, obs=obs, gsea=gsea))
+    labels = {c["id"]: c["label"] for c in data["concepts"]}
+    # the top three positive attributions, highest first; the term only when annotated
+    assert labels["0"] == "c0 · ISG15, IFIT3, MX1 · response to virus (strong)"
+    assert labels["1"] == "c1 · CD3E"  # p = 0.2: no annotation, no term in the label
+    assert labels["2"] == "c2 · NKG7"
+    assert labels["3"] == "c3"  # neither attribution nor GSEA: a plain label
+    summary = {c["id"]: c["summary"] for c in data["concepts"]}
+    assert any(
+        "response to virus" in line and "strong" in line for line in summary["0"]
+    )
+    assert any("no positively enriched term" in line for line in summary["2"])
+    assert not any("GSEA" in line for line in summary["3"])
+    # the same label as the public helper
+    assert cc.concept_label(0, attr[0], gsea.loc[0]) == labels["0"]
+    assert cc.concept_label(7) == "c7"
+
+
+def test_explorer_specificity_against_base_rates_planted():
+    # 300 cells: A 30%, B 50%, C 20%; concept 0 fires on A cells only, concept 1 on
+    # 40 A + 40 B cells
+    labels = np.array(["A"] * 90 + ["B"] * 150 + ["C"] * 60)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(labels, ["C", "B", "A"])})
+    A = np.zeros((300, 2))
+    A[:90:2, 0] = 1.0  # 45 of the A cells
+    A[50:130, 1] = 0.5  # 40 A (50..89) + 40 B (90..129)
+    t = cc.characterise(obs, A, ["cell_type"], min_active_cells=10)
+    rates = cc.base_rates(obs, ["cell_type"])
+    assert rates == {"cell_type": pytest.approx({"A": 0.3, "B": 0.5, "C": 0.2})}
+    # one rule: characterise's base rate is base_rates' value for its top label
+    assert t.loc[0, "cell_type_base_rate"] == pytest.approx(rates["cell_type"]["A"])
+    data = _page_data(cc.explorer_html(t, {}, {}, None, np.zeros((300, 2)), A, obs=obs))
+    comp0 = data["composition"]["0"]["cell_type"]
+    assert comp0 == [["A", 45, 1.0, pytest.approx(0.3)]]
+    comp1 = {r[0]: r[1:] for r in data["composition"]["1"]["cell_type"]}
+    assert comp1 == {
+        "A": [40, 0.5, pytest.approx(0.3)],
+        "B": [40, 0.5, pytest.approx(0.5)],
+    }
+    line0 = data["concepts"][0]["summary"][1]
+    assert line0.startswith("cell_type: 100% of active cells are A; base rate 30%")
+    assert "3.3× the base rate" in line0 and line0.endswith("specific")
+    # a composition passed in gets the same base rates
+    comp = cc.composition(obs, A, ["cell_type"], [0, 1])
+    again = _page_data(
+        cc.explorer_html(t, {}, {}, comp, np.zeros((300, 2)), A, obs=obs)
+    )
+    assert again["composition"] == data["composition"]
+
+
+def test_explorer_colour_key_uses_dataset_colours():
+    labels = np.array(["Beta", "Alpha", "Ductal", "Beta"] * 10)
+    obs = pd.DataFrame({"ct": pd.Categorical(labels, ["Ductal", "Alpha", "Beta"])})
+    A = np.zeros((40, 1))
+    A[::4, 0] = 1.0
+    t = cc.characterise(obs, A, ["ct"], min_active_cells=1)
+    uns = {"ct_colors": ["#ff0000", "#00ff00", "#0000ff"]}  # scanpy: category order
+    data = _page_data(
+        cc.explorer_html(t, {}, {}, None, np.zeros((40, 2)), A, obs=obs, colors=uns)
+    )
+    col = data["colour"]
+    assert col["keys"] == ["ct"] and col["labels"]["ct"] == ["Ductal", "Alpha", "Beta"]
+    assert col["colors"]["ct"] == ["#ff0000", "#00ff00", "#0000ff"]
+    # every cell's code points at its own label
+    assert [col["labels"]["ct"][c] for c in col["codes"]["ct"]] == labels.tolist()
+    # without stored colours (or too few): the fixed palette, in label order
+    assert cc.label_colors(obs, "ct") == {
+        "Ductal": "#1f77b4",
+        "Alpha": "#ff7f0e",
+        "Beta": "#279e68",
+    }
+    assert cc.label_colors(obs, "ct", {"ct_colors": ["#ff0000"]}) == cc.label_colors(
+        obs, "ct"
+    )
+    assert cc.label_colors(
+        obs, "ct", {"ct": {"Beta": "red", "Alpha": "k", "Ductal": "w"}}
+    ) == {"Ductal": "#ffffff", "Alpha": "#000000", "Beta": "#ff0000"}
+
+
+def test_explorer_bad_inputs():
+    obs, A = _table()
+    t = cc.characterise(obs, A, ["cell_type"], min_active_cells=10)
+    xy = np.zeros((200, 2))
+    with pytest.raises(ValueError, match="pass obs"):
+        cc.explorer_html(t, {}, {}, None, xy, A)
+    with pytest.raises(ValueError, match="obs has 199 cells"):
+        cc.explorer_html(t, {}, {}, None, xy, A, obs=obs.iloc[:199])
+    with pytest.raises(ValueError, match="umap_xy must be"):
+        cc.explorer_html(t, {}, {}, None, xy[:, :1], A, obs=obs)
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        cc.explorer_html(t, {}, {}, None, xy, A, obs=obs, color_keys=["nope"])
 
 
 def _cycle_obs(seed=0, n=10_000):
