@@ -441,22 +441,29 @@ def glance(claims: list[Claim], digits: int = 3):
 def _glance_table(records: list[dict], digits: int = 3):
     import pandas as pd
 
-    def fmt(v):
-        return "—" if v is None else f"{float(v):.{digits}f}"
+    def whole(v) -> bool:
+        return v is None or float(v).is_integer()
 
-    rows = [
-        {
-            **({"chapter": r["chapter"]} if "chapter" in r else {}),
-            "figure": r["figure"],
-            "source": r["source"],
-            "reference": fmt(r["theirs"]),
-            "ours": fmt(r["ours"]),
-            "tolerance": f"±{r['tolerance']:g}",
-            "verdict": r["verdict"],
-            "note": r.get("note", ""),
-        }
-        for r in records
-    ]
+    def fmt(v, places):
+        return "—" if v is None else f"{float(v):.{places}f}"
+
+    rows = []
+    for r in records:
+        # a count (reference, ours and tolerance all whole numbers) shows no decimals
+        count = all(whole(r[k]) for k in ("theirs", "ours", "tolerance"))
+        places = 0 if count else digits
+        rows.append(
+            {
+                **({"chapter": r["chapter"]} if "chapter" in r else {}),
+                "figure": r["figure"],
+                "source": r["source"],
+                "reference": fmt(r["theirs"], places),
+                "ours": fmt(r["ours"], places),
+                "tolerance": f"±{r['tolerance']:g}",
+                "verdict": r["verdict"],
+                "note": r.get("note", ""),
+            }
+        )
     columns = (["chapter"] if rows and "chapter" in rows[0] else []) + GLANCE_COLUMNS
     return pd.DataFrame(rows, columns=columns)
 

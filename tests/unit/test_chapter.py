@@ -7,10 +7,22 @@ from helpers import chapter
 
 
 def test_metrics_json_roundtrip_and_no_overwrite_of_foreign_files(tmp_path):
-    path = chapter.write_metrics({"acc": np.float32(0.5), "n": np.int64(3), "nan": float("nan"),
-                                  "arr": np.arange(2)}, tmp_path)
+    path = chapter.write_metrics(
+        {
+            "acc": np.float32(0.5),
+            "n": np.int64(3),
+            "nan": float("nan"),
+            "arr": np.arange(2),
+        },
+        tmp_path,
+    )
     got = json.loads(path.read_text())
-    assert got["acc"] == 0.5 and got["n"] == 3 and got["nan"] is None and got["arr"] == [0, 1]
+    assert (
+        got["acc"] == 0.5
+        and got["n"] == 3
+        and got["nan"] is None
+        and got["arr"] == [0, 1]
+    )
     chapter.write_metrics({"acc": 0.6}, tmp_path)  # ours: overwritten
     foreign = tmp_path / "other"
     foreign.mkdir()
@@ -28,7 +40,11 @@ def test_every_chapter_has_a_parameters_cell_with_the_contract():
         nb = jupytext.read(md)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, md.name
-        names = {line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line}
+        names = {
+            line.split("=")[0].strip()
+            for line in tagged[0].source.splitlines()
+            if "=" in line
+        }
         assert common <= names, (md.name, common - names)
         assert any(n.startswith("dataset") for n in names), md.name
 
@@ -44,8 +60,11 @@ def test_output_guard_refuses_foreign_files_and_allows_the_books(tmp_path):
     user = tmp_path / "cell_typing.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), user)
     before = user.read_text()
-    with pytest.raises(FileExistsError, match=r"cell_typing\.ipynb exists and was not "
-                       r"written by this book.*another output folder"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"cell_typing\.ipynb exists and was not "
+        r"written by this book.*another output folder",
+    ):
         chapter.run_chapter("cell_typing", {"fast": True}, tmp_path)
     assert user.read_text() == before and not (tmp_path / "_src").exists()
     for name in ("concept_explorer.html", "metrics.json"):
@@ -68,6 +87,7 @@ def test_output_guard_refuses_foreign_files_and_allows_the_books(tmp_path):
     nbformat.write(nb, legacy / "frequencies.ipynb")
     assert chapter.check_writable(legacy / "frequencies.ipynb")
 
+
 def test_verdicts_follow_the_stated_rule():
     from helpers.chapter import Claim, glance
 
@@ -80,7 +100,10 @@ def test_verdicts_follow_the_stated_rule():
     assert Claim("acc", None, 0.9, 0.02, "blog").verdict() == "not comparable"
     table = glance([Claim("acc", 0.9, 0.9049, 0.02, "blog")])
     assert table.loc[0, ["reference", "ours", "verdict"]].tolist() == [
-        "0.900", "0.905", "reproduced"]
+        "0.900",
+        "0.905",
+        "reproduced",
+    ]
     # a named difference of setting overrides the numbers
     other = Claim("R²", 0.91, 0.91, 0.02, "paper", comparable=False, note="other data")
     assert other.verdict() == "not comparable"
@@ -94,8 +117,10 @@ def test_book_glance_collects_every_chapter(tmp_path):
         glue_glance([])
     with pytest.raises(FileNotFoundError, match="run the chapters"):
         book_glance(tmp_path)
-    claims = {"a": [Claim("acc", 0.9, 0.8, 0.02, "blog")],
-              "b": [Claim("r", 0.5, 0.5, 0.1, "paper", None), Claim("n", None, 3, 0, "x")]}
+    claims = {
+        "a": [Claim("acc", 0.9, 0.8, 0.02, "blog")],
+        "b": [Claim("r", 0.5, 0.5, 0.1, "paper", None), Claim("n", None, 3, 0, "x")],
+    }
     for name, cl in claims.items():
         (tmp_path / name).mkdir()
         records = glue_glance(cl).attrs["records"]
@@ -104,7 +129,11 @@ def test_book_glance_collects_every_chapter(tmp_path):
     (tmp_path / "c" / "metrics.json").write_text("{}")
     table = book_glance(tmp_path)
     assert table["chapter"].tolist() == ["a", "b", "b"]
-    assert table["verdict"].tolist() == ["not reproduced", "reproduced", "not comparable"]
+    assert table["verdict"].tolist() == [
+        "not reproduced",
+        "reproduced",
+        "not comparable",
+    ]
 
 
 def test_relative_output_dirs_are_taken_from_the_repository(tmp_path, monkeypatch):
@@ -122,3 +151,15 @@ def test_glue_key_is_what_tabs_write():
     assert chapter.glue_key("ct_modules", "Ngn3 low EP") == "ct_modules_Ngn3_low_EP"
     assert chapter.glue_key("k", "CD4+ T cells") == "k_CD4_T_cells"
     assert chapter.glue_key("k", "Pre-endocrine") == "k_Pre_endocrine"
+
+
+def test_glance_shows_counts_without_decimals():
+    rows = chapter.glance(
+        [
+            chapter.Claim("types separated", 12, 9, 1, "study"),
+            chapter.Claim("accuracy", 0.9, 1.0, 0.05, "study"),
+            chapter.Claim("count, no reference", None, 4, 1, "study"),
+        ]
+    )
+    assert list(rows["reference"]) == ["12", "0.900", "—"]
+    assert list(rows["ours"]) == ["9", "1.000", "4"]
