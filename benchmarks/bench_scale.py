@@ -31,7 +31,15 @@ STAGES = ("load", "prepare", "bilinear", "modules", "frequencies", "scvi", "sae"
 
 
 def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB → GB
+    """This process's peak resident memory. ``VmHWM`` belongs to the address space,
+    which ``exec`` replaces; ``ru_maxrss`` survives ``exec`` on Linux, so a spawned
+    stage would report the parent's peak when the parent's was higher."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2  # kB → GB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def _stage(name: str, d: str, queue) -> None:
