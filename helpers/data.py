@@ -357,7 +357,9 @@ def load_dataset(
     note says so; chapters take an ``organism`` parameter to override it).
     ``pbmc68k_reduced`` comes back with integer counts in ``X`` and ``layers["counts"]``
     recovered from its log-normalised ``.raw`` as ``round(expm1(raw) * n_counts /
-    1e4)``.
+    1e4)``. Each of a named dataset's label columns (``label_keys``) comes back
+    categorical with sorted categories and its fixed colours in
+    ``uns[f"{key}_colors"]`` (:func:`attach_label_colors`).
 
     Raises
     ------

@@ -407,7 +407,7 @@ def module_distributions(
     Without ``highlight`` every label is drawn as an outline in its colour.
     """
     colors = _colors(_categories(labels), palette)
-    fig, axes = _grid(n_modules, panel=(3.0, 2.6))
+    fig, axes = _grid(n_modules, panel=(3.0, 2.9))
     for j, ax in enumerate(axes):
         if highlight is None:
             _label_histograms(ax, scores[:, j], labels, colors)
@@ -692,7 +692,7 @@ def predicted_vs_true(
     R²; three panels per row, one label legend below."""
     pred, true = np.asarray(pred), np.asarray(true)
     n = true.shape[1]
-    fig, axes = _grid(n, panel=(2.9, 2.9))
+    fig, axes = _grid(n, panel=(2.9, 3.2))
     for j, ax in enumerate(axes):
         score_vs_target(
             pred[:, j],
@@ -724,7 +724,7 @@ def modules_vs_target(
     """Eigenvalue spectrum, then module score against the target for each module in
     ``modules`` (``rho[m]``: its test Spearman correlation, shown in the title); one
     label legend below."""
-    fig, axes = _grid(1 + len(modules), panel=(2.9, 2.9))
+    fig, axes = _grid(1 + len(modules), panel=(2.9, 3.3))
     eigen_spectrum(eigvals, ax=axes[0], title=f"{name}:\neigenvalues of B")
     for m, ax in zip(modules, axes[1:]):
         score_vs_target(
@@ -921,7 +921,7 @@ def score_by_group(
     for t in ax.get_xticklabels():
         t.set_ha("right")
         t.set_rotation_mode("anchor")
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), title="condition")
     sns.despine(ax=ax)
     return fig
 
