@@ -1,18 +1,20 @@
-"""Figures are legible at page width: width <= 8 in, <= 3 data panels per row, text
->= 9 pt, square confusion matrices; one fixed colour per label per dataset."""
+"""Figures are legible at page width: at most 7.8 in wide (the inline PNG at most 1,200
+px at 150 dpi, shown in the book's 772 px column), <= 3 data panels per row, text >= 9
+pt, square confusion matrices; one fixed colour per label per dataset."""
+
+import io
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from anndata import AnnData
+from IPython.core.pylabtools import print_figure
+from matplotlib.text import Text
+from PIL import Image
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from anndata import AnnData  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
-
-from helpers import data, plotting, preprocess  # noqa: E402
+from helpers import data, plotting, preprocess
 
 CLASSES = ["Alpha", "Beta", "Delta", "Ductal", "Epsilon", "Ngn3 high EP", "Pre-endo"]
 
@@ -47,6 +49,10 @@ def legibility_problems(fig) -> list[str]:
     shown = fig.get_tightbbox(fig.canvas.get_renderer()).width  # inline: bbox tight
     if width > plotting.MAX_WIDTH + 1e-6 or shown > plotting.MAX_WIDTH + 0.05:
         problems.append(f"width {width:.2f} in (shown {shown:.2f} in)")
+    png = print_figure(fig, "png")  # what Jupyter's inline backend sends
+    pixels = Image.open(io.BytesIO(png)).size[0]
+    if pixels > 1210:  # 772 px column: 9 pt at 150 dpi stays >= 9 pt on screen
+        problems.append(f"inline PNG {pixels} px wide")
     rows = {}
     for ax in _data_axes(fig):
         box = ax.get_position()
@@ -76,6 +82,7 @@ def test_checks_catch_old_style_figures():
 
 
 def test_theme_sets_dpi_and_fonts():
+    assert plotting.MAX_WIDTH <= 8
     assert plt.rcParams["figure.dpi"] == plotting.DPI == 150
     assert plt.rcParams["savefig.dpi"] == 150
     for key in ("xtick.labelsize", "ytick.labelsize", "legend.fontsize"):
@@ -99,14 +106,14 @@ def toy():
     adata.obsm["X_umap"] = rng.normal(size=(n, 2))
     data.attach_label_colors(adata, ["clusters", "condition"])
     eig = np.sort(rng.normal(size=20))[::-1]
-    return dict(
-        adata=adata,
-        labels=labels,
-        scores=rng.normal(size=(n, 3)),
-        eig=eig,
-        codes=pd.Categorical(labels, categories=CLASSES).codes,
-        rng=rng,
-    )
+    return {
+        "adata": adata,
+        "labels": labels,
+        "scores": rng.normal(size=(n, 3)),
+        "eig": eig,
+        "codes": pd.Categorical(labels, categories=CLASSES).codes,
+        "rng": rng,
+    }
 
 
 def test_umap_categorical_and_continuous(toy):
@@ -143,8 +150,9 @@ def test_panel_figures(toy):
             a, {f"f{j}": sc[:, j % 3] for j in range(5)}
         ),
         "umaps": plotting.umaps(a, ["clusters", "condition"]),
-        "module_figure": plotting.module_figure(eig, sc, lab, "Beta", name="Beta",
-                                                palette=pal),
+        "module_figure": plotting.module_figure(
+            eig, sc, lab, "Beta", name="Beta", palette=pal
+        ),
         "module_distributions": plotting.module_distributions(
             sc, lab, highlight="Beta", n_modules=3, title="t", palette=pal
         ),
@@ -286,7 +294,9 @@ def test_other_figures(toy):
         "gsea_bars": plotting.gsea_bars(
             pd.DataFrame({"strong": [0.2], "weak": [0.3], "none": [0.5]}, ["SAE"])
         ),
-        "matched_cosines": plotting.matched_cosines(null, {"a": pairs}, pairs, "a vs b"),
+        "matched_cosines": plotting.matched_cosines(
+            null, {"a": pairs}, pairs, "a vs b"
+        ),
         "matched_correlations": plotting.matched_correlations(
             {"a vs b": {"correlation": pairs["cosine"]}}, null
         ),
