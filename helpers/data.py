@@ -357,7 +357,9 @@ def load_dataset(
     note says so; chapters take an ``organism`` parameter to override it).
     ``pbmc68k_reduced`` comes back with integer counts in ``X`` and ``layers["counts"]``
     recovered from its log-normalised ``.raw`` as ``round(expm1(raw) * n_counts /
-    1e4)``.
+    1e4)``. Each of a named dataset's label columns (``label_keys``) comes back
+    categorical with sorted categories and its fixed colours in
+    ``uns[f"{key}_colors"]`` (:func:`attach_label_colors`).
 
     Raises
     ------
@@ -412,6 +414,56 @@ def load_dataset(
         "label_keys": list(ds.label_keys),
         "counts_recovered": ds.counts_recovered,
     }
+    attach_label_colors(adata, ds.label_keys)
+    return adata
+
+
+def label_colors(categories) -> list[str]:
+    """The book's fixed colour rule: one hex colour per category, aligned with
+    ``categories``.
+
+    The colour of a label is the palette entry at the label's rank among the *sorted*
+    categories (sorted as strings), so it depends on the set of labels only, never on
+    their order in the data: matplotlib's ``tab10`` for at most 10 labels, then
+    scanpy's ``default_20``, ``default_28`` and ``default_102`` palettes (cycled
+    beyond 102 labels).
+    """
+    import matplotlib as mpl
+    from scanpy.plotting import palettes
+
+    cats = [str(c) for c in categories]
+    n = len(set(cats))
+    if n <= 10:
+        pal = [mpl.colors.to_hex(c) for c in mpl.colormaps["tab10"].colors]
+    elif n <= 20:
+        pal = list(palettes.default_20)
+    elif n <= 28:
+        pal = list(palettes.default_28)
+    else:
+        pal = list(palettes.default_102)
+    rank = {c: i for i, c in enumerate(sorted(set(cats)))}
+    return [mpl.colors.to_hex(pal[rank[c] % len(pal)]) for c in cats]
+
+
+def attach_label_colors(adata: AnnData, keys) -> AnnData:
+    """Store a fixed colour per label the scanpy way, in place: for each obs column
+    of ``keys`` present in ``adata``, the column becomes categorical with its
+    categories sorted (as strings; values unchanged) and
+    ``uns[f"{key}_colors"]`` the :func:`label_colors` list aligned with them.
+
+    Sorted categories keep the list aligned after ``data.check_labels`` (which sorts)
+    and anndata subsets it with the cells (unused categories and their colours are
+    dropped together), so every chapter that loads a dataset colours its labels alike.
+    """
+    for key in keys:
+        if key not in adata.obs:
+            continue
+        col = adata.obs[key]
+        if not isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.astype("category")
+        col = col.cat.reorder_categories(sorted(col.cat.categories, key=str))
+        adata.obs[key] = col
+        adata.uns[f"{key}_colors"] = label_colors(col.cat.categories)
     return adata
 
 

@@ -99,6 +99,8 @@ def test_download_and_convert_equals_offline_copy(name, source_mirror, shared_da
     assert adata.uns["dataset"]["name"] == name
     assert (cache / MIRRORED[name]).is_file()
     offline = ad.read_h5ad(shared_data / MIRRORED[name])
+    # load_dataset sorts the label columns' categories (fixed colours, plotting.palette)
+    data.attach_label_colors(offline, data.DATASETS[name].label_keys)
     assert_same(adata, offline)
     # the next call reads the cache, not the network
     assert data.resolve(name) == ("cache", cache / MIRRORED[name])
