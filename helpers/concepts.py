@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .data import label_colors as _label_colors
 from .data import to_dense
 from .enrichment import prerank as _prerank
 from .enrichment import prerank_units as _prerank_units
@@ -518,15 +519,6 @@ def composition(
     return {c: _label_counts(obs, keys, A[:, int(c)] > 0) for c in concepts}
 
 
-#: Label colours when the dataset stores none (``uns["<key>_colors"]``): scanpy's
-#: default 20-colour palette (matplotlib's tab20, dark shades first).
-_PALETTE = (
-    "#1f77b4", "#ff7f0e", "#279e68", "#d62728", "#aa40fc", "#8c564b", "#e377c2",
-    "#b5bd61", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
-    "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#ad494a", "#8c6d31",
-)  # fmt: skip
-
-
 def _label_order(col: pd.Series) -> list[str]:
     """Labels in scanpy's colour order: the categories of a categorical, else sorted."""
     if isinstance(col.dtype, pd.CategoricalDtype):
@@ -539,7 +531,8 @@ def label_colors(obs: pd.DataFrame, key: str, colors: Mapping | None = None) -> 
     """``{label: "#rrggbb"}`` for ``obs[key]``: the dataset's fixed colours when given
     (``colors`` is ``adata.uns``, whose ``"<key>_colors"`` lists one colour per
     category in category order as scanpy stores it, or ``{key: {label: colour}}``),
-    else a fixed 20-colour palette in label order (cycled past 20 labels)."""
+    else the book's fixed rule over the labels (:func:`helpers.data.label_colors`, as
+    :func:`helpers.plotting.palette` falls back to)."""
     from matplotlib.colors import to_hex
 
     col = obs[key]
@@ -561,7 +554,7 @@ def label_colors(obs: pd.DataFrame, key: str, colors: Mapping | None = None) -> 
         if len(given) >= len(cats):
             by_cat = dict(zip(cats, given))
             return {l: to_hex(by_cat[l]) for l in order}
-    return {l: _PALETTE[i % len(_PALETTE)] for i, l in enumerate(order)}
+    return dict(zip(order, _label_colors(order)))
 
 
 def _pct(x: float) -> str:

@@ -239,11 +239,12 @@ def test_explorer_colour_key_uses_dataset_colours():
     assert col["colors"]["ct"] == ["#ff0000", "#00ff00", "#0000ff"]
     # every cell's code points at its own label
     assert [col["labels"]["ct"][c] for c in col["codes"]["ct"]] == labels.tolist()
-    # without stored colours (or too few): the fixed palette, in label order
+    # without stored colours (or too few): the book's fixed rule (tab10 by the rank
+    # among the sorted labels, as helpers.data.label_colors and plotting.palette)
     assert cc.label_colors(obs, "ct") == {
-        "Ductal": "#1f77b4",
-        "Alpha": "#ff7f0e",
-        "Beta": "#279e68",
+        "Ductal": "#2ca02c",
+        "Alpha": "#1f77b4",
+        "Beta": "#ff7f0e",
     }
     assert cc.label_colors(obs, "ct", {"ct_colors": ["#ff0000"]}) == cc.label_colors(
         obs, "ct"
