@@ -9,7 +9,7 @@ REF_DIR := tests/reference
 # chapter runs in tests: no progress bars (their timings would differ between runs)
 TEST_ENV := TQDM_DISABLE=1 PYTHONHASHSEED=0
 
-.PHONY: install book book-clean test reference chapter bench clean actionlint
+.PHONY: install book book-clean test reference chapter bench clean actionlint format
 
 install: $(STAMP)
 
@@ -62,10 +62,19 @@ test: install
 	else echo "actionlint not installed (make actionlint, needs github.com):" \
 		"the workflows are only parsed as YAML"; $(PY) -c "$$YAML_CHECK" $(WORKFLOWS); fi
 	$(PY) -m ruff format --check helpers tests/browser tests/unit/test_book.py
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/jupytext --check "ruff format --check {}" \
+		--pipe-fmt py:percent chapters/*.md
 	rm -rf $(TEST_OUT)
 	$(TEST_ENV) $(PY) -m pytest $(REF_DIR) --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 600 -p no:cacheprovider -q
 	$(TEST_ENV) $(PY) -m pytest tests --ignore=$(REF_DIR) -p no:cacheprovider -q
+
+## make format: ruff format on helpers/ and on the chapters' code cells (through
+## jupytext), what `make test` checks
+format: install
+	$(PY) -m ruff format helpers tests/browser tests/unit/test_book.py
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/jupytext --pipe "ruff format -" \
+		--pipe-fmt py:percent chapters/*.md
 
 ## make reference: regenerate tests/reference/*.ipynb (fast preset) on purpose; the diff
 ## of the notebooks is the review of what changed
