@@ -62,15 +62,13 @@ test: install
 	else echo "actionlint not installed (make actionlint, needs github.com):" \
 		"the workflows are only parsed as YAML"; $(PY) -c "$$YAML_CHECK" $(WORKFLOWS); fi
 	$(PY) -m ruff format --check helpers tests/browser tests/unit/test_book.py
-	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/jupytext --check "ruff format --check {}" \
-		--pipe-fmt py:percent chapters/*.md
 	rm -rf $(TEST_OUT)
 	$(TEST_ENV) $(PY) -m pytest $(REF_DIR) --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 600 -p no:cacheprovider -q
 	$(TEST_ENV) $(PY) -m pytest tests --ignore=$(REF_DIR) -p no:cacheprovider -q
 
 ## make format: ruff format on helpers/ and on the chapters' code cells (through
-## jupytext), what `make test` checks
+## jupytext), what `make test` checks (tests/unit/test_chapter_format.py)
 format: install
 	$(PY) -m ruff format helpers tests/browser tests/unit/test_book.py
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/jupytext --pipe "ruff format -" \
