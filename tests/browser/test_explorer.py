@@ -187,3 +187,39 @@ def test_explorer_works_inside_the_books_iframe(driver, tmp_path):
     driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
     Select(driver.find_element(By.CSS_SELECTOR, "select")).select_by_value("2")
     assert _genes(driver) == ["Ins1", "Pdx1", "Nkx6-1"]
+
+
+def test_explorer_in_the_built_book(driver, book_url, network_log):
+    """The concepts chapter's own explorer (a full build, ``$BOOK_HTML``): choosing
+    another concept changes the genes and the menu label; hovering a gene lists its
+    GO terms, one per line. The quick build has no chapter outputs: skipped there."""
+    import os
+
+    import pytest
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    if not os.environ.get("BOOK_HTML"):
+        pytest.skip("needs a full build with executed chapters (BOOK_HTML)")
+    driver.get(f"{book_url}/chapters/concepts.html")
+    frames = driver.find_elements(By.TAG_NAME, "iframe")
+    assert frames, "the concepts chapter shows no explorer"
+    driver.switch_to.frame(frames[0])
+    select = Select(driver.find_element(By.CSS_SELECTOR, "select"))
+    assert len(select.options) >= 2
+    first_label, first_genes = select.first_selected_option.text, _genes(driver)
+    assert " · " in first_label and first_genes  # labelled by its top genes
+    select.select_by_index(1)
+    assert select.first_selected_option.text != first_label
+    genes = _genes(driver)
+    assert genes and genes != first_genes
+    bar = driver.find_element(By.CSS_SELECTOR, "svg g.gene rect.bar")
+    ActionChains(driver).move_to_element(bar).perform()
+    tip = driver.find_element(By.CSS_SELECTOR, "[id$='-tip']")
+    items = [li.text for li in tip.find_elements(By.CSS_SELECTOR, "li")]
+    assert items and all("\n" not in t for t in items)
+    assert driver.find_element(By.CSS_SELECTOR, "[id$='-legend']").text
+    outside = [u for u in network_log(driver) if u.startswith("http")
+               and "127.0.0.1" not in u]  # fmt: skip
+    assert not outside, outside
