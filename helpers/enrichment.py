@@ -343,19 +343,12 @@ def prerank(
 
     if isinstance(library, str):
         library = load_library(library, organism)
-    scores = pd.Series(scores, dtype=float).dropna()
-    scores = scores[~scores.index.duplicated()]
-    genes = set(scores.index)
-    lib = {t: [g for g in gs if g in genes] for t, gs in library.items()}
-    lib = {t: gs for t, gs in lib.items() if min_size <= len(gs) <= max_size}
-    if not lib:
-        raise ValueError(
-            f"No gene set has between {min_size} and {max_size} of the {len(genes)} "
-            "scored genes. "
-            "Check the organism (mouse vs human symbols) or lower min_size."
-        )
+    scores = _scored(scores)
+    sets = _library_indices(scores.index, library, min_size, max_size)
+    lib = {t: list(scores.index[idx]) for t, idx in sets.items()}
     res = gseapy.prerank(
-        rnk=scores.sort_values(ascending=False),
+        # ties in the order of the index, as the numpy engine ranks them
+        rnk=scores.sort_values(ascending=False, kind="stable"),
         gene_sets=lib,
         min_size=min_size,
         max_size=max_size,
@@ -369,24 +362,40 @@ def prerank(
     res = res.astype(
         {"ES": float, "NES": float, "NOM p-val": float, "FDR q-val": float}
     )
+    return _by_p(res[["Term", "ES", "NES", "NOM p-val", "FDR q-val", "Lead_genes"]])
+
+
+def _by_p(res: pd.DataFrame) -> pd.DataFrame:
+    """A prerank table in the book's order: nominal p, then NES descending."""
     return res.sort_values(
         ["NOM p-val", "NES"], ascending=[True, False], kind="stable"
-    )[["Term", "ES", "NES", "NOM p-val", "FDR q-val", "Lead_genes"]].reset_index(
-        drop=True
-    )
+    ).reset_index(drop=True)
+
+
+def _scored(scores) -> pd.Series:
+    """A gene score as floats, without NaN and without repeated genes."""
+    s = pd.Series(scores, dtype=float).dropna()
+    return s[~s.index.duplicated()]
 
 
 # ---------------------------------------------------------------------------
 # prerank GSEA, vectorised over gene sets, units and permutations
 # ---------------------------------------------------------------------------
 def _library_indices(genes: pd.Index, library: Mapping, min_size: int, max_size: int):
-    """``{term: positions in genes}`` for the terms with min_size..max_size of genes."""
+    """``{term: positions in genes}`` for the terms with min_size..max_size of genes;
+    ``ValueError`` when there is none."""
     where = {g: i for i, g in enumerate(genes)}
     out = {}
     for term, members in library.items():
         idx = sorted({where[g] for g in members if g in where})
         if min_size <= len(idx) <= max_size:
             out[term] = np.asarray(idx, dtype=np.int64)
+    if not out:
+        raise ValueError(
+            f"No gene set has between {min_size} and {max_size} of the {len(genes)} "
+            "scored genes. Check the organism (mouse vs human symbols) or lower "
+            "min_size."
+        )
     return out
 
 
@@ -501,10 +510,7 @@ def prerank_units(
         raise ValueError(f"permutations={permutations}; use at least 1.")
     if isinstance(library, str):
         library = load_library(library, organism)
-    series = {}
-    for unit, s in scores.items():
-        s = pd.Series(s, dtype=float).dropna()
-        series[unit] = s[~s.index.duplicated()]
+    series = {unit: _scored(s) for unit, s in scores.items()}
     # units scoring the same genes share one null; group them
     groups: dict[tuple, list] = {}
     for unit, s in series.items():
@@ -533,12 +539,6 @@ def _prerank_group(
 ):
     n_units, n = values.shape
     sets = _library_indices(genes, library, min_size, max_size)
-    if not sets:
-        raise ValueError(
-            f"No gene set has between {min_size} and {max_size} of the {n} "
-            "scored genes. Check the organism (mouse vs human symbols) or lower "
-            "min_size."
-        )
     terms = list(sets)
     size = np.array([len(sets[t]) for t in terms])
     sizes, size_class, mult = np.unique(size, return_inverse=True, return_counts=True)
@@ -601,7 +601,5 @@ def _prerank_group(
                 "Lead_genes": lead,
             }
         )
-        result[unit] = res.sort_values(
-            ["NOM p-val", "NES"], ascending=[True, False], kind="stable"
-        ).reset_index(drop=True)
+        result[unit] = _by_p(res)
     return result
