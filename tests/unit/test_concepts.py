@@ -330,3 +330,20 @@ def test_recipe_table_match_is_computed():
     assert t.loc["batch size", "source"] == "Table 3"
     assert t.loc["epochs", "paper"] == "-"
     assert list(t.columns) == ["paper", "ours", "match", "why", "source"]
+
+
+def test_gsea_annotate_numpy_engine_finds_the_planted_term():
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(400)]
+    library = {"planted": genes[:20]}
+    library.update(
+        {f"random{j}": list(rng.choice(genes, 25, replace=False)) for j in range(40)}
+    )
+    hot = pd.Series(rng.exponential(1.0, 400), index=genes)
+    hot.iloc[:20] += 5.0  # the planted set's genes lead the ranking
+    flat = pd.Series(rng.exponential(1.0, 400), index=genes)
+    t = cc.gsea_annotate({"hot": hot, "flat": flat}, library, engine="numpy")
+    assert t.loc["hot", "term"] == "planted" and t.loc["hot", "annotation"] == "strong"
+    assert t.loc["flat", "annotation"] in ("none", "weak")
+    with pytest.raises(ValueError, match="engine='fast'"):
+        cc.gsea_annotate({"hot": hot}, library, engine="fast")
