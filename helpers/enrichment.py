@@ -388,7 +388,8 @@ def _library_indices(genes: pd.Index, library: Mapping, min_size: int, max_size:
     out = {}
     for term, members in library.items():
         idx = sorted({where[g] for g in members if g in where})
-        if min_size <= len(idx) <= max_size:
+        # a set holding every scored gene has no misses: no enrichment to score
+        if min_size <= len(idx) <= max_size and len(idx) < len(genes):
             out[term] = np.asarray(idx, dtype=np.int64)
     if not out:
         raise ValueError(
