@@ -515,6 +515,22 @@ def module_scores(X: np.ndarray, eigvecs: np.ndarray, bias: bool = False) -> np.
     return X @ eigvecs
 
 
+def truncated_outputs(
+    X: np.ndarray, modules: dict, k: int | None = None, bias: bool = False
+) -> np.ndarray:
+    """Every output rebuilt from its ``k`` modules of largest |λ|: ``Σ_m λ_m (u_mᵀx)²``.
+
+    ``modules`` is :func:`eigendecompose`'s result (eigenpairs sorted by |λ|); ``k=None``
+    keeps them all, which reproduces the model's outputs exactly (cells × outputs, in
+    the order of ``modules``).
+    """
+    cols = []
+    for vals, vecs in modules.values():
+        kk = len(vals) if k is None else k
+        cols.append(module_scores(X, vecs[:, :kk], bias) ** 2 @ vals[:kk])
+    return np.stack(cols, axis=1)
+
+
 def orient(
     vecs: np.ndarray, X: np.ndarray, target: np.ndarray, bias: bool = False
 ) -> np.ndarray:

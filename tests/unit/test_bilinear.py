@@ -37,7 +37,9 @@ def test_low_rank_equals_dense_eigh(g, h):
         r = len(vals)
         assert r == min(g, 2 * h)
         np.testing.assert_allclose(vals, dense[:r], atol=1e-10)
-        assert np.all(np.abs(dense[r:]) < 1e-10)  # everything outside the subspace is zero
+        assert np.all(
+            np.abs(dense[r:]) < 1e-10
+        )  # everything outside the subspace is zero
         assert np.all(np.diff(np.abs(vals)) <= 1e-12)  # sorted by |lambda|
         np.testing.assert_allclose(vecs.T @ vecs, np.eye(r), atol=1e-8)
         B = bilinear.interaction_matrix(model, a)
@@ -53,8 +55,18 @@ def test_planted_module_recovered_by_leading_eigenvector():
     X, y, module = _planted(n=2000)
     split = preprocess.split_indices(y, seed=0)
     model = bilinear.BilinearMLP(X.shape[1], 16, 2, bias=True)
-    model, hist = bilinear.train_bilinear(model, X, y, split, epochs=30, lr=1e-2, weight_decay=1e-3,
-                                          batch_size=128, seed=0, progress=False)
+    model, hist = bilinear.train_bilinear(
+        model,
+        X,
+        y,
+        split,
+        epochs=30,
+        lr=1e-2,
+        weight_decay=1e-3,
+        batch_size=128,
+        seed=0,
+        progress=False,
+    )
     assert hist["val_accuracy"].iloc[-1] > 0.85
     vals, vecs = bilinear.eigendecompose(model, 1)[1]
     cos = abs(vecs[: X.shape[1], 0] @ module) / np.linalg.norm(vecs[: X.shape[1], 0])
@@ -67,8 +79,19 @@ def test_regression_huber_and_history():
     Y = np.c_[X[:, 0] * X[:, 1], X[:, 2] ** 2].astype(np.float32)
     split = preprocess.split_indices(400, seed=0)
     model = bilinear.BilinearMLP(10, 8, 2)
-    model, hist = bilinear.train_bilinear(model, X, Y, split, task="regression", loss="huber", epochs=40,
-                                          lr=1e-2, batch_size=32, seed=0, progress=False)
+    model, hist = bilinear.train_bilinear(
+        model,
+        X,
+        Y,
+        split,
+        task="regression",
+        loss="huber",
+        epochs=40,
+        lr=1e-2,
+        batch_size=32,
+        seed=0,
+        progress=False,
+    )
     assert list(hist.columns[:2]) == ["epoch", "lr"] and len(hist) == 40
     assert hist["val_mae"].iloc[-1] < 0.3 * hist["val_mae"].iloc[0]
 
@@ -78,8 +101,15 @@ def test_training_is_deterministic():
     split = preprocess.split_indices(y, seed=0)
     outs = []
     for _ in range(2):
-        m, _h = bilinear.train_bilinear(bilinear.BilinearMLP(30, 4, 2, seed=5), X, y, split, epochs=3, seed=5,
-                                        progress=False)
+        m, _h = bilinear.train_bilinear(
+            bilinear.BilinearMLP(30, 4, 2, seed=5),
+            X,
+            y,
+            split,
+            epochs=3,
+            seed=5,
+            progress=False,
+        )
         outs.append(bilinear.predict(m, X))
     np.testing.assert_array_equal(outs[0], outs[1])
 
@@ -90,15 +120,27 @@ def test_annotate_keys_and_orientation():
     X, y, module = _planted(n=600)
     adata = ad.AnnData(X)
     split = preprocess.split_indices(y, seed=0)
-    model, _ = bilinear.train_bilinear(bilinear.BilinearMLP(X.shape[1], 8, 2), X, y, split, epochs=20,
-                                       lr=3e-3, seed=0, progress=False)
+    model, _ = bilinear.train_bilinear(
+        bilinear.BilinearMLP(X.shape[1], 8, 2),
+        X,
+        y,
+        split,
+        epochs=20,
+        lr=3e-3,
+        seed=0,
+        progress=False,
+    )
     onehot = np.eye(2)[y]
-    bilinear.annotate(adata, model, ["rest", "active cells"], n_modules=2, targets=onehot)
+    bilinear.annotate(
+        adata, model, ["rest", "active cells"], n_modules=2, targets=onehot
+    )
     assert adata.varm["bilinear_active_cells_loadings"].shape == (X.shape[1], 2)
     vals, loadings, scores = bilinear.get_modules(adata, "active cells")
     assert scores is adata.obsm["bilinear_active_cells_scores"]
     assert scores.shape == (600, 2)
-    for j in range(2):  # oriented: every module score correlates non-negatively with its target
+    for j in range(
+        2
+    ):  # oriented: every module score correlates non-negatively with its target
         assert np.corrcoef(scores[:, j], onehot[:, 1])[0, 1] >= 0
     np.testing.assert_allclose(scores, X @ loadings, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(vals, bilinear.eigendecompose(model, 1)[1][0])
@@ -106,8 +148,9 @@ def test_annotate_keys_and_orientation():
     params = adata.uns["bilinear"]["params"]
     assert params == {"n_modules": 2, "hidden": 8, "bias": False, "oriented": True}
     # a second call under another key keeps the first; unoriented modules differ in sign
-    bilinear.annotate(adata, model, ["rest", "active cells"], n_modules=1,
-                      key_added="raw")
+    bilinear.annotate(
+        adata, model, ["rest", "active cells"], n_modules=1, key_added="raw"
+    )
     assert adata.uns["bilinear"]["params"]["n_modules"] == 2
     raw = bilinear.get_modules(adata, "active cells", key="raw")[1]
     assert raw.shape == (X.shape[1], 1)
@@ -123,12 +166,20 @@ def test_errors_name_the_problem():
     model = bilinear.BilinearMLP(5, 2, 2)
     X = np.zeros((10, 5), np.float32)
     with pytest.raises(ValueError, match="task="):
-        bilinear.train_bilinear(model, X, np.zeros(10), {"train": [0], "val": [1]}, task="ranking")
+        bilinear.train_bilinear(
+            model, X, np.zeros(10), {"train": [0], "val": [1]}, task="ranking"
+        )
     with pytest.raises(ValueError, match="must match"):
         bilinear.train_bilinear(model, X, np.zeros(9), {"train": [0], "val": [1]})
     with pytest.raises(ValueError, match="use 'mse' or 'huber'"):
-        bilinear.train_bilinear(model, X, np.zeros((10, 2)), {"train": [0], "val": [1]}, task="regression",
-                                loss="l1")
+        bilinear.train_bilinear(
+            model,
+            X,
+            np.zeros((10, 2)),
+            {"train": [0], "val": [1]},
+            task="regression",
+            loss="l1",
+        )
 
 
 def test_module_tracking_orients_and_ranks_the_planted_module():
@@ -137,19 +188,39 @@ def test_module_tracking_orients_and_ranks_the_planted_module():
     g, n = 20, 1500
     u = np.zeros(g)
     u[[2, 5, 9]] = 1 / np.sqrt(3)
-    X = (rng.normal(size=(n, g)) + 1.5).astype(np.float32)  # u·x ~ N(2.6, 1): almost always > 0
+    X = (rng.normal(size=(n, g)) + 1.5).astype(
+        np.float32
+    )  # u·x ~ N(2.6, 1): almost always > 0
     y = ((X @ u) ** 2)[:, None].astype(np.float32)
     split = preprocess.split_indices(n, seed=0, stratify=False)
     model = bilinear.BilinearMLP(g, 8, 1, seed=0)
-    model, _ = bilinear.train_bilinear(model, X, y, split, task="regression", epochs=60, lr=1e-2,
-                                       batch_size=64, seed=0, progress=False)
-    tr = bilinear.module_tracking(model, X, y, idx=split["test"], n_modules=3, output_names=["y"])
+    model, _ = bilinear.train_bilinear(
+        model,
+        X,
+        y,
+        split,
+        task="regression",
+        epochs=60,
+        lr=1e-2,
+        batch_size=64,
+        seed=0,
+        progress=False,
+    )
+    tr = bilinear.module_tracking(
+        model, X, y, idx=split["test"], n_modules=3, output_names=["y"]
+    )
     assert list(tr.index) == [("y", 0), ("y", 1), ("y", 2)]
     assert tr.loc[("y", 0), "lambda"] > 0 and tr.loc[("y", 0), "rel_lambda"] == 1.0
-    assert tr.loc[("y", 0), "spearman"] > 0.95  # oriented: positive, and the module carries y
+    assert (
+        tr.loc[("y", 0), "spearman"] > 0.95
+    )  # oriented: positive, and the module carries y
     assert tr.loc[("y", 1), "rel_lambda"] < 0.2
-    vecs = bilinear.orient(bilinear.eigendecompose(model, n_modules=1)[0][1], X, y[:, 0])
-    assert vecs[[2, 5, 9], 0].min() > 0.5  # the planted genes load positively after orientation
+    vecs = bilinear.orient(
+        bilinear.eigendecompose(model, n_modules=1)[0][1], X, y[:, 0]
+    )
+    assert (
+        vecs[[2, 5, 9], 0].min() > 0.5
+    )  # the planted genes load positively after orientation
 
 
 def test_fit_equals_building_and_training_by_hand():
@@ -157,7 +228,9 @@ def test_fit_equals_building_and_training_by_hand():
     split = preprocess.split_indices(y, seed=0)
     kw = dict(epochs=3, lr=1e-2, batch_size=32, progress=False)
     a, _ = bilinear.fit(X, y, split, hidden=4, bias=True, seed=7, **kw)
-    b, _ = bilinear.train_bilinear(bilinear.BilinearMLP(30, 4, 2, bias=True, seed=7), X, y, split, seed=7, **kw)
+    b, _ = bilinear.train_bilinear(
+        bilinear.BilinearMLP(30, 4, 2, bias=True, seed=7), X, y, split, seed=7, **kw
+    )
     assert a.n_out == 2 and a.bias
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
@@ -182,8 +255,9 @@ def test_settings_stored_with_model_and_global_rng_untouched():
     for pa, pb in zip(model.parameters(), again.parameters()):
         assert torch.equal(pa, pb)
     # another seed through a keyword override
-    other, _ = bilinear.train_bilinear(fresh(), X, y, split, settings, progress=False,
-                                       seed=4)
+    other, _ = bilinear.train_bilinear(
+        fresh(), X, y, split, settings, progress=False, seed=4
+    )
     assert other.settings.seed == 4 and other.settings.epochs == 2
     assert not torch.equal(other.proj.weight, model.proj.weight)
     with pytest.raises(ValueError, match="task="):
@@ -197,8 +271,9 @@ def test_fit_repeats_and_split_repeats():
     assert [r["seed"] for r in runs] == [0, 1]
     split1 = preprocess.split_indices(y, seed=1)
     one, _ = bilinear.fit(X, y, split1, seed=1, progress=False, **kw)
-    np.testing.assert_array_equal(runs[1]["split"]["test"],
-                                  preprocess.split_indices(y, seed=1)["test"])
+    np.testing.assert_array_equal(
+        runs[1]["split"]["test"], preprocess.split_indices(y, seed=1)["test"]
+    )
     for pa, pb in zip(runs[1]["model"].parameters(), one.parameters()):
         assert torch.equal(pa, pb)  # one seed drives the split, weights and training
     pred0 = bilinear.classes_of(runs[0]["model"], X)
@@ -218,8 +293,16 @@ def test_recipe_ablation_rows():
     X, y, _ = _planted(n=400, g=30)
     split = preprocess.split_indices(y, seed=0)
     recipes = {"a": dict(epochs=2, lr=1e-2), "b": dict(epochs=3, lr=1e-3)}
-    table = bilinear.recipe_ablation({30: X, 10: X[:, :10]}, y, split, recipes, focus=1,
-                                     focus_name="one", known={(30, "a"): y}, hidden=4)
+    table = bilinear.recipe_ablation(
+        {30: X, 10: X[:, :10]},
+        y,
+        split,
+        recipes,
+        focus=1,
+        focus_name="one",
+        known={(30, "a"): y},
+        hidden=4,
+    )
     models = ("logistic baseline", "a", "b")
     assert list(table.index) == [(g, m) for g in (30, 10) for m in models]
     assert table.loc[(30, "a"), "test accuracy"] == 1.0  # known predictions: the truth
@@ -263,15 +346,35 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     # the model returned has the best epoch's weights: its validation loss is that
     # epoch's, not the last one's (which has risen: the last epoch overfits)
     va = split["val"]
-    val_loss = lambda m: float(F.cross_entropy(
-        torch.as_tensor(bilinear.predict(m, X[va])), torch.as_tensor(y[va])))
+    val_loss = lambda m: float(
+        F.cross_entropy(
+            torch.as_tensor(bilinear.predict(m, X[va])), torch.as_tensor(y[va])
+        )
+    )
     assert val_loss(best) == pytest.approx(h_best["val_loss"].iloc[k], rel=1e-5)
     assert val_loss(last) == pytest.approx(h_last["val_loss"].iloc[-1], rel=1e-5)
     assert val_loss(best) < 0.9 * val_loss(last)
     # patience stops training early, with the same kept epoch
     stopped, h_stop = bilinear.fit(X, y, split, patience=3, **kw)
     assert len(h_stop) <= k + 1 + 3 and h_stop.attrs["best_epoch"] == k + 1
-    np.testing.assert_allclose(bilinear.predict(stopped, X), bilinear.predict(best, X),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        bilinear.predict(stopped, X), bilinear.predict(best, X), rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(ValueError, match="patience=0"):
         bilinear.BilinearTrainSettings(patience=0)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_truncated_outputs_with_every_module_are_the_model(bias):
+    torch.manual_seed(0)
+    model = bilinear.BilinearMLP(12, 5, 3, bias=bias)
+    X = np.random.default_rng(0).normal(size=(40, 12))
+    eig = bilinear.eigendecompose(model)
+    full = bilinear.truncated_outputs(X, eig, bias=bias)
+    np.testing.assert_allclose(full, bilinear.predict(model, X), rtol=1e-5, atol=1e-6)
+    # one module per output: only the leading eigenpair's term
+    vals, vecs = eig[1]
+    one = bilinear.truncated_outputs(X, eig, 1, bias=bias)[:, 1]
+    np.testing.assert_allclose(
+        one, vals[0] * bilinear.module_scores(X, vecs[:, :1], bias)[:, 0] ** 2
+    )
