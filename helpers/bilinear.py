@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -321,7 +322,7 @@ def train_bilinear(
         from .distributed import ddp_hooks
 
         forward, opt = fabric.setup(model, opt)
-        ddp = dict(shard=ddp_hooks(fabric)["shard"], forward=forward)
+        ddp = {"shard": ddp_hooks(fabric)["shard"], "forward": forward}
     train_idx = torch.as_tensor(split["train"], device=dev)
     s = replace(
         s, epochs=epochs_for_budget(s.epochs, len(train_idx), s.batch_size, s.max_steps)
@@ -462,49 +463,96 @@ def interaction_matrix(model: BilinearMLP, output: int) -> np.ndarray:
 def eigendecompose(model: BilinearMLP, outputs=None, n_modules: int | None = None):
     """Eigenpairs of every requested output's ``B_a`` through the rank-2h route.
 
-    One thin QR of ``U = [Wᵀ Vᵀ]`` is shared by all outputs; the small matrices
-    ``R M_a Rᵀ = ½ (R_W diag(P_a) R_Vᵀ + transpose)`` of all outputs are built and solved as one
-    batched ``eigh``, in float64.
+    ``B_a = U M_a Uᵀ`` with ``U = [Wᵀ Vᵀ]`` (g × 2h). One orthonormal basis ``U = QR``
+    (:func:`_range_basis`) is shared by all outputs; the small matrices
+    ``R M_a Rᵀ = ½ (R_W diag(P_a) R_Vᵀ + transpose)`` of all outputs are solved as one
+    batched ``eigh``, and their eigenvectors ``y`` lifted to genes as ``Q y``; all in
+    float64. The outputs are shared among Python threads (as many as torch's thread
+    count), each calling single-threaded LAPACK/BLAS: unlike BLAS's own threads these do
+    not spin-wait, so a busy machine costs nothing extra
+    (see :func:`helpers.runtime.single_thread` and ``benchmarks/bench_bilinear.py``).
 
     Returns
     -------
-    dict ``output index → (eigenvalues, eigenvectors)``: all nonzero-subspace eigenvalues (length
-    min(g, 2h)) sorted by |λ| descending; eigenvectors as columns (g × r) for the first
-    ``n_modules`` (default: all r), each oriented so that its largest-magnitude entry is positive.
-    Mapping eigenvectors back to genes is the costly step, so ask only for the modules you read.
+    dict ``output index → (eigenvalues, eigenvectors)``: all nonzero-subspace eigenvalues
+    (length min(g, 2h)) sorted by |λ| descending; eigenvectors as columns (g × r) for the
+    first ``n_modules`` (default: all r), each oriented so that its largest-magnitude entry
+    is positive (on an exact tie, the positive one). Lifting eigenvectors to genes is the
+    costly step, so ask only for the modules you read.
     """
-    with single_thread():  # small LAPACK problems: threads only cost (bench_bilinear)
-        return _eigendecompose(model, outputs, n_modules)
+    n_threads = torch.get_num_threads()
+    with single_thread():
+        return _eigendecompose(model, outputs, n_modules, n_threads)
 
 
-def _eigendecompose(model: BilinearMLP, outputs, n_modules: int | None):
-    W, V, P = _weights(model)
+def _range_basis(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Q, R`` with ``U = QR``, ``Q`` orthonormal columns spanning U's column space.
+
+    Tall U (g ≥ 2h, the usual case) goes through Cholesky-QR2: ``R₁ = chol(UᵀU)``,
+    ``Q₁ = U R₁⁻¹``, then once more on ``Q₁`` to restore orthogonality to machine
+    precision (Yamamoto et al. 2015). It costs a third of Householder QR, which is kept
+    for wide U (g < 2h, rank-deficient Gram matrix) and whenever the first pass is not
+    reliable (Gram matrix not numerically positive definite, or ``Q₁`` off orthogonal by
+    more than 0.1: U too ill-conditioned for the squared condition number).
+    """
+    g, r = U.shape
+    if g >= r:
+        L1, info = torch.linalg.cholesky_ex(U.T @ U)
+        if not info:
+            Q1 = torch.linalg.solve_triangular(L1, U.T, upper=False).T
+            G2 = Q1.T @ Q1
+            off = (G2 - torch.eye(r, dtype=U.dtype)).abs().max()
+            L2, info = torch.linalg.cholesky_ex(G2)
+            if not info and off <= 0.1:
+                Q = torch.linalg.solve_triangular(L2, Q1.T, upper=False).T
+                return Q, L2.T @ L1.T
+    return torch.linalg.qr(U)
+
+
+def _eigendecompose(model: BilinearMLP, outputs, n_modules: int | None, n_threads: int):
+    with torch.no_grad():
+        W, V, P = (t.detach().double().cpu() for t in (model.W, model.V, model.P))
     outputs = list(
         range(P.shape[0])
         if outputs is None
         else ([outputs] if np.isscalar(outputs) else outputs)
     )
-    # thin QR, shared by all outputs (torch's LAPACK call beats numpy's: see
-    # benchmarks/bench_bilinear.py)
-    U = torch.from_numpy(np.concatenate([W.T, V.T], axis=1))
-    Qo, R = (t.numpy() for t in torch.linalg.qr(U))
+    Q, R = _range_basis(torch.cat([W.T, V.T], dim=1))
     h = W.shape[0]
-    RW, RV = R[:, :h], R[:, h:]
-    T = (
-        RW[None] * P[outputs][:, None, :]
-    ) @ RV.T  # R_W diag(P_a) R_Vᵀ for every requested a
-    vals_all, vecs_all = np.linalg.eigh(
-        0.5 * (T + T.transpose(0, 2, 1))
-    )  # ascending: reorder by |λ|
-    result = {}
-    for i, a in enumerate(outputs):
-        order = np.argsort(-np.abs(vals_all[i]), kind="stable")
-        vt = (
-            vecs_all[i][:, order[: n_modules or len(order)]].T @ Qo.T
-        )  # modules × genes, rows contiguous
-        flip = np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(1)])
-        result[a] = (vals_all[i][order], (vt * flip[:, None]).T)
-    return result
+    T = (R[None, :, :h] * P[outputs][:, None, :]) @ R[:, h:].T  # R_W diag(P_a) R_Vᵀ
+    S = 0.5 * (T + T.transpose(1, 2))
+    chunks = np.array_split(
+        np.arange(len(outputs)), max(1, min(n_threads, len(outputs)))
+    )
+
+    def solve(idx):
+        return _lifted_eigenpairs(S[idx], Q, n_modules)
+
+    if len(chunks) == 1:
+        parts = [solve(chunks[0])]
+    else:
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            parts = list(pool.map(solve, chunks))
+    return {
+        outputs[i]: (vals[j], lifted[j].T)
+        for idx, (vals, lifted) in zip(chunks, parts)
+        for j, i in enumerate(idx)
+    }
+
+
+def _lifted_eigenpairs(S: torch.Tensor, Q: torch.Tensor, n_modules: int | None):
+    """Eigenpairs of a batch of small symmetric ``S``, sorted by |λ|, vectors lifted by Q.
+
+    Returns eigenvalues (batch × r) and oriented eigenvectors (batch × modules × genes).
+    """
+    vals, vecs = torch.linalg.eigh(S)  # ascending
+    order = torch.argsort(-vals.abs(), dim=1, stable=True)
+    vals = torch.take_along_dim(vals, order, dim=1).numpy()
+    k = n_modules or vals.shape[1]
+    vecs = torch.take_along_dim(vecs, order[:, None, :k], dim=2)
+    lifted = (vecs.transpose(1, 2) @ Q.T).numpy()
+    lifted *= np.where(lifted.max(2) >= -lifted.min(2), 1.0, -1.0)[:, :, None]
+    return vals, lifted
 
 
 def module_scores(X: np.ndarray, eigvecs: np.ndarray, bias: bool = False) -> np.ndarray:

@@ -46,6 +46,74 @@ def test_low_rank_equals_dense_eigh(g, h):
         np.testing.assert_allclose(B @ vecs, vecs * vals, atol=1e-8)
 
 
+def test_range_basis_cholesky_qr2_and_its_fallbacks(monkeypatch):
+    """U = QR with orthonormal Q: Cholesky-QR2 when U is tall and well conditioned,
+    Householder when U is wide or too ill-conditioned for the squared condition number
+    (the Gram matrix not positive definite, or the first pass off orthogonal by > 0.1)."""
+    rng = np.random.default_rng(0)
+    tall = torch.from_numpy(rng.normal(size=(300, 40)))
+    A, _, B = torch.linalg.svd(tall, full_matrices=False)
+
+    def conditioned(decades):  # singular values over `decades`, mixed by rotations
+        return A * torch.logspace(0, -decades, 40, dtype=torch.float64) @ B
+
+    householder = []
+    qr = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda U: householder.append(True) or qr(U))
+    cases = {  # U → Householder expected; 8.5 decades passes Cholesky, not the 0.1 test
+        "tall": (tall, False),
+        "column scales over 9 decades": (tall * torch.logspace(0, -9, 40), False),
+        "1e6 condition": (conditioned(6), False),
+        "3e8 condition": (conditioned(8.5), True),
+        "1e9 condition": (conditioned(9), True),
+        "wide": (torch.from_numpy(rng.normal(size=(20, 40))), True),
+    }
+    for name, (U, expect_householder) in cases.items():
+        householder.clear()
+        Q, R = bilinear._range_basis(U.double())
+        assert bool(householder) == expect_householder, name
+        k = min(U.shape)
+        assert Q.shape == (U.shape[0], k) and R.shape == (k, U.shape[1])
+        np.testing.assert_allclose((Q.T @ Q).numpy(), np.eye(k), atol=1e-12)
+        np.testing.assert_allclose((Q @ R).numpy(), U.double().numpy(), atol=1e-12)
+
+
+def test_eigendecompose_rank_deficient_u_and_threads():
+    """V = W makes U = [Wᵀ Vᵀ] rank h (a singular Gram matrix): eigenpairs still match
+    dense eigh; splitting the outputs among threads changes nothing."""
+    torch.manual_seed(2)
+    model = bilinear.BilinearMLP(50, 6, 4)
+    with torch.no_grad():
+        model.V.copy_(model.W)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = bilinear.eigendecompose(model)
+        torch.set_num_threads(3)
+        three = bilinear.eigendecompose(model)
+    finally:
+        torch.set_num_threads(n)
+    for a in range(4):
+        np.testing.assert_array_equal(one[a][0], three[a][0])
+        np.testing.assert_array_equal(one[a][1], three[a][1])
+        B = bilinear.interaction_matrix(model, a)
+        dense = np.linalg.eigvalsh(B)
+        dense = dense[np.argsort(-np.abs(dense), kind="stable")]
+        vals, vecs = one[a]
+        np.testing.assert_allclose(vals, dense[: len(vals)], atol=1e-10)
+        nz = np.abs(vals) > 1e-8
+        assert nz.sum() == 6  # rank h
+        np.testing.assert_allclose(B @ vecs[:, nz], vecs[:, nz] * vals[nz], atol=1e-8)
+
+
+def test_eigenvectors_oriented_by_their_largest_entry():
+    torch.manual_seed(3)
+    model = bilinear.BilinearMLP(60, 10, 3)
+    for vals, vecs in bilinear.eigendecompose(model).values():
+        peak = vecs[np.abs(vecs).argmax(0), np.arange(vecs.shape[1])]
+        assert (peak > 0).all()
+
+
 def _planted(seed=0, n=1200, g=40):
     """Cells whose class depends on the co-expression of a known 5-gene module."""
     return synthetic.planted_module_classes(n=n, g=g, seed=seed)
