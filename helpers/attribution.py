@@ -108,7 +108,8 @@ def concept_activation(
     Returns
     -------
     callable
-        ``f(X_counts) -> (n,)`` numpy float64: ``sae.encode(embedding.encode(X))[:, i]``.
+        ``f(X_counts) -> (n,)`` numpy float64:
+        ``sae.encode(embedding.encode(X))[:, i]``.
     """
 
     def through_sae(Z):
@@ -160,7 +161,8 @@ def _check_acts(acts) -> np.ndarray:
     a = _to_numpy(acts).astype(np.float64).ravel()
     if not np.all(np.isfinite(a)):
         raise ValueError(
-            "acts contains NaN or inf; check the embedding/SAE outputs before attribution."
+            "acts contains NaN or inf; check the embedding/SAE outputs before "
+            "attribution."
         )
     return a
 
@@ -257,8 +259,9 @@ def _call(f: ActivationFn, X: np.ndarray, expected: int) -> np.ndarray:
     out = np.asarray(_to_numpy(f(X)), dtype=np.float64).ravel()
     if out.shape[0] != expected:
         raise ValueError(
-            f"The activation function returned {out.shape[0]} values for {expected} rows; "
-            "it must map an (n, genes) matrix to an (n,) vector of one unit's activation."
+            f"The activation function returned {out.shape[0]} values for {expected} "
+            "rows; it must map an (n, genes) matrix to an (n,) vector of one unit's "
+            "activation."
         )
     return out
 
@@ -295,8 +298,8 @@ def occlusion_scores(
 
     When ``f`` has an attribute ``swaps(X_base, rows, genes, values) -> (m,)`` (set by
     :func:`concept_activation` and :func:`neuron_activation` for embeddings with
-    ``encode_swaps``), the perturbed cells are never materialised: it is called once with the
-    distinct prototypes and the ``(prototype, gene, new value)`` triples.
+    ``encode_swaps``), the perturbed cells are never materialised: it is called once
+    with the distinct prototypes and the ``(prototype, gene, new value)`` triples.
     """
     P = to_dense(X_proto, dtype=None)
     C = to_dense(X_cf, dtype=None)
@@ -304,8 +307,8 @@ def occlusion_scores(
         P, C = P[None, :], np.asarray(C).reshape(1, -1)
     if P.shape != C.shape:
         raise ValueError(
-            f"X_proto {P.shape} and X_cf {C.shape} must have the same shape; repeat each "
-            "prototype row once per counterfactual."
+            f"X_proto {P.shape} and X_cf {C.shape} must have the same shape; repeat "
+            "each prototype row once per counterfactual."
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -314,8 +317,9 @@ def occlusion_scores(
     pair_idx, gene_idx = np.nonzero(P != C)
     if pair_idx.size == 0:
         return scores
-    # A prototype paired with several counterfactuals is one row repeated: evaluate its baseline
-    # once, and evaluate each distinct perturbation (prototype, gene, new value) once.
+    # A prototype paired with several counterfactuals is one row repeated: evaluate its
+    # baseline once, and evaluate each distinct perturbation (prototype, gene, new
+    # value) once.
     protos, proto_of_pair = np.unique(P, axis=0, return_inverse=True)
     proto_of_pair = proto_of_pair.ravel()
     triples = np.stack(
@@ -340,7 +344,8 @@ def occlusion_scores(
         ).ravel()
         if perturbed.shape[0] != uniq.shape[0]:
             raise ValueError(
-                f"f.swaps returned {perturbed.shape[0]} values for {uniq.shape[0]} perturbed cells."
+                f"f.swaps returned {perturbed.shape[0]} values for {uniq.shape[0]} "
+                "perturbed cells."
             )
     else:
         perturbed = np.empty(uniq.shape[0], dtype=np.float64)
@@ -424,7 +429,8 @@ def _genes_and_matrix(X_counts, genes, layer):
     genes = pd.Index([str(g) for g in genes])
     if len(genes) != n_genes:
         raise ValueError(
-            f"{len(genes)} gene names for a matrix with {n_genes} genes; pass one name per column."
+            f"{len(genes)} gene names for a matrix with {n_genes} genes; pass one name "
+            "per column."
         )
     return X, genes
 
@@ -505,7 +511,8 @@ def attribute_loop(
     threshold: float = 0.0,
     layer: str | None = None,
 ) -> pd.Series:
-    """Reference implementation of :func:`attribute`: one forward pass per gene and pair.
+    """Reference implementation of :func:`attribute`: one forward pass per gene and
+    pair.
 
     Every gene is evaluated, equal or not, one perturbed row at a time, as a
     direct transcription of Eq. 2. Used by the tests and the benchmark.
@@ -620,8 +627,9 @@ def deg(
     cf_idx = np.asarray(cf_idx, dtype=int)
     if active_idx.size < 2 or cf_idx.size < 2:
         raise ValueError(
-            f"DEG needs >= 2 cells per group (got {active_idx.size} active, {cf_idx.size} "
-            "counterfactual); choose a concept with more activating cells."
+            f"DEG needs >= 2 cells per group (got {active_idx.size} active, "
+            f"{cf_idx.size} counterfactual); choose a concept with more activating "
+            "cells."
         )
     idx = np.concatenate([active_idx, cf_idx])
     Xs = X[idx]
@@ -664,7 +672,8 @@ def deg(
 def deg_order(
     deg_table: pd.DataFrame, genes: Sequence[str], max_pval: float = 5e-3
 ) -> np.ndarray:
-    """Column indices of DEG genes with ``pval <= max_pval``, by |log fold change| desc."""
+    """Column indices of DEG genes with ``pval <= max_pval``, by |log fold change|
+    desc."""
     t = deg_table[deg_table["pval"] <= max_pval]
     t = t.reindex(
         t["logfoldchange"].abs().sort_values(ascending=False, kind="stable").index

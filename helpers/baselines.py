@@ -1,7 +1,7 @@
 """Linear baselines on the same features and split as the bilinear models.
 
-An interpretable model that loses to a linear one teaches the wrong lesson, so every bilinear
-chapter reports one of these beside it.
+An interpretable model that loses to a linear one teaches the wrong lesson, so every
+bilinear chapter reports one of these beside it.
 """
 
 from __future__ import annotations

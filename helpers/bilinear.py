@@ -1,15 +1,18 @@
 """Bilinear MLPs and the gene modules read from their weights.
 
-A bilinear layer computes ``y = P (W x ⊙ V x)`` with ``W, V ∈ R^{h×g}`` and ``P ∈ R^{t×h}``. Output
-``a`` is the quadratic form ``xᵀ Q_a x`` with ``Q_a = Σ_h P_ah w_h v_hᵀ = Wᵀ diag(P_a) V``. Only the
-symmetric part ``B_a = (Q_a + Q_aᵀ)/2`` contributes, and its eigenvectors are gene modules.
+A bilinear layer computes ``y = P (W x ⊙ V x)`` with ``W, V ∈ R^{h×g}`` and
+``P ∈ R^{t×h}``. Output ``a`` is the quadratic form ``xᵀ Q_a x`` with
+``Q_a = Σ_h P_ah w_h v_hᵀ = Wᵀ diag(P_a) V``. Only the symmetric part
+``B_a = (Q_a + Q_aᵀ)/2`` contributes, and its eigenvectors are gene modules.
 
-``B_a = U M_a Uᵀ`` with ``U = [Wᵀ Vᵀ] ∈ R^{g×2h}`` and ``M_a = ½[[0, diag P_a], [diag P_a, 0]]``, so
-its rank is at most 2h. With ``U = Q R`` (thin QR, shared by every output) the nonzero eigenpairs of
-``B_a`` are those of the 2h×2h matrix ``R M_a Rᵀ`` mapped back by ``Q``: no g×g matrix is ever built.
+``B_a = U M_a Uᵀ`` with ``U = [Wᵀ Vᵀ] ∈ R^{g×2h}`` and
+``M_a = ½[[0, diag P_a], [diag P_a, 0]]``, so its rank is at most 2h. With ``U = Q R``
+(thin QR, shared by every output) the nonzero eigenpairs of ``B_a`` are those of the
+2h×2h matrix ``R M_a Rᵀ`` mapped back by ``Q``: no g×g matrix is ever built.
 
-A bias, when asked for, is a constant 1 appended to x, so the model stays an exact quadratic form
-(the last coordinate of every loading is then the constant's weight, not a gene's).
+A bias, when asked for, is a constant 1 appended to x, so the model stays an exact
+quadratic form (the last coordinate of every loading is then the constant's weight, not
+a gene's).
 
 AnnData keys written by :func:`annotate` (``key_added`` defaults to ``"bilinear"``;
 ``<out>`` is the output name with characters other than letters, digits, ``-`` and ``_``
@@ -52,19 +55,22 @@ from .runtime import epochs_for_budget, get_device, single_thread
 
 
 class BilinearMLP(nn.Module):
-    """``y = P (W x ⊙ V x)``: one ``Linear(g, 2h)`` split into W and V, then a linear head P.
+    """``y = P (W x ⊙ V x)``: one ``Linear(g, 2h)`` split into W and V, then a linear
+    head P.
 
     Parameters
     ----------
     n_in, n_hidden, n_out
         Genes g, hidden width h, outputs t.
     bias
-        Append a constant 1 to x (linear and constant terms while staying a quadratic form).
+        Append a constant 1 to x (linear and constant terms while staying a quadratic
+        form).
     dropout
-        Dropout on the input genes during training (the constant input is never dropped).
+        Dropout on the input genes during training (the constant input is never
+        dropped).
     seed
-        Seed for the initial weights (``None``: torch's global generator). Training is seeded
-        separately by :func:`train_bilinear`; seed both for a reproducible run.
+        Seed for the initial weights (``None``: torch's global generator). Training is
+        seeded separately by :func:`train_bilinear`; seed both for a reproducible run.
     """
 
     def __init__(
@@ -106,7 +112,7 @@ class BilinearMLP(nn.Module):
         return self.head(left * right)
 
 
-# ------------------------------------------------------------------------------------ training
+# ----------------------------------------------------------------------------- training
 
 
 @dataclass(frozen=True)
@@ -271,7 +277,8 @@ def train_bilinear(
     fabric=None,
     **overrides,
 ):
-    """Train with AdamW and a cosine learning-rate schedule; returns ``(model, history)``.
+    """Train with AdamW and a cosine learning-rate schedule; returns
+    ``(model, history)``.
 
     Parameters
     ----------
@@ -281,7 +288,8 @@ def train_bilinear(
     Y
         Class indices (classification) or cells × outputs targets (regression).
     split
-        ``{"train": idx, "val": idx, ...}`` (see :func:`helpers.preprocess.split_indices`).
+        ``{"train": idx, "val": idx, ...}`` (see
+        :func:`helpers.preprocess.split_indices`).
     settings
         :class:`BilinearTrainSettings` (default: its defaults); keyword ``overrides``
         replace single fields (``epochs=30``). The settings used are stored as
@@ -303,11 +311,11 @@ def train_bilinear(
 
     Returns
     -------
-    The trained model (on CPU, eval mode) and a per-epoch DataFrame with train/val loss and
-    accuracy (classification) or MAE (regression), and ``best`` (True on the epoch
-    whose weights the model has: the best validation epoch with early stopping, else
-    the last). ``history.attrs``: ``best_epoch``, ``stopped_epoch`` (the last epoch
-    run), ``early_stopping``, ``seconds``, ``device``, ``loss``.
+    The trained model (on CPU, eval mode) and a per-epoch DataFrame with train/val loss
+    and accuracy (classification) or MAE (regression), and ``best`` (True on the epoch
+    whose weights the model has: the best validation epoch with early stopping, else the
+    last). ``history.attrs``: ``best_epoch``, ``stopped_epoch`` (the last epoch run),
+    ``early_stopping``, ``seconds``, ``device``, ``loss``.
     """
     s = _settings(settings, overrides)
     _check_inputs(X, Y, split)
@@ -441,7 +449,7 @@ def predict(model: BilinearMLP, X: np.ndarray, batch_size: int = 4096) -> np.nda
     ).numpy()
 
 
-# ------------------------------------------------------------------ interaction matrices, eigen
+# ---------------------------------------------------------- interaction matrices, eigen
 
 
 def _weights(model: BilinearMLP):
@@ -454,7 +462,8 @@ def _weights(model: BilinearMLP):
 
 
 def interaction_matrix(model: BilinearMLP, output: int) -> np.ndarray:
-    """The dense symmetric ``B_a = (Q_a + Q_aᵀ)/2`` (g×g, or (g+1)×(g+1) with bias). Small g only."""
+    """The dense symmetric ``B_a = (Q_a + Q_aᵀ)/2`` (g×g, or (g+1)×(g+1) with bias).
+    Small g only."""
     W, V, P = _weights(model)
     Q = W.T @ (P[output][:, None] * V)
     return (Q + Q.T) / 2
@@ -474,11 +483,11 @@ def eigendecompose(model: BilinearMLP, outputs=None, n_modules: int | None = Non
 
     Returns
     -------
-    dict ``output index → (eigenvalues, eigenvectors)``: all nonzero-subspace eigenvalues
-    (length min(g, 2h)) sorted by |λ| descending; eigenvectors as columns (g × r) for the
-    first ``n_modules`` (default: all r), each oriented so that its largest-magnitude entry
-    is positive (on an exact tie, the positive one). Lifting eigenvectors to genes is the
-    costly step, so ask only for the modules you read.
+    dict ``output index → (eigenvalues, eigenvectors)``: all nonzero-subspace
+    eigenvalues (length min(g, 2h)) sorted by |λ| descending; eigenvectors as columns
+    (g × r) for the first ``n_modules`` (default: all r), each oriented so that its
+    largest-magnitude entry is positive (on an exact tie, the positive one). Lifting
+    eigenvectors to genes is the costly step, so ask only for the modules you read.
     """
     n_threads = torch.get_num_threads()
     with single_thread():
@@ -541,7 +550,8 @@ def _eigendecompose(model: BilinearMLP, outputs, n_modules: int | None, n_thread
 
 
 def _lifted_eigenpairs(S: torch.Tensor, Q: torch.Tensor, n_modules: int | None):
-    """Eigenpairs of a batch of small symmetric ``S``, sorted by |λ|, vectors lifted by Q.
+    """Eigenpairs of a batch of small symmetric ``S``, sorted by |λ|, vectors lifted by
+    Q.
 
     Returns eigenvalues (batch × r) and oriented eigenvectors (batch × modules × genes).
     """
@@ -556,7 +566,8 @@ def _lifted_eigenpairs(S: torch.Tensor, Q: torch.Tensor, n_modules: int | None):
 
 
 def module_scores(X: np.ndarray, eigvecs: np.ndarray, bias: bool = False) -> np.ndarray:
-    """Cells projected on modules: ``X @ eigvecs`` (with bias, x carries its constant 1)."""
+    """Cells projected on modules: ``X @ eigvecs`` (with bias, x carries its constant
+    1)."""
     X = np.asarray(X, np.float64)
     if bias:
         X = np.concatenate([X, np.ones((len(X), 1))], 1)
@@ -568,9 +579,9 @@ def truncated_outputs(
 ) -> np.ndarray:
     """Every output rebuilt from its ``k`` modules of largest |λ|: ``Σ_m λ_m (u_mᵀx)²``.
 
-    ``modules`` is :func:`eigendecompose`'s result (eigenpairs sorted by |λ|); ``k=None``
-    keeps them all, which reproduces the model's outputs exactly (cells × outputs, in
-    the order of ``modules``).
+    ``modules`` is :func:`eigendecompose`'s result (eigenpairs sorted by |λ|);
+    ``k=None`` keeps them all, which reproduces the model's outputs exactly
+    (cells × outputs, in the order of ``modules``).
     """
     cols = []
     for vals, vecs in modules.values():
@@ -582,10 +593,11 @@ def truncated_outputs(
 def orient(
     vecs: np.ndarray, X: np.ndarray, target: np.ndarray, bias: bool = False
 ) -> np.ndarray:
-    """Flip each eigenvector (column) so that its module score correlates positively with ``target``.
+    """Flip each eigenvector (column) so that its module score correlates positively
+    with ``target``.
 
-    An eigenvector's sign is arbitrary; after this, the positive pole reads "higher where the
-    target is higher" (in the class, along the axis).
+    An eigenvector's sign is arbitrary; after this, the positive pole reads "higher
+    where the target is higher" (in the class, along the axis).
     """
     sc_ = module_scores(X, vecs, bias)
     t = np.asarray(target, float)
@@ -603,14 +615,16 @@ def module_tracking(
 ) -> pd.DataFrame:
     """How well each leading module's score follows its output's target.
 
-    For output ``a`` and module ``m`` (sorted by |λ|, oriented with :func:`orient` on all rows):
-    ``λ``, ``|λ| / |λ0|`` and the Spearman correlation of the module score with ``targets[:, a]``
-    on the rows ``idx`` (default all; pass the test split). Remember the output is
-    ``Σ_m λ_m score_m²``: a module with λ < 0 lowers the output where its score is large.
+    For output ``a`` and module ``m`` (sorted by |λ|, oriented with :func:`orient` on
+    all rows): ``λ``, ``|λ| / |λ0|`` and the Spearman correlation of the module score
+    with ``targets[:, a]`` on the rows ``idx`` (default all; pass the test split).
+    Remember the output is ``Σ_m λ_m score_m²``: a module with λ < 0 lowers the output
+    where its score is large.
 
     Returns
     -------
-    DataFrame indexed by (output, module) with columns ``lambda``, ``rel_lambda``, ``spearman``.
+    DataFrame indexed by (output, module) with columns ``lambda``, ``rel_lambda``,
+    ``spearman``.
     """
     X = np.asarray(X, np.float64)
     T = np.asarray(targets, float)

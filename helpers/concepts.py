@@ -177,18 +177,21 @@ def _check_keys(obs: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     keys = [keys] if isinstance(keys, str) else list(keys)
     if not keys:
         raise ValueError(
-            "keys is empty; pass at least one categorical obs column, e.g. ['clusters']."
+            "keys is empty; pass at least one categorical obs column, e.g. "
+            "['clusters']."
         )
     for key in keys:
         if key not in obs.columns:
             raise ValueError(
-                f"obs has no column {key!r}; available: {list(obs.columns)}. Pass one of those as a label key."
+                f"obs has no column {key!r}; available: {list(obs.columns)}. Pass one "
+                "of those as a label key."
             )
         col = obs[key]
         if pd.api.types.is_float_dtype(col) and col.nunique() > 50:
             raise ValueError(
-                f"obs[{key!r}] is continuous; characterise needs categorical labels. Bin it first, "
-                f"e.g. obs[{key!r} + '_bin'] = pd.cut(obs[{key!r}], 5), or use phase_from_scores for cell-cycle scores."
+                f"obs[{key!r}] is continuous; characterise needs categorical labels. "
+                f"Bin it first, e.g. obs[{key!r} + '_bin'] = pd.cut(obs[{key!r}], 5), "
+                "or use phase_from_scores for cell-cycle scores."
             )
     return keys
 
@@ -268,7 +271,8 @@ def characterise(
     keys = _check_keys(obs, keys)
     if A.shape[0] != len(obs):
         raise ValueError(
-            f"acts has {A.shape[0]} rows but obs has {len(obs)}; pass the activations of the same cells."
+            f"acts has {A.shape[0]} rows but obs has {len(obs)}; pass the activations "
+            "of the same cells."
         )
     if not 0 < specific_share <= 1:
         raise ValueError(f"specific_share must be in (0, 1], got {specific_share}.")
@@ -325,7 +329,8 @@ def characterise(
 
 
 def summary(table: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFrame:
-    """Counts of concept statuses per key (and ``"any"``), for a Figure 2.B-like bar chart.
+    """Counts of concept statuses per key (and ``"any"``), for a Figure 2.B-like bar
+    chart.
 
     Returns
     -------
@@ -482,7 +487,8 @@ def gsea_annotate(
 
 
 def gsea_summary(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Share of units with strong / weak / no annotation, per group (e.g. concepts, neurons).
+    """Share of units with strong / weak / no annotation, per group (e.g. concepts,
+    neurons).
 
     "weak" counts only weak (strong units are not double counted); the column
     ``strong_or_weak`` is their sum.

@@ -137,9 +137,9 @@ class Embedding:
         """
         if X_counts.ndim != 2 or X_counts.shape[1] != len(self.genes):
             raise ValueError(
-                f"{self.name}: expected counts of shape (n_cells, {len(self.genes)}) with columns in "
-                f"embedding.genes order, got shape {X_counts.shape}; subset/reorder with "
-                "adata[:, embedding.genes]."
+                f"{self.name}: expected counts of shape (n_cells, {len(self.genes)}) "
+                f"with columns in embedding.genes order, got shape {X_counts.shape}; "
+                "subset/reorder with adata[:, embedding.genes]."
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -156,11 +156,13 @@ class Embedding:
     def encode_swaps(
         self, X_base, rows, genes, values, batch_size: int = 4096
     ) -> np.ndarray:
-        """Embed cells that differ from a base cell in one gene each (counterfactual occlusion).
+        """Embed cells that differ from a base cell in one gene each (counterfactual
+        occlusion).
 
         Row ``r`` of the result is ``encode(x)`` with ``x = X_base[rows[r]]`` and
-        ``x[genes[r]] = values[r]``. This generic version builds the perturbed rows in batches
-        and calls :meth:`encode`; embeddings whose first layer is linear override it.
+        ``x[genes[r]] = values[r]``. This generic version builds the perturbed rows in
+        batches and calls :meth:`encode`; embeddings whose first layer is linear
+        override it.
         """
         X_base = to_dense(X_base)
         rows, genes = (
@@ -177,7 +179,10 @@ class Embedding:
         return out
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, n_genes={len(self.genes)}, dim={self.dim})"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, n_genes={len(self.genes)}, "
+            f"dim={self.dim})"
+        )
 
 
 # ----------------------------------------------------------------------------
@@ -267,12 +272,14 @@ class ScviEmbedding(Embedding):
             qz = out["qz"]
             if getattr(module, "latent_distribution", "normal") == "ln":
                 raise NotImplementedError(
-                    "latent_distribution='ln' has no closed-form mean; train with the default 'normal'."
+                    "latent_distribution='ln' has no closed-form mean; train with the "
+                    "default 'normal'."
                 )
             return qz.loc.float().cpu().numpy()
 
     def _first_layer_route(self):
-        """The encoder's pieces when it is ``Linear → elementwise ops → … → mean``, else None."""
+        """The encoder's pieces when it is ``Linear → elementwise ops → … → mean``, else
+        None."""
         module = self.model.module
         enc = getattr(module, "z_encoder", None)
         fc = getattr(getattr(enc, "encoder", None), "fc_layers", None)
@@ -300,13 +307,14 @@ class ScviEmbedding(Embedding):
     ) -> np.ndarray:
         """One-gene swaps through scVI's encoder at the cost of its small layers.
 
-        The encoder's first layer is linear in ``log1p(counts)``, so changing gene ``l`` from
-        ``a`` to ``b`` changes that layer's pre-activation by ``W[:, l] · (log1p(b) − log1p(a))``:
-        the base cell's pre-activation is computed once and each swap adds one column of ``W``,
-        instead of a full ``genes × hidden`` product per perturbed cell. Batch norm (eval mode),
-        ReLU and dropout (off in eval) act elementwise afterwards, so the result equals
-        :meth:`encode` on the perturbed rows up to float32 rounding. Falls back to the generic
-        route for encoders of another shape.
+        The encoder's first layer is linear in ``log1p(counts)``, so changing gene ``l``
+        from ``a`` to ``b`` changes that layer's pre-activation by
+        ``W[:, l] · (log1p(b) − log1p(a))``: the base cell's pre-activation is computed
+        once and each swap adds one column of ``W``, instead of a full
+        ``genes × hidden`` product per perturbed cell. Batch norm (eval mode), ReLU and
+        dropout (off in eval) act elementwise afterwards, so the result equals
+        :meth:`encode` on the perturbed rows up to float32 rounding. Falls back to the
+        generic route for encoders of another shape.
         """
 
         route = self._first_layer_route()
@@ -356,8 +364,8 @@ def _fit_scvi(
 
     if (model_kwargs or {}).get("encode_covariates"):
         raise ValueError(
-            "encode_covariates=True makes scVI's encoder need batch labels, so encode() on "
-            "perturbed counts could not run; leave it False (the default)."
+            "encode_covariates=True makes scVI's encoder need batch labels, so "
+            "encode() on perturbed counts could not run; leave it False (the default)."
         )
     settings = dict(
         method="scvi",
@@ -372,7 +380,8 @@ def _fit_scvi(
     if batch_key is not None:
         if batch_key not in adata.obs:
             raise KeyError(
-                f"batch_key {batch_key!r} is not an obs column (available: {list(adata.obs.columns)})."
+                f"batch_key {batch_key!r} is not an obs column (available: "
+                f"{list(adata.obs.columns)})."
             )
         batches = adata.obs[batch_key].astype(str)
         settings["batch_key"] = batch_key
@@ -505,16 +514,18 @@ def _scgpt_missing(scgpt_dir) -> list[str]:
 
 
 def scgpt_requirements_message(scgpt_dir=None) -> str:
-    """The error text for a missing scGPT setup (what to install, where the weights go)."""
+    """The error text for a missing scGPT setup (what to install, where the weights
+    go)."""
     missing = _scgpt_missing(scgpt_dir)
     return (
         "scGPT embeddings are optional and not set up here ("
         + "; ".join(missing)
         + "). "
-        "To use them: `pip install scgpt`, download a pretrained scGPT model folder (e.g. "
-        "scGPT_human, linked from the scGPT README) containing args.json, best_model.pt and "
-        f"vocab.json, and pass its path as scgpt_dir=... or set the environment variable "
-        f"{SCGPT_ENV}=/path/to/folder. Otherwise use method='scvi' or 'pca'."
+        "To use them: `pip install scgpt`, download a pretrained scGPT model folder "
+        "(e.g. scGPT_human, linked from the scGPT README) containing args.json, "
+        "best_model.pt and vocab.json, and pass its path as scgpt_dir=... or set the "
+        f"environment variable {SCGPT_ENV}=/path/to/folder. Otherwise use "
+        "method='scvi' or 'pca'."
     )
 
 
@@ -556,8 +567,9 @@ class ScgptEmbedding(
         in_vocab = np.array([g in vocab for g in genes])
         if not in_vocab.any():
             raise ValueError(
-                "scgpt: none of the genes is in the model's vocabulary; scGPT's released models use "
-                "human gene symbols (for mouse data, map orthologs or upper-case symbols first)."
+                "scgpt: none of the genes is in the model's vocabulary; scGPT's "
+                "released models use human gene symbols (for mouse data, map orthologs "
+                "or upper-case symbols first)."
             )
         self.dev = get_device(device)
         model = TransformerModel(
@@ -627,14 +639,16 @@ class ObsmEmbedding(Embedding):
     def _encode_batch(self, X: np.ndarray) -> np.ndarray:
         if self.encoder is None:
             raise RuntimeError(
-                f"{self.name} is a precomputed embedding: it cannot embed new or perturbed cells "
-                "(needed for attribution). Pass encoder=<callable counts -> embedding> to "
-                "fit_embedding, or use an embedding with a model (method='scvi' or 'pca')."
+                f"{self.name} is a precomputed embedding: it cannot embed new or "
+                "perturbed cells (needed for attribution). Pass encoder=<callable "
+                "counts -> embedding> to fit_embedding, or use an embedding with a "
+                "model (method='scvi' or 'pca')."
             )
         Z = np.asarray(self.encoder(X), dtype=np.float32)
         if Z.shape != (X.shape[0], self.dim):
             raise ValueError(
-                f"{self.name}: encoder returned shape {Z.shape}, expected {(X.shape[0], self.dim)}."
+                f"{self.name}: encoder returned shape {Z.shape}, expected "
+                f"{(X.shape[0], self.dim)}."
             )
         return Z
 
@@ -694,10 +708,11 @@ def fit_embedding(
         scVI only: passed to ``scvi.model.SCVI(...)`` and ``.train(...)`` (e.g.
         ``dict(batch_size=256)``); part of the cache hash.
     batch_key
-        scVI only: an ``adata.obs`` column of batches (datasets, donors). scVI's decoder is
-        conditioned on it, so the latent space is corrected for batch; its encoder, with scvi-tools'
-        default ``encode_covariates=False``, still reads counts alone, so ``encode`` (and
-        attribution through it) needs no batch label. Part of the cache hash.
+        scVI only: an ``adata.obs`` column of batches (datasets, donors). scVI's decoder
+        is conditioned on it, so the latent space is corrected for batch; its encoder,
+        with scvi-tools' default ``encode_covariates=False``, still reads counts alone,
+        so ``encode`` (and attribution through it) needs no batch label. Part of the
+        cache hash.
 
     Returns
     -------

@@ -1,32 +1,36 @@
-"""Perturbation and dose: regression targets, baselines, dose–module summaries, composition.
+"""Perturbation and dose: regression targets, baselines, dose–module summaries,
+composition.
 
-The blog's perturbation task is regression onto *dose-scaled one-hot* targets: one output per
-perturbation, equal to the log-transformed dose for cells that received it and 0 otherwise
-(controls are 0 everywhere). :func:`dose_targets` builds them from any ``obs`` table with a
-perturbation column and an optional dose column; :data:`COLUMN_MAPS` and :func:`resolve_columns`
-hold the column names of the datasets this book knows (pertpy/scPerturb conventions).
+The blog's perturbation task is regression onto *dose-scaled one-hot* targets: one
+output per perturbation, equal to the log-transformed dose for cells that received it
+and 0 otherwise (controls are 0 everywhere). :func:`dose_targets` builds them from any
+``obs`` table with a perturbation column and an optional dose column;
+:data:`COLUMN_MAPS` and :func:`resolve_columns` hold the column names of the datasets
+this book knows (pertpy/scPerturb conventions).
 
 Dose transform
-    ``log10(1 + dose)``. A dose of 0 maps to 0 (so "untreated" and "target 0" agree), every positive
-    dose stays positive, and sci-Plex2's doses in nM (10, 100, 1000, 10000) become ≈ 1.04, 2.00,
-    3.00, 4.00: one unit per decade. Without a dose column a treated cell gets target 1.
+    ``log10(1 + dose)``. A dose of 0 maps to 0 (so "untreated" and "target 0" agree),
+    every positive dose stays positive, and sci-Plex2's doses in nM (10, 100, 1000,
+    10000) become ≈ 1.04, 2.00, 3.00, 4.00: one unit per decade. Without a dose column a
+    treated cell gets target 1.
 
 Composition (beyond the blog)
-    :func:`composition_test` trains on control and single-perturbation cells only and asks whether
-    the model's outputs on held-out *combination* cells equal the sum of the single-perturbation
-    outputs. The statistic, per combination ``c = p1+…+pk``, is the relative additive error::
+    :func:`composition_test` trains on control and single-perturbation cells only and
+    asks whether the model's outputs on held-out *combination* cells equal the sum of
+    the single-perturbation outputs. The statistic, per combination ``c = p1+…+pk``, is
+    the relative additive error::
 
         e_c = ‖ f̄(c) − ŷ_add(c) ‖₂ / ‖ ŷ_add(c) − f̄(control) ‖₂,
         ŷ_add(c) = Σ_i f̄(p_i) − (k − 1) f̄(control),
 
-    where ``f̄(g)`` is the model's mean output vector over held-out cells of group ``g``. ``e_c ≈ 0``:
-    the outputs compose; ``e_c`` of order 1: the combination moves the cells somewhere
-    the sum of its parts does not predict (an interaction). The same ratio in expression
-    space (mean log expression shifts instead of outputs) is reported as the model-free
-    reference, and a bootstrap over combination cells gives a 95% interval.
-    :func:`fit_singles` is the training part, :func:`additive_error` the statistic on
-    arrays; synthetic data with planted answers live in :mod:`helpers.synthetic`
-    (``synthetic_combinations``, ``sciplex2_like``).
+    where ``f̄(g)`` is the model's mean output vector over held-out cells of group
+    ``g``. ``e_c ≈ 0``: the outputs compose; ``e_c`` of order 1: the combination moves
+    the cells somewhere the sum of its parts does not predict (an interaction). The same
+    ratio in expression space (mean log expression shifts instead of outputs) is
+    reported as the model-free reference, and a bootstrap over combination cells gives a
+    95% interval. :func:`fit_singles` is the training part, :func:`additive_error` the
+    statistic on arrays; synthetic data with planted answers live in
+    :mod:`helpers.synthetic` (``synthetic_combinations``, ``sciplex2_like``).
 
 AnnData keys
     :func:`filter_low_count_cells` writes ``obs["total_counts"]``.
@@ -47,8 +51,9 @@ from .preprocess import split_indices
 
 AUTO = "auto"
 
-#: Column names per dataset: perturbation column, dose column (None: single dose), control label,
-#: separator of combinations. "pertpy" is the scPerturb convention that pertpy's loaders share.
+#: Column names per dataset: perturbation column, dose column (None: single dose),
+#: control label, separator of combinations. "pertpy" is the scPerturb convention that
+#: pertpy's loaders share.
 COLUMN_MAPS: dict[str, dict] = {
     "pertpy": {
         "perturbation_key": "perturbation",
@@ -96,7 +101,8 @@ COMPOSITION = replace(REGRESSOR, epochs=30, lr=1e-2)
 
 
 def log_dose(dose) -> np.ndarray:
-    """The book's dose transform, ``log10(1 + dose)`` (0 → 0, 10 nM → 1.04, 10 µM → 4.00)."""
+    """The book's dose transform, ``log10(1 + dose)`` (0 → 0, 10 nM → 1.04,
+    10 µM → 4.00)."""
     return np.log10(1.0 + np.asarray(dose, dtype=np.float64))
 
 
@@ -107,16 +113,20 @@ def resolve_columns(
     dose_key: str | None = AUTO,
     control_value: str | None = None,
 ) -> dict:
-    """Column names for a dataset: explicit arguments win, then :data:`COLUMN_MAPS`, then pertpy's.
+    """Column names for a dataset: explicit arguments win, then :data:`COLUMN_MAPS`,
+    then pertpy's.
 
     Parameters
     ----------
     dataset
-        A name in :data:`COLUMN_MAPS`, or anything else (an ``.h5ad`` path) for pertpy conventions.
+        A name in :data:`COLUMN_MAPS`, or anything else (an ``.h5ad`` path) for pertpy
+        conventions.
     obs
-        When given, ``dose_key="auto"`` resolves to the mapped dose column only if ``obs`` has it.
+        When given, ``dose_key="auto"`` resolves to the mapped dose column only if
+        ``obs`` has it.
     dose_key
-        ``"auto"`` (default) for the mapping's dose column, ``None`` for "no dose column", or a name.
+        ``"auto"`` (default) for the mapping's dose column, ``None`` for "no dose
+        column", or a name.
 
     Returns
     -------
@@ -143,15 +153,15 @@ def _obs(obs_or_adata) -> pd.DataFrame:
 def _labels(obs: pd.DataFrame, perturbation_key: str) -> pd.Series:
     if perturbation_key not in obs:
         raise KeyError(
-            f"perturbation column {perturbation_key!r} not found in obs. Available columns: "
-            f"{list(obs.columns)}. Pass perturbation_key=<the column naming each cell's "
-            "perturbation> (pertpy/scPerturb files call it 'perturbation')."
+            f"perturbation column {perturbation_key!r} not found in obs. Available "
+            f"columns: {list(obs.columns)}. Pass perturbation_key=<the column naming "
+            "each cell's perturbation> (pertpy/scPerturb files call it 'perturbation')."
         )
     labels = obs[perturbation_key]
     if labels.isna().any():
         raise ValueError(
-            f"obs[{perturbation_key!r}] has {int(labels.isna().sum())} missing labels. Drop those "
-            "cells or fill them (controls with the control label)."
+            f"obs[{perturbation_key!r}] has {int(labels.isna().sum())} missing labels. "
+            "Drop those cells or fill them (controls with the control label)."
         )
     return labels.astype(str)
 
@@ -172,15 +182,16 @@ def dose_targets(
     perturbation_key
         Column with each cell's perturbation label; controls carry ``control_value``.
     dose_key
-        Numeric dose column, or ``None`` when every treated cell has the same (unknown) dose.
-        Controls' doses are ignored (vehicle wells may record 0 or NaN).
+        Numeric dose column, or ``None`` when every treated cell has the same (unknown)
+        dose. Controls' doses are ignored (vehicle wells may record 0 or NaN).
     log
         Apply :func:`log_dose` (``log10(1 + dose)``); ``False`` keeps raw doses.
 
     Returns
     -------
-    DataFrame (cells × perturbations, float32, index = obs index): the transformed dose in the
-    cell's own perturbation column, 0 elsewhere; controls are all 0; without a dose column 1.
+    DataFrame (cells × perturbations, float32, index = obs index): the transformed dose
+    in the cell's own perturbation column, 0 elsewhere; controls are all 0; without a
+    dose column 1.
     """
     obs = _obs(obs)
     labels = _labels(obs, perturbation_key)
@@ -189,15 +200,16 @@ def dose_targets(
     present = labels.value_counts()
     if not is_ctrl.any():
         raise ValueError(
-            f"No control cells: no value of obs[{perturbation_key!r}] equals control_value="
-            f"{control!r}. Values present: {present.index.tolist()[:10]}. Set control_value to "
-            "the vehicle/untreated label (e.g. 'control', 'ctrl', 'DMSO')."
+            f"No control cells: no value of obs[{perturbation_key!r}] equals "
+            f"control_value={control!r}. Values present: "
+            f"{present.index.tolist()[:10]}. Set control_value to the "
+            "vehicle/untreated label (e.g. 'control', 'ctrl', 'DMSO')."
         )
     if is_ctrl.all():
         raise ValueError(
-            f"Only control cells: every value of obs[{perturbation_key!r}] is {control!r}, so "
-            "there is nothing to regress. Use a dataset with treated cells, or check "
-            "perturbation_key/control_value."
+            f"Only control cells: every value of obs[{perturbation_key!r}] is "
+            f"{control!r}, so there is nothing to regress. Use a dataset with treated "
+            "cells, or check perturbation_key/control_value."
         )
     names = sorted(set(labels) - {control})
     if dose_key is None:
@@ -205,9 +217,10 @@ def dose_targets(
     else:
         if dose_key not in obs:
             raise KeyError(
-                f"dose column {dose_key!r} not found in obs. Available columns: {list(obs.columns)}. "
-                "Pass dose_key=<numeric dose column> (pertpy/scPerturb: 'dose_value'), or "
-                "dose_key=None when all treated cells share one dose."
+                f"dose column {dose_key!r} not found in obs. Available columns: "
+                f"{list(obs.columns)}. Pass dose_key=<numeric dose column> "
+                "(pertpy/scPerturb: 'dose_value'), or dose_key=None when all treated "
+                "cells share one dose."
             )
         dose = pd.to_numeric(obs[dose_key], errors="coerce").to_numpy(np.float64)
         treated = ~is_ctrl
@@ -215,17 +228,18 @@ def dose_targets(
         if bad_nan.any():
             ex = labels[bad_nan].value_counts().head(3).to_dict()
             raise ValueError(
-                f"{int(bad_nan.sum())} treated cells have a missing or non-numeric dose in "
-                f"obs[{dose_key!r}] (by perturbation: {ex}). Fill the doses, drop those cells, "
-                "or pass dose_key=None to use target 1 for every treated cell."
+                f"{int(bad_nan.sum())} treated cells have a missing or non-numeric "
+                f"dose in obs[{dose_key!r}] (by perturbation: {ex}). Fill the doses, "
+                "drop those cells, or pass dose_key=None to use target 1 for every "
+                "treated cell."
             )
         bad_pos = treated & (dose <= 0)
         if bad_pos.any():
             ex = labels[bad_pos].value_counts().head(3).to_dict()
             raise ValueError(
-                f"{int(bad_pos.sum())} treated cells have a dose ≤ 0 in obs[{dose_key!r}] (by "
-                f"perturbation: {ex}). Treated cells need positive doses: relabel zero-dose "
-                f"cells as {control!r} or drop them."
+                f"{int(bad_pos.sum())} treated cells have a dose ≤ 0 in "
+                f"obs[{dose_key!r}] (by perturbation: {ex}). Treated cells need "
+                f"positive doses: relabel zero-dose cells as {control!r} or drop them."
             )
         dose = np.where(is_ctrl, 0.0, dose)
     value = log_dose(dose) if (log and dose_key is not None) else dose
@@ -264,11 +278,13 @@ def filter_low_count_cells(
 
 
 def standardize(X, ref=None, center=None):
-    """z-score genes: ``(X − mean) / std`` with statistics from rows ``ref`` (default all rows).
+    """z-score genes: ``(X − mean) / std`` with statistics from rows ``ref`` (default
+    all rows).
 
-    ``center`` (row indices) overrides the mean only, e.g. control cells so that controls sit at 0.
-    Genes with zero spread get std 1. Returns ``(Z, mean, std)`` (float32). Fit the statistics on
-    training cells only, so that held-out cells do not leak into the features.
+    ``center`` (row indices) overrides the mean only, e.g. control cells so that
+    controls sit at 0. Genes with zero spread get std 1. Returns ``(Z, mean, std)``
+    (float32). Fit the statistics on training cells only, so that held-out cells do not
+    leak into the features.
     """
     X = np.asarray(X, np.float64)
     ref = np.arange(len(X)) if ref is None else np.asarray(ref)
@@ -317,8 +333,8 @@ def per_perturbation_mae(Y_true, Y_pred, names) -> pd.DataFrame:
     Returns
     -------
     DataFrame indexed by perturbation with ``mae`` (over all given cells: treated, other
-    perturbations and controls), ``mae_treated`` (only cells with a nonzero target in that column)
-    and ``n_treated``.
+    perturbations and controls), ``mae_treated`` (only cells with a nonzero target in
+    that column) and ``n_treated``.
     """
     Y_true = np.asarray(Y_true, np.float64)
     Y_pred = np.asarray(Y_pred, np.float64)
@@ -326,12 +342,13 @@ def per_perturbation_mae(Y_true, Y_pred, names) -> pd.DataFrame:
     Y_pred = Y_pred[:, None] if Y_pred.ndim == 1 else Y_pred
     if Y_true.shape != Y_pred.shape:
         raise ValueError(
-            f"Y_true {Y_true.shape} and Y_pred {Y_pred.shape} differ; pass predictions for the "
-            "same cells and outputs."
+            f"Y_true {Y_true.shape} and Y_pred {Y_pred.shape} differ; pass predictions "
+            "for the same cells and outputs."
         )
     if len(names) != Y_true.shape[1]:
         raise ValueError(
-            f"{len(names)} names for {Y_true.shape[1]} outputs; pass one name per column."
+            f"{len(names)} names for {Y_true.shape[1]} outputs; pass one name per "
+            "column."
         )
     err = np.abs(Y_true - Y_pred)
     treated = Y_true != 0
@@ -387,8 +404,9 @@ def dose_module_summary(scores, dose, n_modules: int | None = None) -> pd.DataFr
 def dose_spearman(score, dose) -> float:
     """Spearman correlation of a module score with dose (NaN if either is constant).
 
-    The sign of an eigenvector is arbitrary, so only |ρ| is meaningful across models; with one dose
-    this is a rank (point-biserial-like) measure of treated/untreated separation, not a dose trend.
+    The sign of an eigenvector is arbitrary, so only |ρ| is meaningful across models;
+    with one dose this is a rank (point-biserial-like) measure of treated/untreated
+    separation, not a dose trend.
     """
     score = np.asarray(score, np.float64).ravel()
     dose = np.asarray(dose, np.float64).ravel()
@@ -397,22 +415,23 @@ def dose_spearman(score, dose) -> float:
     return float(spearmanr(score, dose).statistic)
 
 
-# ------------------------------------------------------------------------------- composition
+# -------------------------------------------------------------------------- composition
 
 
 def _parse_groups(labels: pd.Series, control: str, sep: str):
     groups = sorted(set(labels))
     if control not in groups:
         raise ValueError(
-            f"No control cells labelled {control!r}; composition needs them as the baseline. "
-            "Set control_value to the control label."
+            f"No control cells labelled {control!r}; composition needs them as the "
+            "baseline. Set control_value to the control label."
         )
     combos = [g for g in groups if g != control and sep in g]
     singles = [g for g in groups if g != control and sep not in g]
     if not combos:
         raise ValueError(
-            f"No combination labels (containing {sep!r}) among {groups[:10]}. Composition needs "
-            "cells under combined perturbations; set sep to the combination separator."
+            f"No combination labels (containing {sep!r}) among {groups[:10]}. "
+            "Composition needs cells under combined perturbations; set sep to the "
+            "combination separator."
         )
     usable, missing = [], {}
     for c in combos:
@@ -421,8 +440,9 @@ def _parse_groups(labels: pd.Series, control: str, sep: str):
         (missing.__setitem__(c, absent) if absent else usable.append(c))
     if not usable:
         raise ValueError(
-            f"No combination has all of its parts as single perturbations (missing: "
-            f"{dict(list(missing.items())[:5])}). Composition needs each part measured alone."
+            "No combination has all of its parts as single perturbations (missing: "
+            f"{dict(list(missing.items())[:5])}). Composition needs each part measured "
+            "alone."
         )
     return singles, usable, missing
 
@@ -545,15 +565,18 @@ def composition_test(
     Parameters
     ----------
     adata
-        Log-normalised features in ``X`` (e.g. after :func:`helpers.preprocess.normalize_log1p`);
-        ``obs[perturbation_key]`` holds control, single and combination labels (``"A+B"``).
-        Combinations whose parts were not all measured alone are skipped (listed in ``skipped``).
+        Log-normalised features in ``X`` (e.g. after
+        :func:`helpers.preprocess.normalize_log1p`); ``obs[perturbation_key]`` holds
+        control, single and combination labels (``"A+B"``). Combinations whose parts
+        were not all measured alone are skipped (listed in ``skipped``).
     n_expression_genes
-        The model-free expression-space ratio uses the genes that respond most to any single part
-        (largest ``max_p |Δ_p|``, chosen from single-perturbation cells only); with all genes the
-        ratio is dominated by sampling noise in unresponsive genes.
+        The model-free expression-space ratio uses the genes that respond most to any
+        single part (largest ``max_p |Δ_p|``, chosen from single-perturbation cells
+        only); with all genes the ratio is dominated by sampling noise in unresponsive
+        genes.
     min_cells
-        Groups with fewer cells are dropped first (they cannot be split or averaged reliably).
+        Groups with fewer cells are dropped first (they cannot be split or averaged
+        reliably).
     **fit_kwargs
         To :func:`fit_singles` (``hidden``, ``scale``, ``settings`` and settings fields
         such as ``epochs``, ``lr``, ``seed``, ``device``; the seed also drives the
@@ -562,13 +585,16 @@ def composition_test(
     Returns
     -------
     dict with
-        ``table``: one row per combination — ``n_cells``, ``additive_error`` (relative, model outputs),
-        ``ci_low``/``ci_high`` (bootstrap 95% over combination cells), ``expression_additive_error``
-        (the same ratio on mean log-expression shifts, no model), ``mae_vs_additive`` (cell-level
-        MAE of outputs against ``ŷ_add``), ``mae_vs_truth`` (against the additive target: 1 in
-        each part's column), ``additive_mae_vs_truth`` (``ŷ_add`` against that target);
-        ``group_means``: mean output per group (held-out singles/controls, all combination cells);
-        ``singles``, ``skipped``, ``model``, ``history``, ``test_mae`` (singles' held-out MAE).
+        ``table``: one row per combination — ``n_cells``, ``additive_error`` (relative,
+        model outputs), ``ci_low``/``ci_high`` (bootstrap 95% over combination cells),
+        ``expression_additive_error`` (the same ratio on mean log-expression shifts, no
+        model), ``mae_vs_additive`` (cell-level MAE of outputs against ``ŷ_add``),
+        ``mae_vs_truth`` (against the additive target: 1 in each part's column),
+        ``additive_mae_vs_truth`` (``ŷ_add`` against that target);
+        ``group_means``: mean output per group (held-out singles/controls, all
+        combination cells);
+        ``singles``, ``skipped``, ``model``, ``history``, ``test_mae`` (singles'
+        held-out MAE).
     """
     labels = _labels(adata.obs, perturbation_key)
     control = str(control_value)
@@ -740,8 +766,8 @@ def composition_readout(
     (a) **outputs**: the retained fraction of each part,
         ``w_p = (f̄_p(d) − f̄_p(ctrl)) / (f̄_p(p) − f̄_p(ctrl))`` (1: the double raises
         ``p``'s output as much as ``p`` alone; 0: not at all), with ``f̄`` the mean
-        output over the combination's cells and the held-out singles and controls (splits
-        ``held_out`` of ``fitted``; the validation split only chose the epoch).
+        output over the combination's cells and the held-out singles and controls
+        (splits ``held_out`` of ``fitted``; the validation split only chose the epoch).
         ``separated``: the part's own held-out output increment
         ``f̄_p(p) − f̄_p(ctrl)`` has a 95% interval above 0; only then is ``w_p``
         defined (else NaN). ``raised``: separated and the interval of ``w_p`` lies

@@ -1,7 +1,8 @@
-"""Figures the chapters share (matplotlib + seaborn). Each function returns its matplotlib Figure.
+"""Figures the chapters share (matplotlib + seaborn). Each function returns its
+matplotlib Figure.
 
-Call :func:`set_theme` once at the top of a chapter; importing this module changes no global
-matplotlib or seaborn setting.
+Call :func:`set_theme` once at the top of a chapter; importing this module changes no
+global matplotlib or seaborn setting.
 
 Every figure is built to be read at page width (about 780 px): at most
 :data:`MAX_COLS` panels per row (:func:`_grid`, the one home of the panel grid),
@@ -490,7 +491,8 @@ def per_class_bars(
 
 
 def top_genes_table(loadings, genes, n: int = 10) -> pd.DataFrame:
-    """The ``n`` most positive and most negative genes of a module with their loadings."""
+    """The ``n`` most positive and most negative genes of a module with their
+    loadings."""
     s = pd.Series(np.asarray(loadings, float), index=np.asarray(genes))
     pos, neg = s.sort_values(ascending=False).head(n), s.sort_values().head(n)
     return pd.DataFrame(
@@ -606,7 +608,7 @@ def composition_bars(table: pd.DataFrame, ax=None, title: str = "composition"):
     return fig
 
 
-# ------------------------------------------------------------------ bilinear chapters' figures
+# ----------------------------------------------------------- bilinear chapters' figures
 
 
 def _is_categorical(adata, color) -> bool:
@@ -771,7 +773,7 @@ def composition_figure(result: dict, title: str = "synthetic: relative additive 
     return fig
 
 
-# ------------------------------------------------------------------ concept chapters' figures
+# ------------------------------------------------------------ concept chapters' figures
 def umaps(adata, keys, title_prefix: str = ""):
     """One :func:`umap` panel per obs column (:func:`umap_panels`)."""
     return umap_panels(adata, {f"{title_prefix}{k}": k for k in keys})

@@ -1,10 +1,12 @@
-"""Downstream probes: do concept activations keep the biological signal of the embedding?
+"""Downstream probes: do concept activations keep the biological signal of the
+embedding?
 
-Following the paper (Section 5, Appendix G): label cells (cell type from the data; cell-cycle
-phase from scanpy's ``score_genes_cell_cycle`` with the Regev lab list), balance the classes,
-fit a logistic regression on concept activations and on the embedding's own dimensions
-("neurons"), compare held-out accuracy and confusion matrices, then read the units with the
-largest coefficients through their genes and count how many are known markers.
+Following the paper (Section 5, Appendix G): label cells (cell type from the data;
+cell-cycle phase from scanpy's ``score_genes_cell_cycle`` with the Regev lab list),
+balance the classes, fit a logistic regression on concept activations and on the
+embedding's own dimensions ("neurons"), compare held-out accuracy and confusion
+matrices, then read the units with the largest coefficients through their genes and
+count how many are known markers.
 
 The probe is the paper's (Appendix G): scikit-learn's ``LogisticRegression`` with
 default parameters on the raw features, ``max_iter=50`` for cell types
@@ -14,17 +16,19 @@ variant, reported beside it.
 Keys written
 ------------
 :func:`score_cell_cycle` writes ``adata.obs["S_score"]``, ``adata.obs["G2M_score"]`` and
-``adata.obs[key_added]`` (default ``"phase"``: categorical G1/S/G2M). Nothing else in this
-module modifies its inputs.
+``adata.obs[key_added]`` (default ``"phase"``: categorical G1/S/G2M). Nothing else in
+this module modifies its inputs.
 
 Public API
 ----------
 cell_cycle_genes(data_dir=None, path=None) -> (s_genes, g2m_genes)
-score_cell_cycle(adata, s_genes=None, g2m_genes=None, layer=None, min_genes=10, ...) -> DataFrame
+score_cell_cycle(adata, s_genes=None, g2m_genes=None, layer=None, min_genes=10, ...)
+    -> DataFrame
 phase_from_scores(s_score, g2m_score) -> ndarray of "G1"/"S"/"G2M" (scanpy's rule)
 cell_cycle_labels(adata, min_genes=10, ...) -> (phase Series, source sentence)
 balanced_indices(labels, n_per_class=None, seed=0, min_class_size=None) -> int ndarray
-probe(features, labels, seed=0, test_size=0.3, ...) -> dict(accuracy, chance, confusion, coef, model, ...)
+probe(features, labels, seed=0, test_size=0.3, ...)
+    -> dict(accuracy, chance, confusion, coef, model, ...)
 top_units(coef, n=3, sign="positive") -> DataFrame(class, rank, unit, coef)
 marker_hits(genes, marker_set) -> list of genes that are markers (case-insensitive)
 load_tasks(dataset, *, layer, cell_type_key, ...) -> dict(adata, tasks, ...)
@@ -32,7 +36,8 @@ prepare_runs(datasets, *, layers, cell_type_keys, ..., **fit_kw) -> {name: run d
 fit_run(adata, *, embedding, ..., n_concepts, k, sae_settings) -> dict(emb, Z, sae, U)
 probe_task(U, Z, labels, *, seed, test_size, C, ...) -> dict(res, idx, classes, summary)
 read_top_units(coef, run, *, concepts, n, n_genes, markers, ...) -> DataFrame of genes
-cell_cycle_coverage(var_names, markers=None, min_coverage=None) -> dict (phase probe rule)
+cell_cycle_coverage(var_names, markers=None, min_coverage=None)
+    -> dict (phase probe rule)
 coverage_table(runs) / accuracy_table(results) / gap_table(results) -> DataFrame
 marker_overlap(top, markers, universe, by=("class",)) -> DataFrame (hypergeometric)
 read_phase_units(results, runs, *, markers, n, ...) -> (units table, overlap table)
@@ -172,7 +177,8 @@ N_S_GENES = 43  # the file lists 43 S-phase genes, then 54 G2M genes
 
 
 def cell_cycle_genes(data_dir=None, path=None) -> tuple[list[str], list[str]]:
-    """The Regev lab cell-cycle genes (Tirosh et al. 2016), as scanpy's tutorial uses them.
+    """The Regev lab cell-cycle genes (Tirosh et al. 2016), as scanpy's tutorial uses
+    them.
 
     Parameters
     ----------
@@ -190,8 +196,8 @@ def cell_cycle_genes(data_dir=None, path=None) -> tuple[list[str], list[str]]:
         root = _data_dir(data_dir)
         if root is None:
             raise FileNotFoundError(
-                "no data directory found for the Regev cell-cycle list; set $BOOK_DATA_DIR or "
-                f"pass data_dir= (a folder containing {REGEV_FILE})."
+                "no data directory found for the Regev cell-cycle list; set "
+                f"$BOOK_DATA_DIR or pass data_dir= (a folder containing {REGEV_FILE})."
             )
         path = Path(root) / REGEV_FILE
     path = Path(path)
@@ -236,11 +242,13 @@ def score_cell_cycle(
     data_dir=None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Cell-cycle phase per cell with ``scanpy.tl.score_genes_cell_cycle`` and the Regev list.
+    """Cell-cycle phase per cell with ``scanpy.tl.score_genes_cell_cycle`` and the Regev
+    list.
 
     Gene symbols are matched case-insensitively, so the human list works on mouse data
-    (``MCM5`` -> ``Mcm5``). Scoring needs log-normalised expression: when the chosen matrix
-    holds integer counts it is normalised (``normalize_total`` + ``log1p``) on a copy first.
+    (``MCM5`` -> ``Mcm5``). Scoring needs log-normalised expression: when the chosen
+    matrix holds integer counts it is normalised (``normalize_total`` + ``log1p``) on a
+    copy first.
 
     Parameters
     ----------
@@ -251,8 +259,8 @@ def score_cell_cycle(
     layer
         Layer to score (default ``X``).
     min_genes
-        Minimum number of S and of G2M genes that must be present; fewer raises ValueError
-        (scores from one or two genes are mostly noise).
+        Minimum number of S and of G2M genes that must be present; fewer raises
+        ValueError (scores from one or two genes are mostly noise).
     key_added
         ``obs`` column for the phase; ``S_score`` and ``G2M_score`` are written too.
     seed
@@ -260,7 +268,8 @@ def score_cell_cycle(
 
     Returns
     -------
-    DataFrame (index = cells) with S_score, G2M_score and the phase, also written to ``adata.obs``.
+    DataFrame (index = cells) with S_score, G2M_score and the phase, also written to
+    ``adata.obs``.
     """
     if s_genes is None or g2m_genes is None:
         s_default, g2m_default = cell_cycle_genes(data_dir)
@@ -270,11 +279,12 @@ def score_cell_cycle(
     g2m_found = _match_case_insensitive(g2m_genes, adata.var_names)
     if len(s_found) < min_genes or len(g2m_found) < min_genes:
         raise ValueError(
-            f"only {len(s_found)}/{len(list(s_genes))} S and {len(g2m_found)}/"
-            f"{len(list(g2m_genes))} G2M cell-cycle genes are in adata.var_names (need "
-            f"{min_genes} of each). Score before selecting highly variable genes (the full gene "
-            "space), make sure var_names are gene symbols, or use precomputed scores with "
-            "phase_from_scores(obs['S_score'], obs['G2M_score'])."
+            f"only {len(s_found)}/{len(list(s_genes))} S and "
+            f"{len(g2m_found)}/{len(list(g2m_genes))} G2M cell-cycle genes are in "
+            f"adata.var_names (need {min_genes} of each). Score before selecting "
+            "highly variable genes (the full gene space), make sure var_names are gene "
+            "symbols, or use precomputed scores with phase_from_scores(obs['S_score'], "
+            "obs['G2M_score'])."
         )
     X = get_matrix(adata, layer=layer)
     tmp = ad.AnnData(
@@ -307,17 +317,19 @@ def score_cell_cycle(
 def cell_cycle_labels(
     adata, min_genes: int = 10, layer: str | None = None, data_dir=None, seed: int = 0
 ) -> tuple[pd.Series, str]:
-    """Phase labels: Regev-list scoring when the genes are there, else the dataset's own scores.
+    """Phase labels: Regev-list scoring when the genes are there, else the dataset's own
+    scores.
 
-    Scores with :func:`score_cell_cycle` when at least ``min_genes`` S and G2M genes are in
-    ``adata.var_names``. Otherwise (e.g. a dataset cut to a few thousand variable genes) it falls
-    back to ``obs["S_score"]``/``obs["G2M_score"]`` shipped with the data (scored upstream on
-    the full gene space) through :func:`phase_from_scores`, and says so in the returned source.
+    Scores with :func:`score_cell_cycle` when at least ``min_genes`` S and G2M genes are
+    in ``adata.var_names``. Otherwise (e.g. a dataset cut to a few thousand variable
+    genes) it falls back to ``obs["S_score"]``/``obs["G2M_score"]`` shipped with the
+    data (scored upstream on the full gene space) through :func:`phase_from_scores`, and
+    says so in the returned source.
 
     Returns
     -------
-    (phase, source): a categorical Series (G1/S/G2M) indexed like ``adata.obs`` and a sentence
-    naming where the labels come from.
+    (phase, source): a categorical Series (G1/S/G2M) indexed like ``adata.obs`` and a
+    sentence naming where the labels come from.
     """
     s_genes, g2m_genes = cell_cycle_genes(data_dir)
     n_s = len(_match_case_insensitive(s_genes, adata.var_names))
@@ -349,8 +361,9 @@ def cell_cycle_labels(
         )
     else:
         raise ValueError(
-            f"only {found} (need {min_genes} of each) and no obs S_score/G2M_score to fall back "
-            "on; score the cells on the full gene space before selecting variable genes."
+            f"only {found} (need {min_genes} of each) and no obs S_score/G2M_score to "
+            "fall back on; score the cells on the full gene space before selecting "
+            "variable genes."
         )
     phase = pd.Series(
         pd.Categorical(np.asarray(phase, dtype=str), categories=PHASES),
@@ -373,13 +386,13 @@ def balanced_indices(
     labels
         One label per cell.
     n_per_class
-        Cells drawn (without replacement) per class; default the size of the smallest kept
-        class.
+        Cells drawn (without replacement) per class; default the size of the smallest
+        kept class.
     seed
         Seed of the draw.
     min_class_size
-        Drop classes with fewer cells than this first (the paper keeps only classes "with
-        enough samples").
+        Drop classes with fewer cells than this first (the paper keeps only classes
+        "with enough samples").
 
     Returns
     -------
@@ -391,15 +404,16 @@ def balanced_indices(
         counts = counts[counts >= min_class_size]
     if len(counts) < 2:
         raise ValueError(
-            f"fewer than 2 classes left (class sizes: {labels.value_counts().to_dict()}); "
-            "lower min_class_size or use a label with more populated classes."
+            "fewer than 2 classes left (class sizes: "
+            f"{labels.value_counts().to_dict()}); lower min_class_size or use a label "
+            "with more populated classes."
         )
     n = int(counts.min()) if n_per_class is None else int(n_per_class)
     if n < 1 or n > counts.min():
         raise ValueError(
             f"n_per_class={n} but the smallest kept class ({counts.idxmin()!r}) has "
-            f"{int(counts.min())} cells; lower n_per_class, or set min_class_size={n} to drop "
-            "smaller classes."
+            f"{int(counts.min())} cells; lower n_per_class, or set min_class_size={n} "
+            "to drop smaller classes."
         )
     rng = np.random.default_rng(seed)
     picks = [
@@ -446,11 +460,11 @@ def probe(
 
     Returns
     -------
-    dict with ``accuracy`` (held-out), ``chance`` (share of the most frequent test class),
-    ``converged`` (the solver stopped before ``max_iter``), ``n_iter``,
-    ``confusion`` (DataFrame, true class x predicted class, counts), ``coef`` (DataFrame,
-    class x unit), ``model`` (fitted sklearn Pipeline), ``train_idx``, ``test_idx``,
-    ``y_test``, ``y_pred``.
+    dict with ``accuracy`` (held-out), ``chance`` (share of the most frequent test
+    class), ``converged`` (the solver stopped before ``max_iter``), ``n_iter``,
+    ``confusion`` (DataFrame, true class x predicted class, counts), ``coef``
+    (DataFrame, class x unit), ``model`` (fitted sklearn Pipeline), ``train_idx``,
+    ``test_idx``, ``y_test``, ``y_pred``.
     """
     X = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=object).astype(str)
@@ -539,7 +553,8 @@ def top_units(coef: pd.DataFrame, n: int = 3, sign: str = "positive") -> pd.Data
 
 
 def marker_hits(genes: Iterable[str], marker_set: Iterable[str]) -> list[str]:
-    """The genes (in their given order) that are in ``marker_set``, compared case-insensitively."""
+    """The genes (in their given order) that are in ``marker_set``, compared
+    case-insensitively."""
     markers = {str(m).upper() for m in marker_set}
     return [g for g in map(str, genes) if g.upper() in markers]
 
@@ -1115,7 +1130,8 @@ def accuracy_claims(results: dict, tolerance: float) -> list:
         for units in ("concepts", "neurons"):
             claims.append(
                 Claim(
-                    f"{task} probe accuracy, {units} ({name}, {s['test cells']} test cells)",
+                    f"{task} probe accuracy, {units} "
+                    f"({name}, {s['test cells']} test cells)",
                     a[units],
                     s[units],
                     tolerance,

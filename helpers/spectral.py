@@ -90,8 +90,8 @@ def _as_float_matrix(X, what: str):
         raise ValueError(f"{what} must be 2-D (cells x features), got shape {X.shape}.")
     if not np.all(np.isfinite(data)):
         raise ValueError(
-            f"{what} contains NaN or inf; fix the preprocessing (e.g. log1p of negative "
-            "values) or impute before building a graph."
+            f"{what} contains NaN or inf; fix the preprocessing (e.g. log1p of "
+            "negative values) or impute before building a graph."
         )
     return X
 
@@ -167,8 +167,8 @@ def knn_graph(
         ``"cosine"`` (rows are L2-normalised and searched in Euclidean distance, which
         gives the same neighbour order) or ``"euclidean"``.
     mode
-        ``"union"``: ``A_ij = 1`` if j is among i's neighbours or i among j's (the blog);
-        ``"mutual"``: both.
+        ``"union"``: ``A_ij = 1`` if j is among i's neighbours or i among j's (the
+        blog); ``"mutual"``: both.
     method
         ``"exact"`` (scikit-learn brute force, chunked), ``"nndescent"`` (pynndescent,
         approximate) or ``"auto"``: exact up to 50,000 cells or when ``d > 100`` with up
@@ -214,8 +214,9 @@ def scanpy_graph(adata, k: int = 15, use_rep: str | None = None, random_state: i
     """Scanpy's neighbour graph (UMAP connectivities, weighted, symmetric).
 
     ``sc.pp.neighbors`` runs on a throw-away AnnData sharing ``adata.X`` so nothing is
-    written to ``adata``. With ``use_rep=None`` it uses ``adata.obsm["X_pca"]`` if present,
-    else scanpy computes a PCA. Note scanpy counts the cell itself among ``n_neighbors``.
+    written to ``adata``. With ``use_rep=None`` it uses ``adata.obsm["X_pca"]`` if
+    present, else scanpy computes a PCA. Note scanpy counts the cell itself among
+    ``n_neighbors``.
     """
     tmp = ad.AnnData(X=adata.X, obs=adata.obs[[]])
     rep = use_rep
@@ -248,8 +249,8 @@ def laplacian(A, normalized: bool = False) -> sp.csr_matrix:
     asym = abs(A - A.T)
     if asym.nnz and asym.max() > 1e-10 * max(abs(A).max(), 1.0):
         raise ValueError(
-            "adjacency is not symmetric; symmetrise it first (A.maximum(A.T) for a union "
-            "graph, or (A + A.T) / 2)."
+            "adjacency is not symmetric; symmetrise it first (A.maximum(A.T) for a "
+            "union graph, or (A + A.T) / 2)."
         )
     if A.nnz and A.data.min() < 0:
         raise ValueError(
@@ -265,7 +266,8 @@ def laplacian(A, normalized: bool = False) -> sp.csr_matrix:
 
 
 def fix_signs(vecs: np.ndarray) -> np.ndarray:
-    """Flip each column so that its entry of largest magnitude is positive (in place)."""
+    """Flip each column so that its entry of largest magnitude is positive (in
+    place)."""
     if vecs.size == 0:
         return vecs
     i = np.argmax(np.abs(vecs), axis=0)
@@ -324,7 +326,8 @@ def smallest_eigenpairs(
     seed: int = 0,
     extra: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The ``n`` smallest eigenpairs of a symmetric positive semi-definite sparse matrix.
+    """The ``n`` smallest eigenpairs of a symmetric positive semi-definite sparse
+    matrix.
 
     Parameters
     ----------
@@ -334,19 +337,21 @@ def smallest_eigenpairs(
         Number of eigenpairs, trivial ones included.
     solver
         ``"lobpcg"`` (LOBPCG with a pyamg smoothed-aggregation preconditioner),
-        ``"dense"`` (``scipy.linalg.eigh`` on the dense matrix, O(N^3); only for small N),
-        or ``"auto"``: dense for ``N <= DENSE_MAX_NODES`` or ``N < 5 * block``, else lobpcg.
+        ``"dense"`` (``scipy.linalg.eigh`` on the dense matrix, O(N^3); only for small
+        N), or ``"auto"``: dense for ``N <= DENSE_MAX_NODES`` or ``N < 5 * block``, else
+        lobpcg.
     tol
         LOBPCG residual tolerance ``||L v - lambda v||``. Eigenvalue errors are of order
-        ``tol**2 / gap``; 1e-8 gives eigenvalues equal to dense ``eigh`` well within 1e-6.
+        ``tol**2 / gap``; 1e-8 gives eigenvalues equal to dense ``eigh`` well within
+        1e-6.
     maxiter
         LOBPCG iteration cap; if reached, a warning reports the largest residual.
     seed
         Seed for the random initial block (results are deterministic for a fixed seed).
     extra
-        Extra block vectors beyond ``n``. Default 0: scipy's LOBPCG stops only when every
-        block vector has converged, and the extra ones converge slowly (measured on a
-        20k-cell kNN graph: 42 iterations with block n, 189 with n + 5).
+        Extra block vectors beyond ``n``. Default 0: scipy's LOBPCG stops only when
+        every block vector has converged, and the extra ones converge slowly (measured
+        on a 20k-cell kNN graph: 42 iterations with block n, 189 with n + 5).
 
     Returns
     -------
@@ -375,7 +380,8 @@ def smallest_eigenpairs(
         raise ValueError(f"solver must be 'auto', 'lobpcg' or 'dense', got {solver!r}.")
     if N < 5 * block:
         raise ValueError(
-            f"LOBPCG needs N >= 5 * block ({5 * block}) but N = {N}; use solver='dense'."
+            f"LOBPCG needs N >= 5 * block ({5 * block}) but N = {N}; use "
+            "solver='dense'."
         )
     vals, vecs, info = _lobpcg_amg(L, n, block, tol, maxiter, seed)
     return vals, fix_signs(vecs), info
@@ -395,10 +401,11 @@ def check_connected(A, allow_disconnected: bool = False) -> int:
     if n_comp > 1:
         sizes = np.sort(np.bincount(labels))[::-1]
         msg = (
-            f"the kNN graph has {n_comp} connected components (sizes {sizes[:5].tolist()}"
-            f"{'...' if n_comp > 5 else ''}), so eigenvalue 0 has multiplicity {n_comp} "
-            "and the frequencies are ill-defined. Fix: build the graph with a larger k, or "
-            "restrict to the largest component (helpers.spectral.largest_component)."
+            f"the kNN graph has {n_comp} connected components (sizes "
+            f"{sizes[:5].tolist()}{'...' if n_comp > 5 else ''}), so eigenvalue 0 has "
+            f"multiplicity {n_comp} and the frequencies are ill-defined. Fix: build "
+            "the graph with a larger k, or restrict to the largest component "
+            "(helpers.spectral.largest_component)."
         )
         if not allow_disconnected:
             raise ValueError(msg)
@@ -441,8 +448,9 @@ def frequencies(
     k
         Neighbours per cell.
     graph
-        ``"cosine"``: the blog's binary union kNN graph by cosine similarity on ``X`` (or
-        ``obsm[use_rep]``); ``"scanpy"``: ``sc.pp.neighbors`` connectivities on PCA space.
+        ``"cosine"``: the blog's binary union kNN graph by cosine similarity on ``X``
+        (or ``obsm[use_rep]``); ``"scanpy"``: ``sc.pp.neighbors`` connectivities on PCA
+        space.
     normalized
         Use the symmetric normalised Laplacian instead of ``L = D - A``.
     use_rep

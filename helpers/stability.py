@@ -1,22 +1,23 @@
 """Stability of SAE concepts: matching dictionaries, chance levels, cross-dataset R².
 
-Two SAEs trained on different data, seeds or settings each give a dictionary of unit-norm
-concept vectors (atoms, the rows of ``TopKSAE.dictionary``). Following the paper
-(Section 4.4, after Fel et al. 2025), atoms are paired one-to-one by the Hungarian
-algorithm so that the summed cosine similarity of the pairs is maximal; the distribution of
-matched cosines tells how well the two dictionaries align (1 = identical up to a
-permutation). Because Hungarian matching *maximises* cosines, even unrelated dictionaries
-reach positive matched cosines, the more so the more atoms there are per dimension. The
-chance level is therefore measured, not assumed: :func:`random_dictionary_null` matches
-random unit dictionaries of the same shapes the same way.
+Two SAEs trained on different data, seeds or settings each give a dictionary of
+unit-norm concept vectors (atoms, the rows of ``TopKSAE.dictionary``). Following the
+paper (Section 4.4, after Fel et al. 2025), atoms are paired one-to-one by the Hungarian
+algorithm so that the summed cosine similarity of the pairs is maximal; the distribution
+of matched cosines tells how well the two dictionaries align (1 = identical up to a
+permutation). Because Hungarian matching *maximises* cosines, even unrelated
+dictionaries reach positive matched cosines, the more so the more atoms there are per
+dimension. The chance level is therefore measured, not assumed:
+:func:`random_dictionary_null` matches random unit dictionaries of the same shapes the
+same way.
 
 Dictionaries can only be matched inside one embedding space: an atom of an SAE on scVI
-latents and an atom of an SAE on PCA scores live in different coordinate systems, and their
-cosine has no meaning. Across spaces, :func:`match_activations` pairs concepts by the
-correlation of their activations over the same cells instead.
+latents and an atom of an SAE on PCA scores live in different coordinate systems, and
+their cosine has no meaning. Across spaces, :func:`match_activations` pairs concepts by
+the correlation of their activations over the same cells instead.
 
-All functions are pure (no AnnData is modified); this module writes no ``.obsm``/``.uns``
-keys (:func:`shared_gene_union` returns a new AnnData).
+All functions are pure (no AnnData is modified); this module writes no
+``.obsm``/``.uns`` keys (:func:`shared_gene_union` returns a new AnnData).
 
 Public API
 ----------
@@ -25,9 +26,12 @@ match_activations(U1, U2) -> DataFrame(atom_1, atom_2, correlation)
 random_dictionary_null(c, d, n_draws, seed, c2=None) -> ndarray (n_draws, min(c, c2))
 shuffled_activation_null(U1, U2, n_draws, seed) -> ndarray (n_draws, min(c1, c2))
 r2_table(models, embeddings) -> DataFrame (train dataset x evaluation dataset) of R²
-between_group_share(Z, groups) -> float, share of the embedding's variance between groups
-top_gene_overlap(scores_1, scores_2, n=10) -> dict(top_1, top_2, shared, n_shared, jaccard)
-matched_gene_table(pairs, scores_1, scores_2, n=10) -> DataFrame, one row per matched pair
+between_group_share(Z, groups)
+    -> float, share of the embedding's variance between groups
+top_gene_overlap(scores_1, scores_2, n=10)
+    -> dict(top_1, top_2, shared, n_shared, jaccard)
+matched_gene_table(pairs, scores_1, scores_2, n=10)
+    -> DataFrame, one row per matched pair
 fit_saes(Zs, seeds, *, n_concepts, k, settings=None) -> {name: TopKSAE} or [TopKSAE]
 fit_seed_saes(spaces, seeds, **kwargs) -> {space: [TopKSAE per seed]}
 seed_table(models, spaces) -> DataFrame, one row per pair of seeds of each space
@@ -98,8 +102,9 @@ def _as_dictionary(D, what: str) -> np.ndarray:
     norms = np.linalg.norm(D, axis=1)
     if np.any(norms == 0):
         raise ValueError(
-            f"{what} has {int((norms == 0).sum())} all-zero atom(s), whose cosine is undefined; "
-            "drop them (e.g. D[np.linalg.norm(D, axis=1) > 0]) before matching."
+            f"{what} has {int((norms == 0).sum())} all-zero atom(s), whose cosine is "
+            "undefined; drop them (e.g. D[np.linalg.norm(D, axis=1) > 0]) before "
+            "matching."
         )
     return D / norms[:, None]
 
@@ -119,25 +124,25 @@ def match_dictionaries(D1, D2, absolute: bool = False) -> pd.DataFrame:
     Parameters
     ----------
     D1, D2
-        Arrays of shape (c1, d) and (c2, d): one atom per row, same embedding space. Rows are
-        normalised here, so unnormalised atoms are fine.
+        Arrays of shape (c1, d) and (c2, d): one atom per row, same embedding space.
+        Rows are normalised here, so unnormalised atoms are fine.
     absolute
-        Match on |cosine| (sign-blind). Default False: SAE activations are non-negative, so an
-        atom and its negative are different concepts.
+        Match on |cosine| (sign-blind). Default False: SAE activations are non-negative,
+        so an atom and its negative are different concepts.
 
     Returns
     -------
     DataFrame with columns ``atom_1`` (row of D1), ``atom_2`` (row of D2) and ``cosine``
-    (signed cosine of the pair), min(c1, c2) rows sorted by decreasing cosine. When c1 != c2
-    the atoms of the larger dictionary that find no partner are left out.
+    (signed cosine of the pair), min(c1, c2) rows sorted by decreasing cosine. When
+    c1 != c2 the atoms of the larger dictionary that find no partner are left out.
     """
     A = _as_dictionary(D1, "D1")
     B = _as_dictionary(D2, "D2")
     if A.shape[1] != B.shape[1]:
         raise ValueError(
-            f"D1 atoms have dimension {A.shape[1]} but D2 atoms have {B.shape[1]}: dictionaries "
-            "from different embedding spaces cannot be matched by cosine; use "
-            "match_activations on activations over the same cells instead."
+            f"D1 atoms have dimension {A.shape[1]} but D2 atoms have {B.shape[1]}: "
+            "dictionaries from different embedding spaces cannot be matched by cosine; "
+            "use match_activations on activations over the same cells instead."
         )
     C = A @ B.T
     out = _hungarian(np.abs(C) if absolute else C, "cosine")
@@ -153,15 +158,17 @@ def _standardise_columns(U: np.ndarray) -> np.ndarray:
 
 
 def match_activations(U1, U2) -> pd.DataFrame:
-    """Pair concepts of two SAEs by the Pearson correlation of their activations (Hungarian).
+    """Pair concepts of two SAEs by the Pearson correlation of their activations
+    (Hungarian).
 
-    Works across embedding spaces (scVI vs PCA), where atoms cannot be compared, because both
-    activation matrices describe the same cells.
+    Works across embedding spaces (scVI vs PCA), where atoms cannot be compared, because
+    both activation matrices describe the same cells.
 
     Parameters
     ----------
     U1, U2
-        Activations of shape (n_cells, c1) and (n_cells, c2), rows in the same cell order.
+        Activations of shape (n_cells, c1) and (n_cells, c2), rows in the same cell
+        order.
 
     Returns
     -------
@@ -172,8 +179,9 @@ def match_activations(U1, U2) -> pd.DataFrame:
     U2 = np.asarray(U2, dtype=np.float64)
     if U1.ndim != 2 or U2.ndim != 2 or U1.shape[0] != U2.shape[0]:
         raise ValueError(
-            f"U1 {U1.shape} and U2 {U2.shape} must be (n_cells x n_concepts) activations of the "
-            "same cells in the same order; encode one embedding matrix per SAE for the same cells."
+            f"U1 {U1.shape} and U2 {U2.shape} must be (n_cells x n_concepts) "
+            "activations of the same cells in the same order; encode one embedding "
+            "matrix per SAE for the same cells."
         )
     R = _standardise_columns(U1).T @ _standardise_columns(U2)
     return _hungarian(R, "correlation")
@@ -182,10 +190,11 @@ def match_activations(U1, U2) -> pd.DataFrame:
 def random_dictionary_null(
     c: int, d: int, n_draws: int = 20, seed: int = 0, c2: int | None = None
 ) -> np.ndarray:
-    """Matched cosines of random unit dictionaries: the chance level of :func:`match_dictionaries`.
+    """Matched cosines of random unit dictionaries: the chance level of
+    :func:`match_dictionaries`.
 
-    Each draw makes two dictionaries of c (and c2) atoms drawn uniformly on the unit sphere of
-    R^d (normalised Gaussians) and matches them with the Hungarian algorithm.
+    Each draw makes two dictionaries of c (and c2) atoms drawn uniformly on the unit
+    sphere of R^d (normalised Gaussians) and matches them with the Hungarian algorithm.
 
     Returns
     -------
@@ -222,7 +231,8 @@ def shuffled_activation_null(U1, U2, n_draws: int = 20, seed: int = 0) -> np.nda
 
 
 def r2_table(models: Mapping, embeddings: Mapping) -> pd.DataFrame:
-    """R² of every SAE on every dataset: rows = training dataset, columns = evaluation dataset.
+    """R² of every SAE on every dataset: rows = training dataset, columns = evaluation
+    dataset.
 
     Parameters
     ----------
@@ -243,11 +253,12 @@ def r2_table(models: Mapping, embeddings: Mapping) -> pd.DataFrame:
 
 
 def between_group_share(Z, groups) -> float:
-    """Share of the total variance of ``Z`` that lies between group means (0 = groups overlap).
+    """Share of the total variance of ``Z`` that lies between group means (0 = groups
+    overlap).
 
-    ``sum_g n_g ||mean_g - mean||² / sum_i ||z_i - mean||²``: the R² of predicting each cell's
-    embedding by its group's mean. Used to tell whether two datasets occupy different regions
-    of a shared embedding space.
+    ``sum_g n_g ||mean_g - mean||² / sum_i ||z_i - mean||²``: the R² of predicting each
+    cell's embedding by its group's mean. Used to tell whether two datasets occupy
+    different regions of a shared embedding space.
     """
     Z = np.asarray(Z, dtype=np.float64)
     groups = np.asarray(groups)
@@ -278,12 +289,13 @@ def _top(scores: pd.Series, n: int) -> list[str]:
 def top_gene_overlap(scores_1: pd.Series, scores_2: pd.Series, n: int = 10) -> dict:
     """Overlap of the n top-scoring genes of two concepts.
 
-    Genes are compared case-insensitively (mouse and human symbols of one gene then agree).
+    Genes are compared case-insensitively (mouse and human symbols of one gene then
+    agree).
 
     Returns
     -------
-    dict with ``top_1``, ``top_2`` (lists, best first), ``shared`` (genes of top_1 also in top_2,
-    in top_1 order), ``n_shared`` and ``jaccard``.
+    dict with ``top_1``, ``top_2`` (lists, best first), ``shared`` (genes of top_1 also
+    in top_2, in top_1 order), ``n_shared`` and ``jaccard``.
     """
     t1, t2 = _top(scores_1, n), _top(scores_2, n)
     up2 = {g.upper() for g in t2}
@@ -306,7 +318,8 @@ def matched_gene_table(
     Parameters
     ----------
     pairs
-        Output of :func:`match_dictionaries` (or :func:`match_activations`), possibly a subset.
+        Output of :func:`match_dictionaries` (or :func:`match_activations`), possibly a
+        subset.
     scores_1, scores_2
         ``{concept index: gene-score Series}`` for the concepts of each SAE; pairs whose
         concepts have no scores are skipped.

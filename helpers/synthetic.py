@@ -1,8 +1,9 @@
 """Planted-truth data shared by tests and benchmarks (and chapters' planted checks).
 
-Each generator returns data whose answer is known: the structure a method should recover is
-stored beside it (``varm["planted_*"]``, ``uns["planted_*"]`` or a returned array). Seeded; no
-file is read. Model: decoupler's ``dc.ds.toy()`` and scvi-tools' ``synthetic_iid``.
+Each generator returns data whose answer is known: the structure a method should recover
+is stored beside it (``varm["planted_*"]``, ``uns["planted_*"]`` or a returned array).
+Seeded; no file is read. Model: decoupler's ``dc.ds.toy()`` and scvi-tools'
+``synthetic_iid``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 
-# ------------------------------------------------------------------ counts, trajectories, modules
+# -------------------------------------------------------- counts, trajectories, modules
 
 
 def _counts(rng, log_rate: np.ndarray, size_factor: np.ndarray) -> sp.csr_matrix:
@@ -66,7 +67,7 @@ def planted_module_classes(
     return X, y, module
 
 
-# ------------------------------------------------------------------ perturbations and composition
+# -------------------------------------------------------- perturbations and composition
 
 #: sci-Plex2 drug names used by :func:`sciplex2_like` and its doses in nM.
 SCIPLEX2_DRUGS = ("BMS345541", "dexamethasone", "nutlin3a", "SAHA")
@@ -326,7 +327,7 @@ def sciplex2_like(
     return adata
 
 
-# ------------------------------------------------------------------ embeddings and dictionaries
+# ---------------------------------------------------------- embeddings and dictionaries
 def unit_dictionary(c: int, d: int, *, seed=0) -> np.ndarray:
     """``(c, d)`` atoms drawn uniformly on the unit sphere of R^d (normed Gaussians).
 
