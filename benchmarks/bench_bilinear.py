@@ -1,12 +1,14 @@
-"""Low-rank vs dense eigendecomposition of all t interaction matrices (g=2000, h=128, t=8).
+"""Low-rank vs dense eigendecomposition of all t interaction matrices
+(g=2000, h=128, t=8).
 
-Prints both timings, their ratio and the largest eigenvalue difference, measured in one run.
-The dense route builds each g×g matrix in turn (never all t at once) and calls numpy.linalg.eigh
-(all eigenpairs). The low-rank route (helpers.bilinear.eigendecompose) is timed twice: mapping all
-2h eigenvectors back to genes (the like-for-like comparison) and mapping only the 3 modules per
-output that helpers.bilinear.annotate stores. One warm-up call precedes the timings (first-call
-library set-up is not what the comparison is about), and each route is timed ``repeats`` times,
-the fastest run counting (as ``timeit`` does), dense and low-rank alike; all runs are printed.
+Prints both timings, their ratio and the largest eigenvalue difference, measured in one
+run. The dense route builds each g×g matrix in turn (never all t at once) and calls
+numpy.linalg.eigh (all eigenpairs). The low-rank route (helpers.bilinear.eigendecompose)
+is timed twice: mapping all 2h eigenvectors back to genes (the like-for-like comparison)
+and mapping only the 3 modules per output that helpers.bilinear.annotate stores. One
+warm-up call precedes the timings (first-call library set-up is not what the comparison
+is about), and each route is timed ``repeats`` times, the fastest run counting (as
+``timeit`` does), dense and low-rank alike; all runs are printed.
 """
 
 import time
@@ -17,7 +19,8 @@ from helpers import bilinear
 
 
 def _timed(fn, repeats: int):
-    """``fn()``'s result and its fastest wall time over ``repeats`` runs (all runs too)."""
+    """``fn()``'s result and its fastest wall time over ``repeats`` runs
+    (all runs too)."""
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -26,7 +29,9 @@ def _timed(fn, repeats: int):
     return out, min(runs), runs
 
 
-def main(g: int = 2000, h: int = 128, t: int = 8, seed: int = 0, repeats: int = 3) -> dict:
+def main(
+    g: int = 2000, h: int = 128, t: int = 8, seed: int = 0, repeats: int = 3
+) -> dict:
     model = bilinear.BilinearMLP(g, h, t, seed=seed)
     bilinear.eigendecompose(model)  # warm-up
     fast, t_all, runs_all = _timed(lambda: bilinear.eigendecompose(model), repeats)
@@ -42,15 +47,33 @@ def main(g: int = 2000, h: int = 128, t: int = 8, seed: int = 0, repeats: int = 
         return out
 
     dense, t_dense, runs_dense = _timed(dense_all, repeats)
-    diff = max(np.max(np.abs(fast[a][0] - dense[a][: len(fast[a][0])])) for a in range(t))
-    rest = max(np.max(np.abs(dense[a][len(fast[a][0]):])) for a in range(t))
-    print(f"g={g} h={h} t={t}: dense eigh {t_dense:.2f} s; low-rank, all {2 * h} eigenvectors {t_all:.3f} s "
-          f"(speed-up {t_dense / t_all:.0f}x); low-rank, eigenvalues + 3 modules {t_three:.3f} s "
-          f"(speed-up {t_dense / t_three:.0f}x)")
-    for name, runs in [("dense", runs_dense), ("all", runs_all), ("3 modules", runs_three)]:
+    diff = max(
+        np.max(np.abs(fast[a][0] - dense[a][: len(fast[a][0])])) for a in range(t)
+    )
+    rest = max(np.max(np.abs(dense[a][len(fast[a][0]) :])) for a in range(t))
+    print(
+        f"g={g} h={h} t={t}: dense eigh {t_dense:.2f} s; "
+        f"low-rank, all {2 * h} eigenvectors {t_all:.3f} s "
+        f"(speed-up {t_dense / t_all:.0f}x); "
+        f"low-rank, eigenvalues + 3 modules {t_three:.3f} s "
+        f"(speed-up {t_dense / t_three:.0f}x)"
+    )
+    for name, runs in [
+        ("dense", runs_dense),
+        ("all", runs_all),
+        ("3 modules", runs_three),
+    ]:
         print(f"  {name} runs (s): " + ", ".join(f"{r:.3f}" for r in runs))
-    print(f"max |Δλ| {diff:.2e}, max |λ| of the dense matrices outside the rank-2h subspace {rest:.2e}")
-    return {"dense_s": t_dense, "low_rank_all_s": t_all, "low_rank_3_s": t_three, "max_diff": diff}
+    print(
+        f"max |Δλ| {diff:.2e}, "
+        f"max |λ| of the dense matrices outside the rank-2h subspace {rest:.2e}"
+    )
+    return {
+        "dense_s": t_dense,
+        "low_rank_all_s": t_all,
+        "low_rank_3_s": t_three,
+        "max_diff": diff,
+    }
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Benchmark: attribution GSEA, the numpy engine against gseapy.prerank, one run.
 
-The concepts chapter annotates every attributed unit (20 concepts, 20 neurons by default)
-with the best GO Biological Process term of a GSEA prerank of its attribution scores.
-Both engines compute the same statistic and null (weighted running sum, 1,000 gene-label
-permutations):
+The concepts chapter annotates every attributed unit (20 concepts, 20 neurons by
+default) with the best GO Biological Process term of a GSEA prerank of its attribution
+scores. Both engines compute the same statistic and null (weighted running sum, 1,000
+gene-label permutations):
 
 1. ``gseapy``: ``gseapy.prerank`` (its Rust engine) once per unit, 2 threads;
 2. ``numpy``: :func:`helpers.enrichment.prerank_units`, every unit at once, one null per

@@ -11,7 +11,8 @@ graph on 50 principal components, the route at atlas scale. The
 last table gives each stage's log–log slope of seconds and of memory against cells
 (1 = linear). Not a timed test: ratios and slopes measured in one run.
 
-Run: ``python benchmarks/bench_scale.py [--quick] [--sizes 50000 200000] [--stages ...]``.
+Run:
+``python benchmarks/bench_scale.py [--quick] [--sizes 50000 200000] [--stages ...]``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,17 @@ STEPS = 200  # optimizer steps of every training stage
 # scVI: one epoch, capped at STEPS minibatches (Lightning's limit_train_batches), so its
 # time measures data handling and encoding, not a longer epoch
 SCVI_BUDGET = dict(limit_train_batches=STEPS)
-STAGES = ("load", "prepare", "bilinear", "modules", "frequencies", "scvi", "sae",
-          "attribution", "probes")
+STAGES = (
+    "load",
+    "prepare",
+    "bilinear",
+    "modules",
+    "frequencies",
+    "scvi",
+    "sae",
+    "attribution",
+    "probes",
+)
 
 
 def _peak_gb() -> float:
@@ -66,8 +76,15 @@ def _stage(name: str, d: str, queue) -> None:
         adata = ad.read_h5ad(d / "prepared.h5ad")
         y = adata.obs["cell_type"].cat.codes.to_numpy()
         split = preprocess.split_indices(y, seed=0)
-        model, hist = bilinear.fit(adata.X, y, split, hidden=64, max_steps=STEPS,
-                                   batch_size=256, progress=False)
+        model, hist = bilinear.fit(
+            adata.X,
+            y,
+            split,
+            hidden=64,
+            max_steps=STEPS,
+            batch_size=256,
+            progress=False,
+        )
         bilinear.torch.save(model.state_dict(), d / "bilinear.pt")
         note = f"{len(hist)} epochs, val acc {hist['val_accuracy'].iloc[-1]:.3f}"
     elif name == "modules":
@@ -90,24 +107,44 @@ def _stage(name: str, d: str, queue) -> None:
         from helpers import embeddings
 
         adata = ad.read_h5ad(d / "prepared.h5ad")
-        emb = embeddings.fit_embedding(adata, "scvi", n_latent=16, max_epochs=1,
-                                       progress=False, output_dir=d / "scvi",
-                                       train_kwargs=SCVI_BUDGET)
+        emb = embeddings.fit_embedding(
+            adata,
+            "scvi",
+            n_latent=16,
+            max_epochs=1,
+            progress=False,
+            output_dir=d / "scvi",
+            train_kwargs=SCVI_BUDGET,
+        )
         np.save(d / "z.npy", adata.obsm[emb.key])
         note = f"1 epoch capped at {STEPS} steps"
     elif name == "sae":
         Z = np.load(d / "z.npy")
-        model, hist = sae.train_sae(Z, 128, 8, epochs=10**6, batch_size=1024,
-                                    max_steps=STEPS, progress=False, lr=5e-4)
+        model, hist = sae.train_sae(
+            Z,
+            128,
+            8,
+            epochs=10**6,
+            batch_size=1024,
+            max_steps=STEPS,
+            progress=False,
+            lr=5e-4,
+        )
         sae.torch.save(model.state_dict(), d / "sae.pt")
         note = f"{len(hist)} epochs, val R² {hist['val_r2'].iloc[-1]:.3f}"
     elif name == "attribution":
         from helpers import attribution, embeddings
 
         adata = ad.read_h5ad(d / "prepared.h5ad")
-        emb = embeddings.fit_embedding(adata, "scvi", n_latent=16, max_epochs=1,
-                                       progress=False, output_dir=d / "scvi",
-                                       train_kwargs=SCVI_BUDGET)
+        emb = embeddings.fit_embedding(
+            adata,
+            "scvi",
+            n_latent=16,
+            max_epochs=1,
+            progress=False,
+            output_dir=d / "scvi",
+            train_kwargs=SCVI_BUDGET,
+        )
         Z = adata.obsm[emb.key]
         model = sae.TopKSAE(Z.shape[1], 128, 8)
         model.load_state_dict(sae.torch.load(d / "sae.pt"))
@@ -146,7 +183,9 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--genes", type=int, default=2000)
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     args = ap.parse_args(argv)
-    sizes = args.sizes or ([5_000, 20_000] if args.quick else [50_000, 200_000, 1_000_000])
+    sizes = args.sizes or (
+        [5_000, 20_000] if args.quick else [50_000, 200_000, 1_000_000]
+    )
     from helpers import synthetic
 
     rows = []
@@ -155,13 +194,17 @@ def main(argv=None) -> pd.DataFrame:
             d = Path(tmp)
             t0 = time.perf_counter()
             synthetic.atlas_counts(n, args.genes, seed=0).write_h5ad(d / "counts.h5ad")
-            print(f"n={n:,}: data written in {time.perf_counter() - t0:.1f} s",
-                  flush=True)
+            print(
+                f"n={n:,}: data written in {time.perf_counter() - t0:.1f} s", flush=True
+            )
             for name in args.stages:
                 r = _run_stage(name, d)
                 rows.append(dict(cells=n, stage=name, **r))
-                print(f"  {name:<12} {r['seconds']:8.1f} s {r['peak_gb']:7.2f} GB  "
-                      f"{r['note']}", flush=True)
+                print(
+                    f"  {name:<12} {r['seconds']:8.1f} s {r['peak_gb']:7.2f} GB  "
+                    f"{r['note']}",
+                    flush=True,
+                )
     table = pd.DataFrame(rows)
     wide = table.pivot(index="stage", columns="cells", values=["seconds", "peak_gb"])
     wide = wide.reindex([s for s in STAGES if s in args.stages])
@@ -169,8 +212,10 @@ def main(argv=None) -> pd.DataFrame:
         logn = np.log(np.asarray(sizes, float))
         for what in ("seconds", "peak_gb"):
             vals = np.log(wide[what].to_numpy(float))
-            wide[(what, "slope")] = [np.polyfit(logn, v, 1)[0] if np.isfinite(v).all()
-                                     else np.nan for v in vals]
+            wide[(what, "slope")] = [
+                np.polyfit(logn, v, 1)[0] if np.isfinite(v).all() else np.nan
+                for v in vals
+            ]
     with pd.option_context("display.width", 200, "display.precision", 2):
         print(wide.sort_index(axis=1))
     return table

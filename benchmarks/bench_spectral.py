@@ -1,10 +1,11 @@
 """Transcriptional frequencies at scale: sparse LOBPCG + AMG vs dense eigh (one run).
 
-1. A synthetic 100,000-cell branching trajectory (50 features): kNN graph build (k = 15, cosine,
-   union; pynndescent at this size, its one-time numba compilation timed apart) and the 10 lowest
-   nontrivial eigenpairs of L = D - A, timed separately. Target from the issue: under 30 s on 2 cores.
-2. 5,000 cells: the same sparse solver against dense ``scipy.linalg.eigh`` on the same Laplacian,
-   speed ratio and largest eigenvalue difference.
+1. A synthetic 100,000-cell branching trajectory (50 features): kNN graph build (k = 15,
+   cosine, union; pynndescent at this size, its one-time numba compilation timed apart)
+   and the 10 lowest nontrivial eigenpairs of L = D - A, timed separately. Target from
+   the issue: under 30 s on 2 cores.
+2. 5,000 cells: the same sparse solver against dense ``scipy.linalg.eigh`` on the same
+   Laplacian, speed ratio and largest eigenvalue difference.
 
 Run: ``python benchmarks/bench_spectral.py`` (prints the numbers; not a timed test).
 """
@@ -40,12 +41,21 @@ def large(n=100_000, n_freqs=10, k=15):
     vals, vecs, info = spectral.smallest_eigenpairs(L, n_freqs + 1)
     t_eig = time.perf_counter() - t0
     print(f"{n:,} cells, k={k}: {A.nnz // 2:,} edges, {n_comp} component(s)")
-    print(f"  first nndescent call in this process (numba compilation, once): {t_jit:7.1f} s")
+    print(
+        "  first nndescent call in this process (numba compilation, once): "
+        f"{t_jit:7.1f} s"
+    )
     print(f"  graph build (kNN, cosine, union):  {t_graph:7.1f} s")
-    print(f"  eigensolve ({info['solver']}, {n_freqs} + 1 pairs, {info['iterations']} iterations, "
-          f"max residual {info['max_residual']:.1e}): {t_eig:7.1f} s  (target < 30 s)")
+    print(
+        f"  eigensolve ({info['solver']}, {n_freqs} + 1 pairs, "
+        f"{info['iterations']} iterations, "
+        f"max residual {info['max_residual']:.1e}): {t_eig:7.1f} s  (target < 30 s)"
+    )
     print(f"  lowest nontrivial eigenvalues: {np.round(vals[1:4], 4).tolist()}")
-    print(f"  graph + eigensolve: {t_graph + t_eig:.1f} s (plus {t_jit:.0f} s of compilation on a process's first call)")
+    print(
+        f"  graph + eigensolve: {t_graph + t_eig:.1f} s "
+        f"(plus {t_jit:.0f} s of compilation on a process's first call)"
+    )
     return t_graph, t_eig
 
 
@@ -58,17 +68,25 @@ def sparse_vs_dense(n=5_000, n_pairs=11, k=15):
     ref_vals, ref_vecs = scipy.linalg.eigh(L.toarray())
     t_dense = time.perf_counter() - t0
     ref_vals, ref_vecs = ref_vals[:n_pairs], ref_vecs[:, :n_pairs]
-    overlap = np.abs(np.sum(ref_vecs * vecs, axis=0))  # |cos| per pair (no degeneracy here)
+    # |cos| per pair (no degeneracy here)
+    overlap = np.abs(np.sum(ref_vecs * vecs, axis=0))
     print(f"{n:,} cells, {n_pairs} smallest eigenpairs:")
-    print(f"  sparse LOBPCG+AMG {t_sparse:.2f} s, dense eigh (full) {t_dense:.2f} s, "
-          f"dense/sparse = {t_dense / t_sparse:.1f}x")
-    print(f"  max |eigenvalue difference| = {np.abs(vals - ref_vals).max():.1e}, "
-          f"min |cos(eigenvector, dense)| = {overlap.min():.9f}")
+    print(
+        f"  sparse LOBPCG+AMG {t_sparse:.2f} s, dense eigh (full) {t_dense:.2f} s, "
+        f"dense/sparse = {t_dense / t_sparse:.1f}x"
+    )
+    print(
+        f"  max |eigenvalue difference| = {np.abs(vals - ref_vals).max():.1e}, "
+        f"min |cos(eigenvector, dense)| = {overlap.min():.9f}"
+    )
     return t_sparse, t_dense
 
 
 def main():
-    print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, cores={os.cpu_count()}")
+    print(
+        f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"cores={os.cpu_count()}"
+    )
     sparse_vs_dense()
     large()
 

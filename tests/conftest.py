@@ -13,7 +13,8 @@ def shared_data():
     folder = data.data_dir()
     if folder is None:
         pytest.skip(
-            "no data directory (set BOOK_DATA_DIR or put ../shared/data beside the repo)"
+            "no data directory "
+            "(set BOOK_DATA_DIR or put ../shared/data beside the repo)"
         )
     return folder
 

@@ -1,10 +1,11 @@
 """A reader without ../shared/data: chapters run end to end through the download route.
 
 The data directory is empty, the cache is empty, and ``BOOK_DATA_MIRROR`` points at a
-loopback ``http.server`` serving the upstream source files (``<data dir>/sources``) and the
-one gene set library the chapters need that blitzgsea does not ship (Hallmark, as Enrichr
-serves it): the chapters' datasets are downloaded (SHA-256 checked), converted and cached,
-and the library downloaded and cached, by the same code a user with a network runs.
+loopback ``http.server`` serving the upstream source files (``<data dir>/sources``) and
+the one gene set library the chapters need that blitzgsea does not ship (Hallmark, as
+Enrichr serves it): the chapters' datasets are downloaded (SHA-256 checked), converted
+and cached, and the library downloaded and cached, by the same code a user with a
+network runs.
 """
 
 import json

@@ -1,4 +1,5 @@
-"""The reference notebooks that `make test` re-executes are the chapters as they are now.
+"""The reference notebooks that `make test` re-executes are the chapters
+as they are now.
 
 nbval executes a reference notebook's own code and compares its outputs with the stored
 ones, so a changed helper fails there; this test catches a changed chapter, whose

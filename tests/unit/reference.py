@@ -1,4 +1,5 @@
 """Test-only reference code and toy models (no chapter or benchmark uses them)."""
+
 import numpy as np
 import pandas as pd
 
@@ -12,7 +13,7 @@ class PairSumEmbedding:
         self.genes = [f"g{i}" for i in range(n_genes)]
         self.W = np.zeros((n_genes, n_genes // 2))
         for j in range(n_genes // 2):
-            self.W[2 * j: 2 * j + 2, j] = 1.0
+            self.W[2 * j : 2 * j + 2, j] = 1.0
 
     def encode(self, X, batch_size=1024):
         X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
@@ -47,6 +48,8 @@ def cross_r2(model, Z_train, Z_external) -> pd.DataFrame:
             "with the same number of columns: encode both datasets with the same "
             "embedding model."
         )
-    rows = {"within": sae_metrics(model, Z_train),
-            "across": sae_metrics(model, Z_external)}
+    rows = {
+        "within": sae_metrics(model, Z_train),
+        "across": sae_metrics(model, Z_external),
+    }
     return pd.DataFrame(rows).T

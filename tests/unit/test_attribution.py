@@ -44,8 +44,15 @@ def _setup(seed=0):
 
 def test_planted_genes_ranked_first():
     X, Z, f, acts = _setup()
-    s = at.attribute(X, f, Z, acts, n_prototypes=10, n_counterfactuals=3,
-                     genes=[f"g{i}" for i in range(N_GENES)])
+    s = at.attribute(
+        X,
+        f,
+        Z,
+        acts,
+        n_prototypes=10,
+        n_counterfactuals=3,
+        genes=[f"g{i}" for i in range(N_GENES)],
+    )
     truth = np.isin(np.arange(N_GENES), PLANTED)
     scores = s.reindex([f"g{i}" for i in range(N_GENES)]).to_numpy()
     assert roc_auc_score(truth, scores) >= 0.95
@@ -54,10 +61,16 @@ def test_planted_genes_ranked_first():
 
 def test_vectorised_equals_loop_small_batches():
     X, Z, f, acts = _setup(1)
-    fast = at.attribute(X, f, Z, acts, n_prototypes=4, n_counterfactuals=2, batch_size=7)
+    fast = at.attribute(
+        X, f, Z, acts, n_prototypes=4, n_counterfactuals=2, batch_size=7
+    )
     slow = at.attribute_loop(X, f, Z, acts, n_prototypes=4, n_counterfactuals=2)
-    np.testing.assert_allclose(fast.sort_index().to_numpy(), slow.sort_index().to_numpy(),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        fast.sort_index().to_numpy(),
+        slow.sort_index().to_numpy(),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 def test_equal_genes_exactly_zero_and_not_evaluated():
@@ -76,10 +89,15 @@ def test_equal_genes_exactly_zero_and_not_evaluated():
     assert equal.any() and (~equal).any()
     assert np.all(scores[equal] == 0.0)
     assert np.all(scores[:, -1] == 0.0)  # the constant gene
-    # one baseline row per prototype + one row per distinct differing (prototype, gene, new value)
-    distinct = {(int(protos[r // 3]), int(g), float(C[r, g])) for r, g in zip(*np.nonzero(~equal))}
+    # one baseline row per prototype + one row per distinct differing (prototype, gene,
+    # new value)
+    distinct = {
+        (int(protos[r // 3]), int(g), float(C[r, g]))
+        for r, g in zip(*np.nonzero(~equal))
+    }
     assert sum(rows) == len(protos) + len(distinct)
-    assert len(distinct) < int((~equal).sum())  # shared counterfactual values are computed once
+    # shared counterfactual values are computed once
+    assert len(distinct) < int((~equal).sum())
     assert max(rows) <= 50
 
 
@@ -91,7 +109,9 @@ def test_counterfactuals_are_nearest_inactive():
     inactive = np.flatnonzero(acts == 0)
     for p, row in zip(protos, cfs):
         d = np.linalg.norm(Z[inactive] - Z[p], axis=1)
-        np.testing.assert_allclose(np.linalg.norm(Z[row] - Z[p], axis=1), np.sort(d)[:4])
+        np.testing.assert_allclose(
+            np.linalg.norm(Z[row] - Z[p], axis=1), np.sort(d)[:4]
+        )
         assert np.all(acts[row] == 0)
 
 
@@ -111,7 +131,8 @@ def test_deletion_curve_endpoints():
     c = at.counterfactuals(Z, acts, [p], 1)[0, 0]
     curve = at.deletion_curve(f, X[p], X[c], np.arange(N_GENES), steps=N_GENES)
     assert curve[0] == pytest.approx(acts[p])
-    assert curve[-1] == pytest.approx(acts[c])  # every gene swapped = the counterfactual
+    # every gene swapped = the counterfactual
+    assert curve[-1] == pytest.approx(acts[c])
     flat = at.deletion_curve(f, X[p], X[c], [0, 1], steps=5)
     assert flat[2] == flat[5]  # order exhausted -> flat
 
@@ -131,8 +152,8 @@ def test_deg_and_deletion_curves_attribution_beats_deg():
 
 
 def test_scvi_concept_attribution_fast_route_equals_loop(tmp_path):
-    """Through a real (briefly trained) scVI and a Top-K SAE, the batched first-layer route gives the
-    per-gene loop's scores."""
+    """Through a real (briefly trained) scVI and a Top-K SAE, the batched first-layer
+    route gives the per-gene loop's scores."""
     import anndata as ad
     import scipy.sparse as sp
 
@@ -148,12 +169,18 @@ def test_scvi_concept_attribution_fast_route_equals_loop(tmp_path):
     A = sae.encode_numpy(Z)
     c = int(np.argmin(np.abs((A > 0).sum(0) - 0.3 * len(X))))
     f = at.concept_activation(emb, sae, c)
-    assert hasattr(f, "swaps") and emb._first_layer_route() is not None  # the fast route is under test
+    # the fast route is under test
+    assert hasattr(f, "swaps") and emb._first_layer_route() is not None
     acts = f(X)
     fast = at.attribute(X, f, Z, acts, n_prototypes=3, n_counterfactuals=2)
     slow = at.attribute_loop(X, f, Z, acts, n_prototypes=3, n_counterfactuals=2)
     scale = np.abs(slow).max()
-    np.testing.assert_allclose(fast.sort_index().to_numpy(), slow.sort_index().to_numpy(), rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(
+        fast.sort_index().to_numpy(),
+        slow.sort_index().to_numpy(),
+        rtol=0,
+        atol=1e-5 * scale,
+    )
 
 
 def test_unit_attributions_of_neurons_rank_their_own_genes_first():
@@ -190,16 +217,19 @@ def test_attribute_and_deletion_curves_on_given_prototypes():
     X, Z, f, acts = _setup()
     genes = [f"g{i}" for i in range(N_GENES)]
     rank, held = at.split_prototypes(acts, 10, seed=0)
-    s, pairs = at.attribute(X, f, Z, acts, genes=genes, prototype_idx=rank,
-                            return_pairs=True)
+    s, pairs = at.attribute(
+        X, f, Z, acts, genes=genes, prototype_idx=rank, return_pairs=True
+    )
     np.testing.assert_array_equal(pairs["prototypes"], rank)
     assert set(s.index[:6]) == {f"g{i}" for i in PLANTED}
     act_idx, cf_idx = at.activating_and_counterfactual_cells(Z, acts, max_cells=100)
     table = at.deg(X, act_idx, cf_idx, genes=genes)
-    held_c = at.deletion_curves(X, f, Z, acts, s, table, steps=10, genes=genes,
-                                prototype_idx=held)
-    in_c = at.deletion_curves(X, f, Z, acts, s, table, steps=10, genes=genes,
-                              prototype_idx=rank)
+    held_c = at.deletion_curves(
+        X, f, Z, acts, s, table, steps=10, genes=genes, prototype_idx=held
+    )
+    in_c = at.deletion_curves(
+        X, f, Z, acts, s, table, steps=10, genes=genes, prototype_idx=rank
+    )
     assert not np.allclose(held_c["attribution"], in_c["attribution"])
     # the planted program generalises: the held-out curve still beats DEG order
     assert held_c["attribution"].sum() <= held_c["deg"].sum() + 1e-9

@@ -49,7 +49,8 @@ def test_low_rank_equals_dense_eigh(g, h):
 def test_range_basis_cholesky_qr2_and_its_fallbacks(monkeypatch):
     """U = QR with orthonormal Q: Cholesky-QR2 when U is tall and well conditioned,
     Householder when U is wide or too ill-conditioned for the squared condition number
-    (the Gram matrix not positive definite, or the first pass off orthogonal by > 0.1)."""
+    (the Gram matrix not positive definite, or the first pass off orthogonal
+    by > 0.1)."""
     rng = np.random.default_rng(0)
     tall = torch.from_numpy(rng.normal(size=(300, 40)))
     A, _, B = torch.linalg.svd(tall, full_matrices=False)
@@ -251,7 +252,8 @@ def test_errors_name_the_problem():
 
 
 def test_module_tracking_orients_and_ranks_the_planted_module():
-    """y = (u·x)² planted: the leading module is u, oriented so that its score rises with y."""
+    """y = (u·x)² planted: the leading module is u, oriented so that its score rises
+    with y."""
     rng = np.random.default_rng(3)
     g, n = 20, 1500
     u = np.zeros(g)

@@ -1,4 +1,5 @@
-"""Tests for helpers.concepts: metadata characterisation, GSEA bookkeeping, explorer page."""
+"""Tests for helpers.concepts: metadata characterisation, GSEA bookkeeping,
+explorer page."""
 
 import json
 import re
@@ -17,27 +18,43 @@ def _table():
     phase = np.array(["G1", "S"] * 100)
     obs = pd.DataFrame({"cell_type": pd.Categorical(ct), "phase": phase})
     A = np.zeros((200, 4))
-    A[:100, 0] = 1.0                 # all T cells (share 1.0) -> specific
-    A[:70, 1] = 0.5                  # 70 T + 30 B = 100 cells, share 0.7 -> specific (>=)
+    A[:100, 0] = 1.0  # all T cells (share 1.0) -> specific
+    A[:70, 1] = 0.5  # 70 T + 30 B = 100 cells, share 0.7 -> specific (>=)
     A[100:130, 1] = 0.3
-    A[:60, 2] = 2.0                  # 60 T + 40 NK = 100 cells, share 0.6 -> not specific
+    A[:60, 2] = 2.0  # 60 T + 40 NK = 100 cells, share 0.6 -> not specific
     A[160:200, 2] = 2.0
-    A[:99, 3] = 1.0                  # 99 cells -> not enough data
+    A[:99, 3] = 1.0  # 99 cells -> not enough data
     return obs, A
 
 
 def test_characterise_statuses():
     obs, A = _table()
-    t = cc.characterise(obs, A, ["cell_type", "phase"], min_active_cells=100, specific_share=0.7)
+    t = cc.characterise(
+        obs, A, ["cell_type", "phase"], min_active_cells=100, specific_share=0.7
+    )
     assert t["n_active"].tolist() == [100, 100, 100, 99]
     assert t["cell_type_top"].tolist()[:3] == ["T", "T", "T"]
     np.testing.assert_allclose(t["cell_type_share"].to_numpy()[:3], [1.0, 0.7, 0.6])
-    assert t["cell_type_status"].tolist() == ["specific", "specific", "not specific", "not enough data"]
+    assert t["cell_type_status"].tolist() == [
+        "specific",
+        "specific",
+        "not specific",
+        "not enough data",
+    ]
     assert t["phase_status"].tolist()[:3] == ["not specific"] * 3  # phases are 50/50
-    assert t["status"].tolist() == ["specific", "specific", "not specific", "not enough data"]
+    assert t["status"].tolist() == [
+        "specific",
+        "specific",
+        "not specific",
+        "not enough data",
+    ]
     assert t["specific_to"].tolist() == ["cell_type", "cell_type", "", ""]
     s = cc.summary(t)
-    assert s.loc["any", ["specific", "not specific", "not enough data"]].tolist() == [2, 1, 1]
+    assert s.loc["any", ["specific", "not specific", "not enough data"]].tolist() == [
+        2,
+        1,
+        1,
+    ]
     assert s.loc["phase", "specific"] == 0
     assert s.loc["any", "share_specific"] == pytest.approx(0.5)
 
@@ -60,8 +77,12 @@ def test_characterise_dead_concept_and_errors():
 def test_gsea_annotate_levels_with_stub_prerank():
     lib = {"A": ["g1"], "B": ["g2"]}
     fake = {
-        "u1": pd.DataFrame({"Term": ["A", "B"], "NES": [2.0, 1.0], "NOM p-val": [0.0, 0.01]}),
-        "u2": pd.DataFrame({"Term": ["A", "B"], "NES": [1.5, -3.0], "NOM p-val": [0.004, 0.0]}),
+        "u1": pd.DataFrame(
+            {"Term": ["A", "B"], "NES": [2.0, 1.0], "NOM p-val": [0.0, 0.01]}
+        ),
+        "u2": pd.DataFrame(
+            {"Term": ["A", "B"], "NES": [1.5, -3.0], "NOM p-val": [0.004, 0.0]}
+        ),
         "u3": pd.DataFrame({"Term": ["A"], "NES": [1.2], "NOM p-val": [0.2]}),
     }
     calls = []
@@ -93,8 +114,9 @@ def test_gsea_annotate_quiet_swallows_stderr_and_counts_ties(capsys):
     t = cc.gsea_annotate(attr, {"A": ["a"]}, prerank=noisy, quiet=True)
     assert capsys.readouterr().err == ""
     assert t.loc["u", "tied"] == pytest.approx(0.8) == loud.loc["u", "tied"]
-    distinct = cc.gsea_annotate({"u": pd.Series([3.0, 2.0, 1.0])}, {}, prerank=noisy,
-                                quiet=True)
+    distinct = cc.gsea_annotate(
+        {"u": pd.Series([3.0, 2.0, 1.0])}, {}, prerank=noisy, quiet=True
+    )
     assert distinct.loc["u", "tied"] == 0.0
 
 
@@ -314,15 +336,25 @@ def test_binomial_pvalue_and_bh():
     p0 = float((obs["phase"] == top).mean())
     expect = stats.binomtest(k, 200, p0, alternative="greater").pvalue
     assert t.loc[0, "phase_pvalue"] == pytest.approx(expect, rel=1e-9)
-    np.testing.assert_allclose(cc.bh_adjust([0.01, 0.04, np.nan, 0.03]),
-                               [0.03, 0.04, np.nan, 0.04])
+    np.testing.assert_allclose(
+        cc.bh_adjust([0.01, 0.04, np.nan, 0.03]), [0.03, 0.04, np.nan, 0.04]
+    )
 
 
 def test_recipe_table_match_is_computed():
-    theirs = {"batch size": (1024, "Table 3"), "lr": 1e-4, "threshold": 0.05,
-              "scaler": "none"}
-    ours = {"batch size": 1024, "lr": 1e-3, "threshold": 0.05 * 1.0,
-            "scaler": "none", "epochs": 30}
+    theirs = {
+        "batch size": (1024, "Table 3"),
+        "lr": 1e-4,
+        "threshold": 0.05,
+        "scaler": "none",
+    }
+    ours = {
+        "batch size": 1024,
+        "lr": 1e-3,
+        "threshold": 0.05 * 1.0,
+        "scaler": "none",
+        "epochs": 30,
+    }
     t = cc.recipe_table(ours, theirs, why={"lr": "faster on CPU", "batch size": "x"})
     assert list(t.index) == ["batch size", "lr", "threshold", "scaler", "epochs"]
     assert t["match"].tolist() == [True, False, True, True, False]

@@ -25,8 +25,13 @@ def _counts(n=1200, g=150, seed=0) -> AnnData:
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as lc:
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as lc:
         with distributed.Client(lc) as client:
             yield client
 
@@ -51,8 +56,11 @@ def test_prepare_on_a_dask_cluster_equals_in_memory(cluster, chunk_type):
 def test_count_checks_run_block_by_block_with_the_in_memory_messages(cluster):
     X = np.arange(12, dtype=np.float32).reshape(4, 3)
     assert data.value_summary(da.from_array(X, chunks=(2, 3))) == data.value_summary(X)
-    for bad, msg in [(-1.0, "negative values"), (0.5, "non-integer values"),
-                     (np.nan, "1 NaN/inf values")]:
+    for bad, msg in [
+        (-1.0, "negative values"),
+        (0.5, "non-integer values"),
+        (np.nan, "1 NaN/inf values"),
+    ]:
         Y = X.copy()
         Y[3, 2] = bad
         for arr in (Y, da.from_array(Y, chunks=(2, 3))):

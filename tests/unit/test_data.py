@@ -1,4 +1,5 @@
-"""The data layer: named datasets, local-first loading, and errors that say what to do."""
+"""The data layer: named datasets, local-first loading, and errors that say what
+to do."""
 
 import anndata as ad
 import numpy as np
@@ -32,7 +33,11 @@ def test_offline_error_names_url_file_and_place(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as err:
         data.load_dataset("sciplex2", data_dir=tmp_path)
     msg = str(err.value)
-    assert "sciplex2" in msg and "scverse-exampledata" in msg and "srivatsan_2020_sciplex2.h5ad" in msg
+    assert (
+        "sciplex2" in msg
+        and "scverse-exampledata" in msg
+        and "srivatsan_2020_sciplex2.h5ad" in msg
+    )
     assert str(tmp_path) in msg and "download" in msg and "AttributeError" not in msg
     assert isinstance(err.value.__cause__, ConnectionError)
 
@@ -41,9 +46,13 @@ def test_local_file_wins_and_no_cwd_litter(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "d"
     folder.mkdir()
-    ad.AnnData(np.ones((3, 2), np.float32)).write_h5ad(folder / "srivatsan_2020_sciplex2.h5ad")
+    ad.AnnData(np.ones((3, 2), np.float32)).write_h5ad(
+        folder / "srivatsan_2020_sciplex2.h5ad"
+    )
     adata = data.load_dataset("sciplex2", data_dir=folder)
-    assert adata.shape == (3, 2) and adata.uns["dataset"]["source"].endswith("srivatsan_2020_sciplex2.h5ad")
+    assert adata.shape == (3, 2) and adata.uns["dataset"]["source"].endswith(
+        "srivatsan_2020_sciplex2.h5ad"
+    )
     assert not (tmp_path / "data").exists()
 
 
@@ -64,7 +73,8 @@ def test_pbmc68k_counts_are_integers():
     adata = data.load_dataset("pbmc68k_reduced")
     assert adata.shape == (700, 765) and data.is_integer_counts(adata.X)
     assert "bulk_labels" in adata.obs and "phase" in adata.obs
-    # normalising the recovered counts by each cell's original total gives back scanpy's .raw
+    # normalising the recovered counts by each cell's original total gives back scanpy's
+    # .raw
     import scanpy as sc
 
     back = np.log1p(adata.X.toarray() / adata.obs["n_counts"].to_numpy()[:, None] * 1e4)
@@ -85,7 +95,9 @@ def test_label_errors():
         data.check_labels(adata, "cell_type")
     with pytest.raises(ValueError, match="at least 2"):
         data.check_labels(_toy(cell_type=["a"] * 6), "cell_type")
-    assert list(data.check_labels(_toy(cell_type=["a", "b"] * 3), "cell_type").cat.categories) == ["a", "b"]
+    assert list(
+        data.check_labels(_toy(cell_type=["a", "b"] * 3), "cell_type").cat.categories
+    ) == ["a", "b"]
 
 
 def test_layer_nan_and_negative_errors():

@@ -16,10 +16,23 @@ from helpers.chapter import REPO_ROOT
 def _train(tmp_path, args, devices):
     out = tmp_path / f"{args[0]}_{devices}.pt"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "helpers.distributed", *args, "--devices",
-           str(devices), "--accelerator", "cpu", "--strategy", "ddp", "--out", str(out)]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "helpers.distributed",
+        *args,
+        "--devices",
+        str(devices),
+        "--accelerator",
+        "cpu",
+        "--strategy",
+        "ddp",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{devices} process(es)" in done.stdout
     return torch.load(out)
@@ -34,8 +47,20 @@ def test_two_processes_train_the_same_sae_as_one(tmp_path):
     # dead-latent counters (summed across processes) are exercised
     Z, _ = synthetic.planted_sparse_codes(1200, synthetic.unit_dictionary(8, 12), 2)
     np.save(tmp_path / "z.npy", Z)
-    args = ["sae", "z.npy", "--c", "48", "--k", "2", "--epochs", "4",
-            "--batch-size", "128", "--dead-after", "200"]
+    args = [
+        "sae",
+        "z.npy",
+        "--c",
+        "48",
+        "--k",
+        "2",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "128",
+        "--dead-after",
+        "200",
+    ]
     one, two = _train(tmp_path, args, 1), _train(tmp_path, args, 2)
     dead = one["samples_since_active"] >= 200
     assert 0 < int(dead.sum()) < 48
@@ -57,8 +82,17 @@ def test_two_processes_train_the_same_bilinear_model_as_one(tmp_path):
     y = (X[:, 0] * X[:, 1] > 0).astype(int)  # a bilinear (XOR-like) rule
     np.save(tmp_path / "x.npy", X)
     np.save(tmp_path / "y.npy", y)
-    args = ["bilinear", "x.npy", "y.npy", "--hidden", "8", "--epochs", "3",
-            "--batch-size", "64"]
+    args = [
+        "bilinear",
+        "x.npy",
+        "y.npy",
+        "--hidden",
+        "8",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+    ]
     gaps = _max_gap(_train(tmp_path, args, 1), _train(tmp_path, args, 2))
     assert max(gaps.values()) < 1e-5, gaps
 

@@ -1,4 +1,5 @@
-"""Embeddings: encode reproduces the fitted embedding; clear errors without counts or scGPT."""
+"""Embeddings: encode reproduces the fitted embedding; clear errors without counts
+or scGPT."""
 
 import anndata as ad
 import numpy as np
@@ -31,7 +32,9 @@ def test_pca_encode_equals_obsm():
     X = a.layers["counts"]
     np.testing.assert_allclose(emb.encode(X, batch_size=50), Z, atol=1e-4)
     # dense input, a subset in another batch size: the same rows
-    np.testing.assert_allclose(emb.encode(X[10:37].toarray(), batch_size=7), Z[10:37], atol=1e-4)
+    np.testing.assert_allclose(
+        emb.encode(X[10:37].toarray(), batch_size=7), Z[10:37], atol=1e-4
+    )
     assert get_params(a, key="X_pca")["method"] == "pca"
     np.testing.assert_array_equal(get_embedding(a, key="X_pca"), Z)
     # a second call with another key_added keeps the first one's results
@@ -45,8 +48,14 @@ def test_pca_encode_equals_obsm():
 
 def test_scvi_encode_equals_latent_representation(tmp_path):
     a = toy_counts()
-    kw = dict(n_latent=4, max_epochs=2, output_dir=tmp_path, seed=0, progress=False,
-              train_kwargs=dict(batch_size=64))
+    kw = dict(
+        n_latent=4,
+        max_epochs=2,
+        output_dir=tmp_path,
+        seed=0,
+        progress=False,
+        train_kwargs=dict(batch_size=64),
+    )
     emb = fit_embedding(a, "scvi", **kw)
     X = a.layers["counts"]
     lat = emb.model.get_latent_representation()
@@ -67,39 +76,78 @@ def test_scvi_encode_equals_latent_representation(tmp_path):
 def test_scvi_with_batch_key_encodes_counts_alone(tmp_path):
     a = toy_counts()
     a.obs["batch"] = np.where(np.arange(a.n_obs) % 2 == 0, "b0", "b1")
-    emb = fit_embedding(a, "scvi", n_latent=4, max_epochs=2, output_dir=tmp_path, seed=0, progress=False,
-                        batch_key="batch")
-    assert emb.settings["batch_key"] == "batch" and emb.model.summary_stats["n_batch"] == 2
-    # the encoder ignores the batch: encode() without labels equals scvi's own latent representation
-    np.testing.assert_allclose(emb.encode(a.layers["counts"]), emb.model.get_latent_representation(), atol=1e-5)
+    emb = fit_embedding(
+        a,
+        "scvi",
+        n_latent=4,
+        max_epochs=2,
+        output_dir=tmp_path,
+        seed=0,
+        progress=False,
+        batch_key="batch",
+    )
+    assert (
+        emb.settings["batch_key"] == "batch" and emb.model.summary_stats["n_batch"] == 2
+    )
+    # the encoder ignores the batch: encode() without labels equals scvi's own latent
+    # representation
+    np.testing.assert_allclose(
+        emb.encode(a.layers["counts"]), emb.model.get_latent_representation(), atol=1e-5
+    )
     # the batch labels are part of the cache key: other labels train a new model
     a2 = toy_counts()
     a2.obs["batch"] = "b0"
-    emb2 = fit_embedding(a2, "scvi", n_latent=4, max_epochs=2, output_dir=tmp_path, seed=0, progress=False,
-                         batch_key="batch")
+    emb2 = fit_embedding(
+        a2,
+        "scvi",
+        n_latent=4,
+        max_epochs=2,
+        output_dir=tmp_path,
+        seed=0,
+        progress=False,
+        batch_key="batch",
+    )
     assert "loaded_from" not in emb2.settings
     with pytest.raises(KeyError, match="batch_key 'donor' is not an obs column"):
-        fit_embedding(a, "scvi", n_latent=4, max_epochs=1, batch_key="donor", progress=False)
+        fit_embedding(
+            a, "scvi", n_latent=4, max_epochs=1, batch_key="donor", progress=False
+        )
     with pytest.raises(ValueError, match="encode_covariates=True"):
-        fit_embedding(a, "scvi", n_latent=4, max_epochs=1, progress=False, model_kwargs=dict(encode_covariates=True))
+        fit_embedding(
+            a,
+            "scvi",
+            n_latent=4,
+            max_epochs=1,
+            progress=False,
+            model_kwargs=dict(encode_covariates=True),
+        )
 
 
 @pytest.mark.parametrize("method", ["scvi", "pca"])
 def test_encode_swaps_equals_encoding_the_perturbed_rows(method, tmp_path):
     """scVI's first-layer route (and PCA's generic one) embed one-gene swaps exactly."""
     a = toy_counts()
-    kw = dict(max_epochs=2, progress=False, train_kwargs=dict(batch_size=64)) if method == "scvi" else {}
+    kw = (
+        dict(max_epochs=2, progress=False, train_kwargs=dict(batch_size=64))
+        if method == "scvi"
+        else {}
+    )
     emb = fit_embedding(a, method, n_latent=4, seed=0, **kw)
     if method == "scvi":
-        assert emb._first_layer_route() is not None  # the fast route is the one under test
+        # the fast route is the one under test
+        assert emb._first_layer_route() is not None
     X = a.layers["counts"].toarray()[:5]
     rng = np.random.default_rng(1)
     rows, genes = rng.integers(0, 5, 300), rng.integers(0, a.n_vars, 300)
     values = rng.poisson(3.0, 300).astype(np.float32)
     R = X[rows].copy()
     R[np.arange(300), genes] = values
-    np.testing.assert_allclose(emb.encode_swaps(X, rows, genes, values, batch_size=64), emb.encode(R),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        emb.encode_swaps(X, rows, genes, values, batch_size=64),
+        emb.encode(R),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_no_counts_errors():
@@ -134,7 +182,9 @@ def test_precomputed_embedding():
         emb.encode(a.X)
     W = np.random.default_rng(1).normal(size=(a.n_vars, 5))
     emb = fit_embedding(a, "obsm:X_given", encoder=lambda X: np.log1p(X) @ W)
-    np.testing.assert_allclose(emb.encode(a.X, batch_size=100), np.log1p(a.X) @ W, rtol=1e-5)
+    np.testing.assert_allclose(
+        emb.encode(a.X, batch_size=100), np.log1p(a.X) @ W, rtol=1e-5
+    )
     with pytest.raises(ValueError, match="embedding.genes order"):
         emb.encode(a.X[:, :10])
     with pytest.raises(ValueError, match="Unknown embedding method"):

@@ -16,8 +16,13 @@ def test_pole_genes_top_fraction_per_sign():
 def test_enrich_recovers_planted_term():
     rng = np.random.default_rng(0)
     background = [f"G{i}" for i in range(1000)]
-    library = {"planted": background[:30], **{f"noise{j}": list(rng.choice(background, 30, replace=False))
-                                              for j in range(50)}}
+    library = {
+        "planted": background[:30],
+        **{
+            f"noise{j}": list(rng.choice(background, 30, replace=False))
+            for j in range(50)
+        },
+    }
     res = enrichment.enrich(background[:20] + background[500:505], library, background)
     assert res.iloc[0]["Term"] == "planted" and res.iloc[0]["Adjusted P-value"] < 1e-10
     assert (res["Adjusted P-value"] <= 0.05).all()
@@ -25,7 +30,10 @@ def test_enrich_recovers_planted_term():
 
 def test_enrich_skips_terms_too_small_in_the_background():
     background = [f"G{i}" for i in range(500)]
-    library = {"tiny": ["G0", "G1", "NOT_MEASURED_1", "NOT_MEASURED_2"], "big": background[:40]}
+    library = {
+        "tiny": ["G0", "G1", "NOT_MEASURED_1", "NOT_MEASURED_2"],
+        "big": background[:40],
+    }
     picked = ["G0", "G1"] + background[2:12]
     both = enrichment.enrich(picked, library, background, min_size=2)
     assert set(both["Term"]) == {"tiny", "big"}  # 2/2 of a tiny term is "significant"
@@ -56,8 +64,9 @@ def test_prerank_puts_planted_set_first():
     assert res.iloc[0]["Term"] == "top" and res.iloc[0]["NES"] > 0
 
 
-def test_library_downloads_once_into_the_cache(shared_data, serve_folder, tmp_path,
-                                               monkeypatch):
+def test_library_downloads_once_into_the_cache(
+    shared_data, serve_folder, tmp_path, monkeypatch
+):
     """No local copy: the library comes from the mirror, then from the cache."""
     from helpers import enrichment
 
@@ -98,11 +107,13 @@ def test_library_offline_error_names_the_file_and_place(tmp_path, monkeypatch):
 def test_enrich_poles_finds_the_planted_term_on_its_pole_only():
     genes = [f"G{i}" for i in range(400)]
     load = np.zeros(400)
-    load[:10] = np.linspace(1.0, 0.5, 10)      # positive pole: G0..G9
-    load[10:20] = -np.linspace(1.0, 0.5, 10)   # negative pole: G10..G19
+    load[:10] = np.linspace(1.0, 0.5, 10)  # positive pole: G0..G9
+    load[10:20] = -np.linspace(1.0, 0.5, 10)  # negative pole: G10..G19
     load[20:] = np.random.default_rng(0).normal(0, 1e-3, 380)
-    lib = {"planted": genes[:10] + genes[200:205],
-           **{f"noise{i}": genes[30 + 10 * i:40 + 10 * i] for i in range(30)}}
+    lib = {
+        "planted": genes[:10] + genes[200:205],
+        **{f"noise{i}": genes[30 + 10 * i : 40 + 10 * i] for i in range(30)},
+    }
     libs = {"A": lib, "B": {"other": genes[300:320]}}
     table = enrichment.enrich_poles(load, genes, libs, frac=0.01, min_genes=10)
     assert list(table.columns[:3]) == ["pole", "library", "Term"]

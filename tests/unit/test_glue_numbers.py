@@ -13,6 +13,7 @@ def glued(monkeypatch):
     import myst_nb
 
     calls = {}
+
     def glue(key, value, display=True):
         calls[key] = (value, display)
 
@@ -21,8 +22,9 @@ def glued(monkeypatch):
 
 
 def test_glue_numbers_rounds_floats_keeps_ints_and_hides_output(glued):
-    out = chapter.glue_numbers(digits=3, acc=0.91234567, n=np.int64(70),
-                               lam=np.float32(0.0741), pct=15)
+    out = chapter.glue_numbers(
+        digits=3, acc=0.91234567, n=np.int64(70), lam=np.float32(0.0741), pct=15
+    )
     assert out == {"acc": 0.912, "n": 70, "lam": 0.074, "pct": 15}
     assert glued["acc"] == (0.912, False)
     assert type(glued["n"][0]) is int and type(glued["acc"][0]) is float

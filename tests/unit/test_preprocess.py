@@ -28,8 +28,13 @@ def test_rare_genes_are_dropped_before_hvgs():
     adata.var_names = [f"g{i}" for i in range(30)]
     out = preprocess.prepare(adata, n_top_genes=None)
     assert "g0" not in out.var_names and "g1" not in out.var_names and out.n_vars == 28
-    assert out.uns["preprocess"]["min_cells_per_gene"] == 10 and out.uns["preprocess"]["n_dropped_rare"] == 2
-    assert preprocess.describe(out).startswith("30 genes in: 0 dropped by prefix ['Rpl', 'Rps'], 2 detected in")
+    assert (
+        out.uns["preprocess"]["min_cells_per_gene"] == 10
+        and out.uns["preprocess"]["n_dropped_rare"] == 2
+    )
+    assert preprocess.describe(out).startswith(
+        "30 genes in: 0 dropped by prefix ['Rpl', 'Rps'], 2 detected in"
+    )
     kept = preprocess.prepare(adata, n_top_genes=None, min_cells_per_gene=1)
     assert {"g0", "g1"} <= set(kept.var_names)
 
@@ -39,7 +44,9 @@ def test_normalize_log1p_values():
 
     adata = ad.AnnData(np.array([[1, 3], [0, 4]], np.float32))
     preprocess.normalize_log1p(adata)
-    np.testing.assert_allclose(adata.X.toarray(), np.log1p([[2500, 7500], [0, 1e4]]), rtol=1e-6)
+    np.testing.assert_allclose(
+        adata.X.toarray(), np.log1p([[2500, 7500], [0, 1e4]]), rtol=1e-6
+    )
 
 
 def test_split_is_stratified_and_disjoint():
@@ -57,9 +64,10 @@ def test_subsample_keeps_group_shares():
     import pandas as pd
 
     labels = ["a"] * 300 + ["b"] * 100
-    adata = ad.AnnData(np.zeros((400, 2), np.float32),
-                       obs=pd.DataFrame({"g": labels},
-                                        index=[f"c{i}" for i in range(400)]))
+    adata = ad.AnnData(
+        np.zeros((400, 2), np.float32),
+        obs=pd.DataFrame({"g": labels}, index=[f"c{i}" for i in range(400)]),
+    )
     out = preprocess.subsample(adata, 100, groupby="g", seed=0)
     assert out.obs["g"].value_counts().to_dict() == {"a": 75, "b": 25}
     order = sorted(out.obs_names, key=lambda c: int(c[1:]))

@@ -1,4 +1,6 @@
-"""Tests for helpers.probes: planted-label probes, cell-cycle scoring, balanced sampling."""
+"""Tests for helpers.probes: planted-label probes, cell-cycle scoring, balanced
+sampling."""
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -21,7 +23,8 @@ def test_probe_finds_the_concept_that_carries_the_label():
     rng = np.random.default_rng(0)
     n, c, carrier = 600, 30, 17
     y = rng.integers(0, 3, size=n)
-    # sparse non-negative "concept activations", pure noise except concept 17 which encodes y
+    # sparse non-negative "concept activations", pure noise except concept 17 which
+    # encodes y
     U = rng.exponential(size=(n, c)) * (rng.random((n, c)) < 0.2)
     U[:, carrier] = y * 2.0 + 0.3 * rng.random(n)
     labels = np.array(["G1", "S", "G2M"])[y]
@@ -35,8 +38,12 @@ def test_probe_finds_the_concept_that_carries_the_label():
     # class with the highest code (G2M = 2) votes for the carrier most positively
     top = top_units(res["coef"], n=1)
     assert top.set_index("class").loc["G2M", "unit"] == carrier
-    assert top.set_index("class").loc["G1", "unit"] != carrier  # G1 = low carrier values
-    assert top_units(res["coef"], n=1, sign="abs").set_index("class").loc["G1", "unit"] == carrier
+    # G1 = low carrier values
+    assert top.set_index("class").loc["G1", "unit"] != carrier
+    assert (
+        top_units(res["coef"], n=1, sign="abs").set_index("class").loc["G1", "unit"]
+        == carrier
+    )
 
 
 def test_probe_on_noise_is_near_chance():
@@ -75,7 +82,9 @@ def test_balanced_indices():
     assert pd.Series(labels[idx2]).value_counts().to_dict() == {"a": 20, "b": 20}
     idx3 = balanced_indices(labels, n_per_class=3, seed=1)
     assert pd.Series(labels[idx3]).value_counts().to_dict() == {"a": 3, "b": 3, "c": 3}
-    assert not np.array_equal(balanced_indices(labels, 3, seed=1), balanced_indices(labels, 3, seed=2))
+    assert not np.array_equal(
+        balanced_indices(labels, 3, seed=1), balanced_indices(labels, 3, seed=2)
+    )
     with pytest.raises(ValueError, match="smallest kept class"):
         balanced_indices(labels, n_per_class=6)
     with pytest.raises(ValueError, match="fewer than 2 classes"):
@@ -98,7 +107,7 @@ def _toy_cell_cycle(mouse=False):
     rng = np.random.default_rng(0)
     X = rng.poisson(2.0, size=(60, len(genes))).astype(np.float32)
     X[:20, : len(s)] += rng.poisson(20.0, size=(20, len(s)))
-    X[20:40, len(s): len(s) + len(g2m)] += rng.poisson(20.0, size=(20, len(g2m)))
+    X[20:40, len(s) : len(s) + len(g2m)] += rng.poisson(20.0, size=(20, len(g2m)))
     return ad.AnnData(X=X, var=pd.DataFrame(index=genes))
 
 
@@ -114,21 +123,28 @@ def test_cell_cycle_scoring_on_a_hand_made_anndata(mouse):
     g2m = out["G2M_score"].to_numpy()
     assert g2m[20:40].min() > max(g2m[:20].max(), g2m[40:].max())
     assert np.abs(out.iloc[40:, :2].to_numpy()).max() < 0.5 * g2m[20:40].min()
-    np.testing.assert_array_equal(phase, phase_from_scores(out["S_score"], out["G2M_score"]))
+    np.testing.assert_array_equal(
+        phase, phase_from_scores(out["S_score"], out["G2M_score"])
+    )
 
 
 def test_cell_cycle_scoring_refuses_too_few_genes():
     adata = _toy_cell_cycle()[:, 40:]  # keeps 3 S genes and all G2M genes
-    with pytest.raises(ValueError, match="only 3/43 S .*Score before selecting highly variable"):
+    with pytest.raises(
+        ValueError, match="only 3/43 S .*Score before selecting highly variable"
+    ):
         score_cell_cycle(adata)
 
 
 def test_phase_from_scores_rule():
-    np.testing.assert_array_equal(phase_from_scores([-1, 0.5, 0.2, -0.1], [-2, 0.1, 0.3, 0.2]),
-                                  ["G1", "S", "G2M", "G2M"])
+    np.testing.assert_array_equal(
+        phase_from_scores([-1, 0.5, 0.2, -0.1], [-2, 0.1, 0.3, 0.2]),
+        ["G1", "S", "G2M", "G2M"],
+    )
     # scanpy's rule: G1 only when both scores are strictly negative (0 is not G1)
-    np.testing.assert_array_equal(phase_from_scores([0.0, -0.5, 0.0], [-0.5, 0.0, 0.0]),
-                                  ["S", "G2M", "S"])
+    np.testing.assert_array_equal(
+        phase_from_scores([0.0, -0.5, 0.0], [-0.5, 0.0, 0.0]), ["S", "G2M", "S"]
+    )
 
 
 def test_probe_task_uses_one_balanced_split_for_concepts_and_neurons():
@@ -146,7 +162,10 @@ def test_probe_task_uses_one_balanced_split_for_concepts_and_neurons():
 
 
 def test_marker_hits_case_insensitive_and_ordered():
-    assert marker_hits(["Top2a", "Actb", "Mki67"], ["MKI67", "TOP2A"]) == ["Top2a", "Mki67"]
+    assert marker_hits(["Top2a", "Actb", "Mki67"], ["MKI67", "TOP2A"]) == [
+        "Top2a",
+        "Mki67",
+    ]
 
 
 def test_cell_cycle_labels_rescore_or_fall_back_to_shipped_scores():
@@ -155,7 +174,8 @@ def test_cell_cycle_labels_rescore_or_fall_back_to_shipped_scores():
     full = _toy_cell_cycle()
     phase, source = cell_cycle_labels(full)
     assert "score_genes_cell_cycle" in source and "43/43 S" in source
-    assert (phase.iloc[20:40] == "G2M").all() and "phase" not in full.obs  # input untouched
+    # input untouched
+    assert (phase.iloc[20:40] == "G2M").all() and "phase" not in full.obs
     cut = full[:, 40:].copy()  # 3 S genes left: too few to rescore
     cut.obs["S_score"] = np.r_[np.ones(20), -np.ones(40)]
     cut.obs["G2M_score"] = np.r_[-np.ones(20), np.ones(20), -np.ones(20)]
@@ -176,11 +196,19 @@ def test_read_top_units_reads_each_class_top_neuron_through_its_genes():
     adata = ad.AnnData(X)
     adata.layers["counts"] = X
     run = dict(adata=adata, emb=emb, Z=emb.encode(X), sae=None, U=None)
-    coef = pd.DataFrame([[3.0, 0.1, 0.0, 0.0], [0.0, 0.2, 2.0, 0.0]],
-                        index=["S", "G2M"])
-    top = read_top_units(coef, run, concepts=False, n=1, n_genes=2, n_prototypes=5,
-                         n_counterfactuals=2,
-                         markers={"S": ["G0"], "G2M": ["G5", "G0"]})
+    coef = pd.DataFrame(
+        [[3.0, 0.1, 0.0, 0.0], [0.0, 0.2, 2.0, 0.0]], index=["S", "G2M"]
+    )
+    top = read_top_units(
+        coef,
+        run,
+        concepts=False,
+        n=1,
+        n_genes=2,
+        n_prototypes=5,
+        n_counterfactuals=2,
+        markers={"S": ["G0"], "G2M": ["G5", "G0"]},
+    )
     assert top["unit"].tolist() == [0, 2]
     # neuron j is driven by genes 2j and 2j+1 only
     genes = [set(g.split(", ")) for g in top["top genes"]]
@@ -219,12 +247,20 @@ def test_probe_task_reports_the_compared_variant():
     U = np.zeros((270, 6))
     U[np.arange(270), pd.factorize(labels)[0]] = 1.0
     Z = rng.standard_normal((270, 4))
-    r = probe_task(U, Z, labels, seed=0, max_iter=50, compare=SCALED_PROBE,
-                   compare_label="scaled, 2000 iter")
+    r = probe_task(
+        U,
+        Z,
+        labels,
+        seed=0,
+        max_iter=50,
+        compare=SCALED_PROBE,
+        compare_label="scaled, 2000 iter",
+    )
     assert r["res"]["concepts"]["model"][-1].max_iter == 50
     assert r["summary"]["concepts (scaled, 2000 iter)"] == 1.0
-    np.testing.assert_array_equal(r["res_compare"]["concepts"]["test_idx"],
-                                  r["res"]["concepts"]["test_idx"])
+    np.testing.assert_array_equal(
+        r["res_compare"]["concepts"]["test_idx"], r["res"]["concepts"]["test_idx"]
+    )
 
 
 def test_cell_cycle_coverage_counts_each_list_and_applies_the_rule():
@@ -234,7 +270,11 @@ def test_cell_cycle_coverage_counts_each_list_and_applies_the_rule():
     genes = [g.lower() for g in s[:30]] + g2m[:20] + ["ACTB"]  # case-insensitive
     cov = cell_cycle_coverage(genes, min_coverage=0.5)
     assert (cov["S genes"], cov["S listed"], cov["G2M genes"], cov["G2M listed"]) == (
-        30, 43, 20, 54)
+        30,
+        43,
+        20,
+        54,
+    )
     assert cov["S share"] == pytest.approx(30 / 43)
     assert cov["G2M share"] == pytest.approx(20 / 54)
     assert not cov["phase probe"]  # the weaker list decides: 20/54 < 0.5
@@ -244,7 +284,9 @@ def test_cell_cycle_coverage_counts_each_list_and_applies_the_rule():
         cell_cycle_coverage(genes, min_coverage=5)
 
 
-def test_load_tasks_without_phase_coverage_or_cell_type_key_says_what_to_change(tmp_path):
+def test_load_tasks_without_phase_coverage_or_cell_type_key_says_what_to_change(
+    tmp_path,
+):
     from helpers.probes import load_tasks
 
     path = tmp_path / "toy.h5ad"
@@ -261,9 +303,12 @@ def test_marker_overlap_is_the_hypergeometric_tail():
     universe = [f"G{i}" for i in range(100)]
     markers = {"S": [f"G{i}" for i in range(10)] + ["NOT_IN_INPUT"], "G2M": ["G50"]}
     # class "a": two units whose genes overlap; 3 distinct S markers among 8 genes
-    top = pd.DataFrame({"class": ["a", "a", "b"],
-                        "top genes": ["G0, G1, G20, G21", "g2, G1, G22, G23, G24, G25",
-                                      ""]})
+    top = pd.DataFrame(
+        {
+            "class": ["a", "a", "b"],
+            "top genes": ["G0, G1, G20, G21", "g2, G1, G22, G23, G24, G25", ""],
+        }
+    )
     out = marker_overlap(top, markers, universe).set_index(["class", "markers"])
     row = out.loc[("a", "S")]
     assert (row["genes drawn"], row["markers in input"], row["hits"]) == (9, 10, 3)
@@ -278,17 +323,25 @@ def test_marker_overlap_is_the_hypergeometric_tail():
 
 
 def _results(classes, concepts, neurons, test_cells):
-    summary = {"classes": len(classes), "cells per class": 100, "test cells": test_cells,
-               "chance": 1 / len(classes), "concepts": concepts, "neurons": neurons,
-               "converged": True}
+    summary = {
+        "classes": len(classes),
+        "cells per class": 100,
+        "test cells": test_cells,
+        "chance": 1 / len(classes),
+        "concepts": concepts,
+        "neurons": neurons,
+        "converged": True,
+    }
     return {"classes": sorted(classes), "summary": summary}
 
 
 def test_accuracy_claims_follow_the_comparability_rule_and_the_papers_figures():
     from helpers.probes import PAPER_ACCURACY, accuracy_claims, gap_table
 
-    results = {("sorted", "cell type"): _results(list("ABCDEFG"), 0.70, 0.80, 400),
-               ("ifn", "cell cycle"): _results(["G1", "S", "G2M"], 0.50, 0.46, 300)}
+    results = {
+        ("sorted", "cell type"): _results(list("ABCDEFG"), 0.70, 0.80, 400),
+        ("ifn", "cell cycle"): _results(["G1", "S", "G2M"], 0.50, 0.46, 300),
+    }
     claims = {c.figure: c for c in accuracy_claims(results, 0.05)}
     assert len(claims) == 6
     ct = claims["cell type probe accuracy, concepts (sorted, 400 test cells)"]
@@ -299,7 +352,9 @@ def test_accuracy_claims_follow_the_comparability_rule_and_the_papers_figures():
     gap = claims["cell type probe: concepts − neurons (sorted)"]
     assert gap.theirs == -0.01 and gap.ours == pytest.approx(-0.10)
     assert gap.verdict() == "not reproduced"
-    assert claims["cell cycle probe: concepts − neurons (ifn)"].verdict() == "reproduced"
+    assert (
+        claims["cell cycle probe: concepts − neurons (ifn)"].verdict() == "reproduced"
+    )
     gaps = gap_table(results).set_index("task")
     se = np.sqrt((0.7 * 0.3 + 0.8 * 0.2) / 400)
     assert gaps.loc["cell type", "s.e. of the gap"] == pytest.approx(se)
@@ -311,6 +366,9 @@ def test_paper_rows_are_the_papers_test_sets():
 
     rows = {r["task"]: r for r in paper_rows()}
     # Appendix G / Figure 10: 2000 test cells per type (7 types), 1000 per phase (3)
-    assert rows["cell type"]["test cells"] == 14000 and rows["cell cycle"]["test cells"] == 3000
+    assert (
+        rows["cell type"]["test cells"] == 14000
+        and rows["cell cycle"]["test cells"] == 3000
+    )
     assert rows["cell type"]["cells per class"] == 8000
     assert PAPER_PROBE_SETUP["test share (cell type)"][0] == 0.25

@@ -1,4 +1,5 @@
-"""Top-K SAE: exact identities, the unit-norm constraint, planted dictionary, aux loss."""
+"""Top-K SAE: exact identities, the unit-norm constraint, planted dictionary,
+aux loss."""
 
 import dataclasses
 import math
@@ -86,7 +87,9 @@ def test_decoder_columns_stay_unit_norm_and_grad_projection():
     Z, _ = planted(n=600, d=16, c=20)
     m, hist = train_sae(Z, c=40, k=3, lr=1e-2, epochs=5, batch_size=64, progress=False)
     np.testing.assert_allclose(np.linalg.norm(m.dictionary, axis=1), 1.0, atol=1e-5)
-    assert len(hist) == 5 and {"loss", "recon", "aux", "val_r2", "n_dead"} <= set(hist.columns)
+    assert len(hist) == 5 and {"loss", "recon", "aux", "val_r2", "n_dead"} <= set(
+        hist.columns
+    )
     # the projected gradient has no component along its column
     m.train()
     loss = sae_loss(m, torch.from_numpy(Z[:64])).total
@@ -99,7 +102,9 @@ def test_decoder_columns_stay_unit_norm_and_grad_projection():
 
 def test_planted_dictionary_is_recovered():
     Z, D = planted()
-    m, _ = train_sae(Z, c=48, k=3, lr=3e-3, epochs=100, batch_size=256, seed=0, progress=False)
+    m, _ = train_sae(
+        Z, c=48, k=3, lr=3e-3, epochs=100, batch_size=256, seed=0, progress=False
+    )
     best = np.abs(D @ m.dictionary.T).max(axis=1)  # each true atom's best learned match
     assert best.mean() >= 0.9, best
     met = sae_metrics(m, Z)
@@ -152,12 +157,21 @@ def test_r2_definition_and_metrics():
 def test_sweep_and_annotate():
     Z, _ = planted(n=400, d=12, c=10)
     table = scale_sweep(Z, configs=[(20, 2), (40, 4, 3e-3)], epochs=2, progress=False)
-    assert list(table[["c", "k"]].itertuples(index=False, name=None)) == [(20, 2), (40, 4)]
+    assert list(table[["c", "k"]].itertuples(index=False, name=None)) == [
+        (20, 2),
+        (40, 4),
+    ]
     assert table["lr"].tolist() == [1e-4, 3e-3]
     assert {"r2", "l0", "n_active", "n_dead", "seconds"} <= set(table.columns)
     assert (table["n_active"] + table["n_dead"] == table["c"]).all()
-    table, models = scale_sweep(Z, configs=[(20, 2)], epochs=2, progress=False,
-                                return_models=True, min_active_cells=5)
+    table, models = scale_sweep(
+        Z,
+        configs=[(20, 2)],
+        epochs=2,
+        progress=False,
+        return_models=True,
+        min_active_cells=5,
+    )
     n_cells = (models[(20, 2)].encode_numpy(Z) > 0).sum(0)
     assert table.loc[0, "median cells/concept"] == np.median(n_cells)
     assert table.loc[0, "concepts >= 5 cells"] == (n_cells >= 5).sum()
@@ -275,19 +289,22 @@ def test_paper_settings_follow_table3():
 
 def test_settings_k_aux_is_capped_by_c_and_by_dead_latents():
     Z, _ = planted(n=300, d=8, c=12, k=2)
-    model, _ = train_sae(Z, 20, 2, SAETrainSettings(epochs=1, k_aux=512, progress=False,
-                                                    device="cpu"))
+    model, _ = train_sae(
+        Z, 20, 2, SAETrainSettings(epochs=1, k_aux=512, progress=False, device="cpu")
+    )
     assert model.k_aux == 20 and model.settings.k_aux == 512
     pre = torch.randn(5, 20)
     dead = torch.zeros(20, dtype=torch.bool)
     dead[[3, 7, 11]] = True
     aux = model.aux_activations(pre, dead)
     assert ((aux != 0).sum(1) <= 3).all() and (aux[:, ~dead] == 0).all()
-    explicit, _ = train_sae(Z, 20, 2, SAETrainSettings(epochs=1, k_aux=512,
-                                                       progress=False), k_aux=4)
+    explicit, _ = train_sae(
+        Z, 20, 2, SAETrainSettings(epochs=1, k_aux=512, progress=False), k_aux=4
+    )
     assert explicit.k_aux == 4
-    table = scale_sweep(Z, [(20, 2, {"lr": 5e-4, "epochs": 2})], epochs=1,
-                        progress=False, device="cpu")
+    table = scale_sweep(
+        Z, [(20, 2, {"lr": 5e-4, "epochs": 2})], epochs=1, progress=False, device="cpu"
+    )
     assert table.loc[0, "lr"] == 5e-4 and table.loc[0, "epochs"] == 2
 
 
@@ -297,8 +314,11 @@ def test_paper_sae_rows_agree_with_paper_settings():
 
     st = sae_mod.paper_settings(500)
     rows = sae_mod.paper_sae_rows(500, 8, st.lr, st.epochs, "Table 3")
-    assert rows["SAE learning rate"][0] == st.lr == 1e-4 and rows["SAE epochs"][0] == 1500
+    assert (
+        rows["SAE learning rate"][0] == st.lr == 1e-4 and rows["SAE epochs"][0] == 1500
+    )
     assert rows["SAE batch size"][0] == st.batch_size == 1024
     assert rows["SAE aux_k"][0] == st.k_aux == 512
     assert {k: v[0] for k, v in rows.items()} == {
-        k: PAPER_STABILITY[k][0] for k in rows}
+        k: PAPER_STABILITY[k][0] for k in rows
+    }

@@ -170,7 +170,9 @@ def test_missing_package_is_reported_as_such(source_mirror, monkeypatch):
         data.load_dataset("zheng2017_donorA")
     assert "Offline" not in str(err.value)
     monkeypatch.setitem(sys.modules, "pooch", None)  # and without the downloader
-    with pytest.raises(ImportError, match=r"'kang2018'.*'pooch'.*pip install pooch==") as err:
+    with pytest.raises(
+        ImportError, match=r"'kang2018'.*'pooch'.*pip install pooch=="
+    ) as err:
         data.load_dataset("kang2018")
     assert "Offline" not in str(err.value)
 

@@ -1,5 +1,6 @@
-"""Transcriptional frequencies: known spectra, connectivity, sparse = dense, AnnData keys,
-and planted truth for the bilinear regressor of a frequency-like target."""
+"""Transcriptional frequencies: known spectra, connectivity, sparse = dense,
+AnnData keys, and planted truth for the bilinear regressor of a frequency-like
+target."""
 
 import warnings
 
@@ -30,9 +31,12 @@ def _trajectory(n, d=30, n_branches=3, noise=0.1, seed=0):
 
 
 def _assert_same_eigenspaces(vals, vecs, vals_ref, vecs_ref, tol=1e-6):
-    """Eigenvalues equal; eigenvectors equal up to sign, or as subspaces for degenerate λ."""
+    """Eigenvalues equal; eigenvectors equal up to sign, or as subspaces for
+    degenerate λ."""
     np.testing.assert_allclose(vals, vals_ref, atol=tol)
-    groups = np.split(np.arange(len(vals)), np.flatnonzero(np.diff(vals_ref) > 1e-6) + 1)
+    groups = np.split(
+        np.arange(len(vals)), np.flatnonzero(np.diff(vals_ref) > 1e-6) + 1
+    )
     for g in groups:
         overlap = np.linalg.svd(vecs_ref[:, g].T @ vecs[:, g], compute_uv=False)
         assert overlap.min() > 1 - 1e-6, (g, overlap)
@@ -60,7 +64,8 @@ def test_path_graph_spectrum(solver):
 def test_ring_spectrum_with_degenerate_pairs(solver):
     n = 300 if solver == "dense" else 2500
     L = spectral.laplacian(_ring(n))
-    vals, vecs, _ = spectral.smallest_eigenpairs(L, 5, solver=solver)  # 0, then two pairs
+    # 0, then two pairs
+    vals, vecs, _ = spectral.smallest_eigenpairs(L, 5, solver=solver)
     expected = 2 - 2 * np.cos(2 * np.pi * np.array([0, 1, 1, 2, 2]) / n)
     np.testing.assert_allclose(vals, expected, atol=1e-8)
     # a degenerate pair is any rotation of span{cos, sin}: compare subspaces
@@ -76,7 +81,9 @@ def test_normalized_laplacian_of_ring_is_scaled():
     # the ring is 2-regular, so I - D^-1/2 A D^-1/2 = L / 2
     L = spectral.laplacian(_ring(200), normalized=True)
     vals, _, _ = spectral.smallest_eigenpairs(L, 3, solver="dense")
-    np.testing.assert_allclose(vals, (1 - np.cos(2 * np.pi * np.array([0, 1, 1]) / 200)), atol=1e-10)
+    np.testing.assert_allclose(
+        vals, (1 - np.cos(2 * np.pi * np.array([0, 1, 1]) / 200)), atol=1e-10
+    )
 
 
 def test_disconnected_graph_zero_multiplicity_and_error():
@@ -85,7 +92,9 @@ def test_disconnected_graph_zero_multiplicity_and_error():
     vals, _, _ = spectral.smallest_eigenpairs(spectral.laplacian(A), 5, solver="dense")
     assert np.sum(np.abs(vals) < 1e-10) == 3  # one zero per component
     assert vals[3] > 1e-4
-    with pytest.raises(ValueError, match=r"3 connected components.*larger k.*largest component"):
+    with pytest.raises(
+        ValueError, match=r"3 connected components.*larger k.*largest component"
+    ):
         spectral.check_connected(A)
     with pytest.warns(UserWarning, match="multiplicity 3"):
         assert spectral.check_connected(A, allow_disconnected=True) == 3
@@ -96,9 +105,12 @@ def test_disconnected_graph_zero_multiplicity_and_error():
 def test_frequencies_on_disconnected_data_raises_with_fix():
     rng = np.random.default_rng(0)
     far = np.zeros((2, 20))
-    far[0, :10], far[1, 10:] = 1, 1  # two orthogonal clusters: cosine neighbours never cross
+    # two orthogonal clusters: cosine neighbours never cross
+    far[0, :10], far[1, 10:] = 1, 1
     X = np.repeat(far, 100, axis=0) + 0.01 * rng.random((200, 20))
-    with pytest.raises(ValueError, match="2 connected components.*Fix: build the graph with a larger k"):
+    with pytest.raises(
+        ValueError, match="2 connected components.*Fix: build the graph with a larger k"
+    ):
         spectral.frequencies(ad.AnnData(X.astype(np.float32)), n_freqs=3, k=5)
 
 
@@ -167,7 +179,9 @@ def test_frequencies_options_and_input_errors():
     X, _ = _trajectory(600, seed=5)
     adata = ad.AnnData(X.astype(np.float32))
     adata.obsm["X_rep"] = X[:, :10]
-    spectral.frequencies(adata, n_freqs=3, k=10, normalized=True, use_rep="X_rep", key_added="F")
+    spectral.frequencies(
+        adata, n_freqs=3, k=10, normalized=True, use_rep="X_rep", key_added="F"
+    )
     assert adata.obsm["X_F"].shape == (600, 3) and "freq" not in adata.uns
     assert adata.uns["F"]["params"]["normalized"] is True
     assert adata.uns["F"]["params"]["use_rep"] == "X_rep"
@@ -188,7 +202,9 @@ def test_frequencies_options_and_input_errors():
         spectral.frequencies(adata, use_rep="nope")
     with pytest.raises(ValueError, match="not symmetric"):
         spectral.laplacian(sp.csr_matrix(np.triu(np.ones((4, 4)), 1)))
-    with pytest.raises(ValueError, match="k=700 must be smaller than the number of cells"):
+    with pytest.raises(
+        ValueError, match="k=700 must be smaller than the number of cells"
+    ):
         spectral.knn_graph(X, k=700)
 
 
@@ -196,15 +212,28 @@ def test_bilinear_regressor_recovers_planted_quadratic_module():
     """Targets quadratic in a known gene module (a frequency-like axis): the regressor's
     leading eigenvector for that output is the module (|cosine| >= 0.9)."""
     n, g = 2000, 40
-    X, module = synthetic.planted_module(n, g, genes=[2, 5, 11, 17, 29, 33],
-                                         signs=[1, 1, 1, -1, -1, 1])
+    X, module = synthetic.planted_module(
+        n, g, genes=[2, 5, 11, 17, 29, 33], signs=[1, 1, 1, -1, -1, 1]
+    )
     y = (X @ module) ** 2 + 0.05 * np.random.default_rng(1).normal(size=n)
-    Y = ((y - y.mean()) / y.std()).astype(np.float32)[:, None]  # standardised, as in the chapter
+    # standardised, as in the chapter
+    Y = ((y - y.mean()) / y.std()).astype(np.float32)[:, None]
     split = preprocess.split_indices(n, seed=0, stratify=False)
     model = bilinear.BilinearMLP(g, 16, 1)
     model, hist = bilinear.train_bilinear(
-        model, X, Y, split, task="regression", loss="huber", epochs=20, lr=3e-3,
-        weight_decay=1e-4, batch_size=128, device="cpu", seed=0, progress=False,
+        model,
+        X,
+        Y,
+        split,
+        task="regression",
+        loss="huber",
+        epochs=20,
+        lr=3e-3,
+        weight_decay=1e-4,
+        batch_size=128,
+        device="cpu",
+        seed=0,
+        progress=False,
     )
     assert hist["val_mae"].iloc[-1] < 0.5 * hist["val_mae"].iloc[0]
     vals, vecs = bilinear.eigendecompose(model, 0)[0]
@@ -218,16 +247,26 @@ def test_fit_frequencies_standardises_and_ablation_rows():
     X, module = synthetic.planted_module(n, g, genes=[1, 4, 7], seed=2)
     F = np.c_[(X @ module) ** 2, X[:, 0] * X[:, 3]] * 0.01  # tiny, as unit-norm vectors
     split = preprocess.split_indices(n, seed=0, stratify=False)
-    model, _ = spectral.fit_frequencies(X, F, split, hidden=8, loss="mse", epochs=30,
-                                        lr=1e-2, progress=False)
+    model, _ = spectral.fit_frequencies(
+        X, F, split, hidden=8, loss="mse", epochs=30, lr=1e-2, progress=False
+    )
     mu, sd = model.target_scale
     np.testing.assert_allclose(mu, F[split["train"]].mean(0))
     pred = spectral.predict_frequencies(model, X)
     from sklearn.metrics import r2_score
 
     assert r2_score(F[split["test"], 0], pred[split["test"], 0]) > 0.9
-    table = spectral.seed_ablation(X, F, [0, 1], [1e-4, 1.0], names=["f0", "f1"],
-                                   hidden=8, loss="mse", epochs=3, lr=1e-2)
+    table = spectral.seed_ablation(
+        X,
+        F,
+        [0, 1],
+        [1e-4, 1.0],
+        names=["f0", "f1"],
+        hidden=8,
+        loss="mse",
+        epochs=3,
+        lr=1e-2,
+    )
     assert len(table) == 4
     assert list(table["weight decay"]) == ["0.0001", "1", "0.0001", "1"]
     expected = {"val R² (frequency 0)", "ρ module 0", "best |ρ| (first modules)"}

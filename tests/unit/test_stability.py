@@ -1,4 +1,5 @@
 """Tests for helpers.stability: Hungarian matching, chance levels, gene overlap."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,7 +34,9 @@ def test_matching_recovers_a_known_permutation_exactly():
     pairs = match_dictionaries(D1, D2)
     assert len(pairs) == 64
     inverse = np.argsort(perm)
-    assert np.array_equal(pairs["atom_2"].to_numpy(), inverse[pairs["atom_1"].to_numpy()])
+    assert np.array_equal(
+        pairs["atom_2"].to_numpy(), inverse[pairs["atom_1"].to_numpy()]
+    )
     np.testing.assert_allclose(pairs["cosine"], 1.0, atol=1e-12)
 
 
@@ -43,14 +46,17 @@ def test_noisy_copy_matches_with_high_cosine_and_right_partner():
     perm = rng.permutation(40)
     D2 = D1[perm] + 0.05 * rng.standard_normal((40, 32))
     pairs = match_dictionaries(D1, D2)
-    assert np.array_equal(pairs["atom_2"].to_numpy(), np.argsort(perm)[pairs["atom_1"].to_numpy()])
+    assert np.array_equal(
+        pairs["atom_2"].to_numpy(), np.argsort(perm)[pairs["atom_1"].to_numpy()]
+    )
     assert pairs["cosine"].min() > 0.9
 
 
 def test_unequal_sizes_match_min_c_atoms_and_planted_subset_is_found():
     rng = np.random.default_rng(2)
     D1 = _unit_rows(rng, 10, 20)
-    D2 = np.vstack([_unit_rows(rng, 15, 20), D1[::-1]])  # 25 atoms, the last 10 are D1 reversed
+    # 25 atoms, the last 10 are D1 reversed
+    D2 = np.vstack([_unit_rows(rng, 15, 20), D1[::-1]])
     pairs = match_dictionaries(D1, D2)
     assert len(pairs) == 10
     assert set(pairs["atom_2"]) == set(range(15, 25))
@@ -62,7 +68,9 @@ def test_null_is_far_below_a_planted_match():
     rng = np.random.default_rng(3)
     c, d = 50, 32
     D1 = _unit_rows(rng, c, d)
-    planted = match_dictionaries(D1, D1[rng.permutation(c)] + 0.1 * rng.standard_normal((c, d)))
+    planted = match_dictionaries(
+        D1, D1[rng.permutation(c)] + 0.1 * rng.standard_normal((c, d))
+    )
     null = random_dictionary_null(c, d, n_draws=5, seed=0)
     assert null.shape == (5, c)
     assert np.all(np.diff(null, axis=1) <= 0)  # each draw sorted decreasing
@@ -72,7 +80,8 @@ def test_null_is_far_below_a_planted_match():
 
 
 def test_null_grows_with_atoms_per_dimension():
-    # Hungarian maximisation makes chance alignment larger when c >> d: the reason to measure it
+    # Hungarian maximisation makes chance alignment larger when c >> d: the reason to
+    # measure it
     few = random_dictionary_null(8, 32, n_draws=4, seed=0).mean()
     many = random_dictionary_null(128, 4, n_draws=4, seed=0).mean()
     assert many > few + 0.2
@@ -101,9 +110,12 @@ def test_activation_matching_recovers_permuted_concepts_and_beats_shuffle():
     rng = np.random.default_rng(5)
     U1 = rng.exponential(size=(300, 12)) * (rng.random((300, 12)) < 0.3)
     perm = rng.permutation(12)
-    U2 = 2.0 * U1[:, perm] + 0.01 * rng.standard_normal((300, 12))  # scale does not matter
+    # scale does not matter
+    U2 = 2.0 * U1[:, perm] + 0.01 * rng.standard_normal((300, 12))
     pairs = match_activations(U1, U2)
-    assert np.array_equal(pairs["atom_2"].to_numpy(), np.argsort(perm)[pairs["atom_1"].to_numpy()])
+    assert np.array_equal(
+        pairs["atom_2"].to_numpy(), np.argsort(perm)[pairs["atom_1"].to_numpy()]
+    )
     assert pairs["correlation"].min() > 0.99
     null = shuffled_activation_null(U1, U2, n_draws=3, seed=0)
     assert null.shape == (3, 12)
@@ -137,10 +149,22 @@ def _sparse_data(rng, D, n, k=2):
 def test_cross_r2_drops_on_data_from_another_dictionary():
     rng = np.random.default_rng(6)
     D_a, D_b = _unit_rows(rng, 12, 8), _unit_rows(rng, 12, 8)
-    Z_a, Z_a2, Z_b = (_sparse_data(rng, D_a, 1500), _sparse_data(rng, D_a, 500),
-                      _sparse_data(rng, D_b, 500))
-    model, _ = train_sae(Z_a, c=24, k=2, lr=3e-3, epochs=30, batch_size=256, seed=0,
-                         device="cpu", progress=False)
+    Z_a, Z_a2, Z_b = (
+        _sparse_data(rng, D_a, 1500),
+        _sparse_data(rng, D_a, 500),
+        _sparse_data(rng, D_b, 500),
+    )
+    model, _ = train_sae(
+        Z_a,
+        c=24,
+        k=2,
+        lr=3e-3,
+        epochs=30,
+        batch_size=256,
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
     same = cross_r2(model, Z_a, Z_a2)
     assert list(same.index) == ["within", "across"] and "r2" in same.columns
     other = cross_r2(model, Z_a, Z_b)
@@ -157,9 +181,13 @@ def test_cross_r2_drops_on_data_from_another_dictionary():
 def test_between_group_share_is_zero_for_identical_groups_and_one_for_points():
     rng = np.random.default_rng(7)
     Z = rng.standard_normal((50, 3))
-    assert between_group_share(np.vstack([Z, Z]), np.r_[np.zeros(50), np.ones(50)]) == pytest.approx(0.0)
+    assert between_group_share(
+        np.vstack([Z, Z]), np.r_[np.zeros(50), np.ones(50)]
+    ) == pytest.approx(0.0)
     pts = np.vstack([np.zeros((10, 3)), np.ones((10, 3))])
-    assert between_group_share(pts, np.r_[np.zeros(10), np.ones(10)]) == pytest.approx(1.0)
+    assert between_group_share(pts, np.r_[np.zeros(10), np.ones(10)]) == pytest.approx(
+        1.0
+    )
     with pytest.raises(ValueError, match="one group label per row"):
         between_group_share(Z, np.zeros(3))
 
@@ -199,6 +227,7 @@ def test_shared_gene_union_keeps_shared_genes_and_reads_each_layer():
 
 # --- frozen models, shared genes, pair summaries and verdicts (issue 11) ---
 
+
 def _toy_counts(n=200, g=40, seed=0, prefix="g"):
     """Poisson counts of two cell groups with different gene programs."""
     import anndata as ad
@@ -220,6 +249,7 @@ def test_frozen_model_aligns_genes_by_name_and_reproduces_its_own_embedding():
     rng = np.random.default_rng(1)
     order = rng.permutation(train.n_vars)
     import anndata as ad
+
     extra = np.hstack([train.X[:, order], np.ones((train.n_obs, 2), np.float32)])
     other = ad.AnnData(X=extra)
     other.var_names = [train.var_names[i] for i in order] + ["x1", "x2"]
@@ -329,8 +359,11 @@ def test_pair_summary_tells_a_shared_dictionary_from_another_one():
 
     rng = np.random.default_rng(9)
     D, D_other = _unit_rows(rng, 10, 8), _unit_rows(rng, 10, 8)
-    Zs = {"a": _sparse_data(rng, D, 1200), "b": _sparse_data(rng, D, 1200),
-          "c": _sparse_data(rng, D_other, 1200)}
+    Zs = {
+        "a": _sparse_data(rng, D, 1200),
+        "b": _sparse_data(rng, D, 1200),
+        "c": _sparse_data(rng, D_other, 1200),
+    }
     settings = SAETrainSettings(epochs=40, lr=3e-3, batch_size=128, device="cpu")
     saes, twins = fit_pair_saes(Zs, 0, n_concepts=10, k=2, settings=settings)
     null = random_dictionary_null(10, 8, n_draws=10, seed=0)
@@ -351,21 +384,34 @@ def test_read_pair_applies_each_rule_to_a_planted_row():
     from helpers.stability import LARGER_GAP, read_pair
 
     null = np.array([[0.4, 0.4], [0.5, 0.5], [0.6, 0.6]])
-    row = pd.Series({"a": "x", "b": "y", "R² within (a)": 0.95,
-                     "R² across (a SAE on b)": 0.93, "R² within (b)": 0.95,
-                     "R² across (b SAE on a)": 0.70, "R² (a SAE)": "slightly lower",
-                     "R² (b SAE)": "much lower", "alignment": "at chance",
-                     "seed-to-seed": 0.55})
+    row = pd.Series(
+        {
+            "a": "x",
+            "b": "y",
+            "R² within (a)": 0.95,
+            "R² across (a SAE on b)": 0.93,
+            "R² within (b)": 0.95,
+            "R² across (b SAE on a)": 0.70,
+            "R² (a SAE)": "slightly lower",
+            "R² (b SAE)": "much lower",
+            "alignment": "at chance",
+            "seed-to-seed": 0.55,
+        }
+    )
     t = read_pair(row, null, n_cells={"x": 900, "y": 100}, shared=(2.0, 0.5))
     assert t.loc["R², x SAE on y", "verdict"] == "slightly lower"
     assert t.loc["R², y SAE on x", "verdict"] == "much lower"
     # 0.55 lies inside the random band (top: the 95th percentile of 0.4, 0.5, 0.6)
     assert t.loc["seed-to-seed above random dictionaries", "verdict"] == "no"
     assert t.loc[LARGER_GAP, "verdict"] == "yes"  # x is larger and drops 0.02 < 0.25
-    assert read_pair(row, null, n_cells={"x": 100, "y": 900}).loc[
-        LARGER_GAP, "verdict"] == "no"
-    assert read_pair(row, null, n_cells={"x": 5, "y": 5}).loc[
-        LARGER_GAP, "verdict"] == "equal sizes"
+    assert (
+        read_pair(row, null, n_cells={"x": 100, "y": 900}).loc[LARGER_GAP, "verdict"]
+        == "no"
+    )
+    assert (
+        read_pair(row, null, n_cells={"x": 5, "y": 5}).loc[LARGER_GAP, "verdict"]
+        == "equal sizes"
+    )
     assert t.loc["genes of matched pairs", "verdict"] == "more shared"
     high_row = row.copy()
     high_row["seed-to-seed"] = 0.9
