@@ -8,6 +8,8 @@ TEST_OUT := _build/test-chapters
 REF_DIR := tests/reference
 # chapter runs in tests: no progress bars (their timings would differ between runs)
 TEST_ENV := TQDM_DISABLE=1 PYTHONHASHSEED=0
+# the Python sources `make test` checks for ruff's format and 88-character lines
+PY_SOURCES := helpers tests benchmarks --exclude tests/reference
 
 .PHONY: install book book-clean test reference chapter bench clean actionlint format
 
@@ -61,16 +63,17 @@ test: install
 	elif [ -n "$$GITHUB_ACTIONS" ]; then echo "no actionlint: make actionlint"; exit 1; \
 	else echo "actionlint not installed (make actionlint, needs github.com):" \
 		"the workflows are only parsed as YAML"; $(PY) -c "$$YAML_CHECK" $(WORKFLOWS); fi
-	$(PY) -m ruff format --check helpers tests/browser tests/unit/test_book.py
+	$(PY) -m ruff format --check $(PY_SOURCES)
+	$(PY) -m ruff check --select E501 $(PY_SOURCES)
 	rm -rf $(TEST_OUT)
 	$(TEST_ENV) $(PY) -m pytest $(REF_DIR) --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 600 -p no:cacheprovider -q
 	$(TEST_ENV) $(PY) -m pytest tests --ignore=$(REF_DIR) -p no:cacheprovider -q
 
-## make format: ruff format on helpers/ and on the chapters' code cells (through
-## jupytext), what `make test` checks (tests/unit/test_chapter_format.py)
+## make format: ruff format on helpers/, tests/, benchmarks/ and on the chapters' code
+## cells (through jupytext), what `make test` checks (tests/unit/test_chapter_format.py)
 format: install
-	$(PY) -m ruff format helpers tests/browser tests/unit/test_book.py
+	$(PY) -m ruff format $(PY_SOURCES)
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/jupytext --pipe "ruff format -" \
 		--pipe-fmt py:percent chapters/*.md
 

@@ -1,4 +1,4 @@
-"""The chapters' code cells are formatted by ruff (what `make format` applies).
+"""Chapters' code cells: formatted by ruff (what `make format` applies), 88 columns.
 
 Each chapter goes through the same pipe as `make format` (jupytext hands every code
 cell to ``ruff format -``) into a temporary file, which must equal the chapter.
@@ -40,3 +40,26 @@ def test_the_check_catches_an_unformatted_cell(tmp_path):
     assert "seed=seed)" in text
     src.write_text(text.replace("seed=seed)", "seed = seed )", 1))
     assert _formatted(src, tmp_path / "out.md") != src.read_text()
+
+
+def _long_code_lines(text: str, limit: int = 88) -> list[str]:
+    import jupytext
+
+    nb = jupytext.reads(text, fmt="md:myst")
+    return [
+        line
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for line in cell.source.splitlines()
+        if len(line) > limit
+    ]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_code_lines_fit_88_columns(chapter):
+    assert _long_code_lines(chapter.read_text()) == []
+
+
+def test_the_line_check_catches_a_long_line():
+    text = CHAPTERS[0].read_text()
+    assert _long_code_lines(text.replace("seed=seed)", "seed=seed)  # " + "x" * 88, 1))
