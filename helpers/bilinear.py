@@ -486,8 +486,9 @@ def eigendecompose(model: BilinearMLP, outputs=None, n_modules: int | None = Non
     dict ``output index → (eigenvalues, eigenvectors)``: all nonzero-subspace
     eigenvalues (length min(g, 2h)) sorted by |λ| descending; eigenvectors as columns
     (g × r) for the first ``n_modules`` (default: all r), each oriented so that its
-    largest-magnitude entry is positive (on an exact tie, the positive one). Lifting
-    eigenvectors to genes is the costly step, so ask only for the modules you read.
+    largest-magnitude entry is positive (when the largest positive and negative entries
+    tie exactly, the sign stays as LAPACK returned it). Lifting eigenvectors to genes is
+    the costly step, so ask only for the modules you read.
     """
     n_threads = torch.get_num_threads()
     with single_thread():
