@@ -1,14 +1,11 @@
-"""A reader without ../shared/data: a chapter runs end to end via the download route.
+"""A reader without ../shared/data: chapters run end to end through the download route.
 
 The data directory is empty, the cache is empty, and ``BOOK_DATA_MIRROR`` points at a
 loopback ``http.server`` serving the upstream source files (``<data dir>/sources``) and
 the one gene set library the chapters need that blitzgsea does not ship (Hallmark, as
-Enrichr serves it): the chapter's datasets are downloaded (SHA-256 checked), converted
+Enrichr serves it): the chapters' datasets are downloaded (SHA-256 checked), converted
 and cached, and the library downloaded and cached, by the same code a user with a
-network runs. The perturbation chapter reads three datasets (Kang 2018 among them, the
-concepts chapter's data) and the Hallmark library, so it alone covers every download
-the concept chapters need; each dataset's conversion is also compared with the offline
-copy in ``tests/unit/test_sources.py``.
+network runs.
 """
 
 import json
@@ -49,6 +46,7 @@ def test_fast_chapters_from_an_empty_data_dir(shared_data, serve_folder, tmp_pat
             "-m",
             "helpers.chapter",
             "perturbation",
+            "concepts",
             "--fast",
             "-o",
             str(out),
@@ -60,10 +58,14 @@ def test_fast_chapters_from_an_empty_data_dir(shared_data, serve_folder, tmp_pat
         timeout=1500,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
-    # one chapter: -o is its output folder
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["_about"] == "written by helpers.chapter"
-    for dataset in ["glioblastoma_panobinostat", "kang2018", "norman2019"]:
+    for chapter, dataset in [
+        ("perturbation", "glioblastoma_panobinostat"),
+        ("perturbation", "kang2018"),
+        ("perturbation", "norman2019"),
+        ("concepts", "kang2018"),
+    ]:
+        metrics = json.loads((out / chapter / "metrics.json").read_text())
+        assert metrics["_about"] == "written by helpers.chapter"
         # the converted .h5ad is in the cache, its hash-checked source beside it
         ds = data.DATASETS[dataset]
         assert (cache / ds.files[0]).is_file(), sorted(p.name for p in cache.rglob("*"))
