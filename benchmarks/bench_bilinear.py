@@ -8,14 +8,18 @@ is timed twice: mapping all 2h eigenvectors back to genes (the like-for-like com
 and mapping only the 3 modules per output that helpers.bilinear.annotate stores. One
 warm-up call precedes the timings (first-call library set-up is not what the comparison
 is about), and each route is timed ``repeats`` times, the fastest run counting (as
-``timeit`` does), dense and low-rank alike; all runs are printed.
+``timeit`` does), dense and low-rank alike; all runs are printed. Last, the shared basis
+step alone: Cholesky-QR2 (``bilinear._range_basis``) against Householder QR
+(``torch.linalg.qr``) on the same U, one thread, fastest of 20 runs each.
 """
 
 import time
 
 import numpy as np
+import torch
 
 from helpers import bilinear
+from helpers.runtime import single_thread
 
 
 def _timed(fn, repeats: int):
@@ -67,6 +71,15 @@ def main(
     print(
         f"max |Δλ| {diff:.2e}, "
         f"max |λ| of the dense matrices outside the rank-2h subspace {rest:.2e}"
+    )
+    W, V = (p.detach().double() for p in (model.W, model.V))
+    U = torch.cat([W.T, V.T], dim=1)
+    with single_thread():
+        _, t_chol, _ = _timed(lambda: bilinear._range_basis(U), 20)
+        _, t_hh, _ = _timed(lambda: torch.linalg.qr(U), 20)
+    print(
+        f"basis of U ({g} x {2 * h}), one thread: Cholesky-QR2 {t_chol * 1e3:.1f} ms, "
+        f"Householder QR {t_hh * 1e3:.1f} ms"
     )
     return {
         "dense_s": t_dense,

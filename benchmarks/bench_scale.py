@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +31,24 @@ STEPS = 200  # optimizer steps of every training stage
 # scVI: one epoch, capped at STEPS minibatches (Lightning's limit_train_batches), so its
 # time measures data handling and encoding, not a longer epoch
 SCVI_BUDGET = dict(limit_train_batches=STEPS)
+
+
+def _scvi(adata, d):
+    """The scVI stage's model: trained once (one epoch capped at the step budget), then
+    loaded from ``d / "scvi"`` by the attribution stage."""
+    from helpers import embeddings
+
+    return embeddings.fit_embedding(
+        adata,
+        "scvi",
+        n_latent=16,
+        max_epochs=1,
+        progress=False,
+        output_dir=d / "scvi",
+        train_kwargs=SCVI_BUDGET,
+    )
+
+
 STAGES = (
     "load",
     "prepare",
@@ -104,18 +121,8 @@ def _stage(name: str, d: str, queue) -> None:
         spectral.frequencies(adata, n_freqs=5, k=15, use_rep="X_pca")
         note = "5 frequencies, k=15, graph on 50 PCs"
     elif name == "scvi":
-        from helpers import embeddings
-
         adata = ad.read_h5ad(d / "prepared.h5ad")
-        emb = embeddings.fit_embedding(
-            adata,
-            "scvi",
-            n_latent=16,
-            max_epochs=1,
-            progress=False,
-            output_dir=d / "scvi",
-            train_kwargs=SCVI_BUDGET,
-        )
+        emb = _scvi(adata, d)
         np.save(d / "z.npy", adata.obsm[emb.key])
         note = f"1 epoch capped at {STEPS} steps"
     elif name == "sae":
@@ -133,18 +140,10 @@ def _stage(name: str, d: str, queue) -> None:
         sae.torch.save(model.state_dict(), d / "sae.pt")
         note = f"{len(hist)} epochs, val R² {hist['val_r2'].iloc[-1]:.3f}"
     elif name == "attribution":
-        from helpers import attribution, embeddings
+        from helpers import attribution
 
         adata = ad.read_h5ad(d / "prepared.h5ad")
-        emb = embeddings.fit_embedding(
-            adata,
-            "scvi",
-            n_latent=16,
-            max_epochs=1,
-            progress=False,
-            output_dir=d / "scvi",
-            train_kwargs=SCVI_BUDGET,
-        )
+        emb = _scvi(adata, d)
         Z = adata.obsm[emb.key]
         model = sae.TopKSAE(Z.shape[1], 128, 8)
         model.load_state_dict(sae.torch.load(d / "sae.pt"))

@@ -500,11 +500,11 @@ def _range_basis(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Tall U (g ≥ 2h, the usual case) goes through Cholesky-QR2: ``R₁ = chol(UᵀU)``,
     ``Q₁ = U R₁⁻¹``, then once more on ``Q₁`` to restore orthogonality to machine
-    precision (Yamamoto et al. 2015): 14 ms against Householder's 19 ms at g = 2,000,
-    2h = 256 on one thread. Householder QR is kept for wide U (g < 2h, rank-deficient
-    Gram matrix) and whenever the first pass is not reliable (Gram matrix not
-    numerically positive definite, or ``Q₁`` off orthogonal by more than 0.1: U too
-    ill-conditioned for the squared condition number).
+    precision (Yamamoto et al. 2015), in less time than Householder QR
+    (``benchmarks/bench_bilinear.py`` prints both). Householder QR is kept for wide U
+    (g < 2h, rank-deficient Gram matrix) and whenever the first pass is not reliable
+    (Gram matrix not numerically positive definite, or ``Q₁`` off orthogonal by more
+    than 0.1: U too ill-conditioned for the squared condition number).
     """
     g, r = U.shape
     if g >= r:

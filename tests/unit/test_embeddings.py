@@ -76,9 +76,7 @@ def test_scvi_encode_equals_latent_representation(tmp_path):
 def test_scvi_with_batch_key_encodes_counts_alone(tmp_path):
     a = toy_counts()
     a.obs["batch"] = np.where(np.arange(a.n_obs) % 2 == 0, "b0", "b1")
-    emb = fit_embedding(
-        a,
-        "scvi",
+    kw = dict(
         n_latent=4,
         max_epochs=2,
         output_dir=tmp_path,
@@ -86,6 +84,7 @@ def test_scvi_with_batch_key_encodes_counts_alone(tmp_path):
         progress=False,
         batch_key="batch",
     )
+    emb = fit_embedding(a, "scvi", **kw)
     assert (
         emb.settings["batch_key"] == "batch" and emb.model.summary_stats["n_batch"] == 2
     )
@@ -97,16 +96,7 @@ def test_scvi_with_batch_key_encodes_counts_alone(tmp_path):
     # the batch labels are part of the cache key: other labels train a new model
     a2 = toy_counts()
     a2.obs["batch"] = "b0"
-    emb2 = fit_embedding(
-        a2,
-        "scvi",
-        n_latent=4,
-        max_epochs=2,
-        output_dir=tmp_path,
-        seed=0,
-        progress=False,
-        batch_key="batch",
-    )
+    emb2 = fit_embedding(a2, "scvi", **kw)
     assert "loaded_from" not in emb2.settings
     with pytest.raises(KeyError, match="batch_key 'donor' is not an obs column"):
         fit_embedding(
